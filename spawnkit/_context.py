@@ -1,0 +1,386 @@
+"""The one implementation of a running job: launch, join, terminate, errors and results.
+
+Every backend goes through here; a backend only starts processes and hands back handles.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import threading
+import time
+from multiprocessing.connection import wait as _wait_ready
+from typing import TYPE_CHECKING, Any, final
+
+from . import _wire
+from ._errors import (
+    JobTerminatedError,
+    LaunchError,
+    ProcessException,
+    ProcessExitedException,
+    ProcessRaisedException,
+    RemoteTraceback,
+    SpawnError,
+)
+from ._spec import PARENT_ONLY_FDS, WorkerSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from ._protocols import Backend, ParentWatch, WorkerHandle
+
+__all__ = ["ProcessContext", "launch"]
+
+# After SIGKILL a process normally vanishes at once; one stuck in uninterruptible sleep
+# (a hung NFS read) may not. Waiting is still bounded: past this, join gives up on it.
+KILL_WAIT = 10.0
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@final
+class _Rank:
+    __slots__ = ("handle", "inbox", "killed", "rank", "status", "value")
+
+    def __init__(self, rank: int, handle: WorkerHandle, inbox: _wire.Inbox) -> None:
+        self.rank = rank
+        self.handle = handle
+        self.inbox = inbox
+        self.status: int | None = None
+        self.killed = False
+        self.value: Any = None
+
+
+def _close_fd(fd: int) -> None:
+    PARENT_ONLY_FDS.discard(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+@final
+class ProcessContext:
+    """A running job: N ranks that succeed together or fail together.
+
+    Returned by ``spawnkit.spawn(..., join=False)``. Implements
+    :class:`spawnkit.SpawnContext` for every backend.
+    """
+
+    def __init__(
+        self,
+        backend_name: str,
+        backend: Backend,
+        watch: ParentWatch,
+        ranks: list[_Rank],
+        grace_period: float,
+        daemon: bool,
+    ) -> None:
+        self.backend_name = backend_name
+        self._backend = backend
+        self._watch = watch
+        self._ranks = ranks
+        self._grace = grace_period
+        self.daemon = daemon
+        self._failures: list[ProcessException] = []
+        self._error: ProcessException | None = None
+        self._terminated = False
+        self._released = False
+        self._lock = threading.RLock()
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        done = sum(r.status is not None for r in self._ranks)
+        return (
+            f"<ProcessContext backend={self.backend_name!r} nprocs={len(self._ranks)} "
+            f"finished={done}>"
+        )
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def processes(self) -> list[WorkerHandle]:
+        """The backend's handles, index = rank."""
+        return [r.handle for r in self._ranks]
+
+    def pids(self) -> list[int]:
+        """Process ids, index = rank; ``-1`` for a rank without a local pid."""
+        return [-1 if r.handle.pid is None else r.handle.pid for r in self._ranks]
+
+    def join(self, timeout: float | None = None, grace_period: float | None = None) -> bool:
+        """Wait for the job.
+
+        Returns ``True`` once every rank finished successfully, ``False`` if ``timeout``
+        seconds passed first (call again to keep waiting). On the first failure, waits up to
+        ``grace_period`` for the other ranks to finish on their own (if given), stops the
+        rest with SIGTERM, waits ``grace_period`` (default: the job's, 5 s), SIGKILLs what is
+        left, and raises the failure.
+
+        Raises:
+            ProcessRaisedException: a rank raised; the original is the ``__cause__``.
+            ProcessExitedException: a rank exited non-zero or died from a signal.
+            JobTerminatedError: :meth:`terminate` stopped ranks that had not finished.
+        """
+        _check_seconds("timeout", timeout)
+        _check_seconds("grace_period", grace_period)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if self._error is None and self._failures:
+                    self._stop(grace_period, after_failure=True)
+                    self._error = self._failures[0]
+                    self._error.failures = list(self._failures)
+                    self._release()
+                if self._error is not None:
+                    raise self._error
+                if self._all_ended():
+                    self._release()
+                    if any(r.killed and r.status != 0 for r in self._ranks):
+                        raise JobTerminatedError(
+                            "the job was stopped by terminate() before every rank finished; "
+                            "its results are incomplete"
+                        )
+                    return True
+                if not self._collect(deadline):
+                    return False
+
+    def terminate(self, grace_period: float | None = None) -> None:
+        """Stop every rank still running and its process group.
+
+        SIGTERM first (a worker's ``finally`` blocks run), then after ``grace_period``
+        seconds (default: the job's, 5 s) SIGKILL. Returns once every worker has ended, or
+        after a bounded wait for one that cannot. Ranks stopped here are never reported as
+        failures. Safe to call more than once and after the job ended.
+        """
+        _check_seconds("grace_period", grace_period)
+        with self._lock:
+            if not self._all_ended():
+                self._terminated = True
+                self._stop(grace_period, after_failure=False)
+            self._release()
+
+    def results(self) -> list[Any]:
+        """Wait for the job and return every rank's return value, index = rank.
+
+        Raises what :meth:`join` raises.
+        """
+        self.join()
+        return [r.value for r in self._ranks]
+
+    def __enter__(self) -> ProcessContext:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.terminate()
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def _all_ended(self) -> bool:
+        return all(r.status is not None for r in self._ranks)
+
+    def _running(self) -> list[_Rank]:
+        return [r for r in self._ranks if r.status is None]
+
+    def _collect(self, deadline: float | None) -> bool:
+        """Wait for the next event (a message, an exit) or ``deadline``; False on timeout."""
+        running = self._running()
+        waitables: list[Any] = [r.handle.sentinel for r in running]
+        waitables += [r.inbox.fd for r in running if not r.inbox.eof]
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = _wait_ready(waitables, timeout)
+        for r in running:
+            r.inbox.pump()
+            status = r.handle.poll()
+            if status is not None:
+                self._ended(r, status)
+        return bool(ready) or deadline is None or time.monotonic() < deadline
+
+    def _wait_until(self, deadline: float) -> None:
+        while self._running() and time.monotonic() < deadline:
+            self._collect(deadline)
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _ended(self, r: _Rank, status: int) -> None:
+        r.inbox.pump()  # whatever the worker wrote before it exited is in the pipe by now
+        r.status = status
+        message = r.inbox.message()
+        _close_fd(r.inbox.fd)
+        r.inbox.eof = True
+        if status == 0 and (message is None or message[0] == _wire.RESULT):
+            if message is not None:
+                try:
+                    r.value = pickle.loads(message[1])
+                except Exception as exc:  # noqa: BLE001 - the rank's result is its failure
+                    self._failures.append(
+                        ProcessRaisedException(
+                            f"\n\n-- Process {r.rank} returned a value the parent cannot "
+                            f"unpickle: {exc!r}",
+                            r.rank,
+                            r.handle.pid,
+                            repr(exc),
+                        ),
+                    )
+            return
+        if r.killed:
+            return
+        if message is not None and message[0] == _wire.ERROR:
+            self._failures.append(self._raised(r, message[1]))
+        else:
+            self._failures.append(self._exited(r, status))
+
+    def _raised(self, r: _Rank, body: bytes) -> ProcessRaisedException:
+        exc_bytes, text = pickle.loads(body)
+        original: BaseException | None = None
+        if exc_bytes is not None:
+            try:
+                original = pickle.loads(exc_bytes)
+            except Exception:  # noqa: BLE001 - not unpicklable here: the text still tells
+                original = None
+        msg = f"\n\n-- Process {r.rank} terminated with the following error:\n{text}"
+        failure = ProcessRaisedException(msg, r.rank, r.handle.pid, text, original)
+        if original is not None:
+            original.__cause__ = RemoteTraceback(text)
+            failure.__cause__ = original
+        return failure
+
+    def _exited(self, r: _Rank, status: int) -> ProcessExitedException:
+        if status < 0:
+            name = signal_name(-status)
+            return ProcessExitedException(
+                f"process {r.rank} terminated with signal {name}",
+                r.rank,
+                r.handle.pid,
+                status,
+                name,
+            )
+        return ProcessExitedException(
+            f"process {r.rank} terminated with exit code {status}", r.rank, r.handle.pid, status
+        )
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _stop(self, grace_period: float | None, *, after_failure: bool) -> None:
+        grace = self._grace if grace_period is None else grace_period
+        if after_failure and grace_period is not None:
+            self._wait_until(time.monotonic() + grace_period)
+        targets = self._running()
+        for r in targets:
+            r.killed = True
+            r.handle.send_signal(signal.SIGTERM)
+        self._wait_until(time.monotonic() + grace)
+        # Also the groups of ranks that already exited: a grandchild that ignored SIGTERM
+        # is still in its dead parent's group, and that group id stays reserved while it is.
+        for r in targets:
+            r.handle.send_signal(signal.SIGKILL)
+        self._wait_until(time.monotonic() + KILL_WAIT)
+
+    def _release(self) -> None:
+        if self._released or not self._all_ended():
+            return
+        self._released = True
+        for r in self._ranks:
+            _close_fd(r.inbox.fd)
+            r.handle.close()
+        for fd in self._watch.private_fds():
+            PARENT_ONLY_FDS.discard(fd)
+        self._watch.close()
+        self._backend.close()
+        _live.discard(self)
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")
+
+
+# Jobs whose workers still run. Strong references on purpose: a job the caller dropped
+# without joining must still be stopped (daemon) or waited for (non-daemon) at exit.
+_live: set[ProcessContext] = set()
+
+
+@atexit.register
+def _at_exit() -> None:
+    for ctx in list(_live):
+        try:
+            if ctx.daemon:
+                ctx.terminate()
+            else:
+                while not ctx._all_ended():
+                    ctx._collect(None)
+                ctx._release()
+        except Exception:  # noqa: BLE001, S110 - at exit there is nobody left to tell
+            pass
+
+
+def launch(
+    backend_name: str,
+    backend: Backend,
+    watch: ParentWatch,
+    nprocs: int,
+    payload: bytes | None,
+    target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
+    grace_period: float,
+    daemon: bool,
+) -> ProcessContext:
+    """Start ``nprocs`` ranks through ``backend`` and return the running job.
+
+    Every start call returns as soon as its process exists, so ranks start in parallel. If
+    one cannot start, the ranks already started are stopped and :class:`LaunchError` raised.
+    """
+    PARENT_ONLY_FDS.update(watch.private_fds())
+    child_watch = watch.child_watch()
+    job_pid = os.getpid()
+    ranks: list[_Rank] = []
+    try:
+        for rank in range(nprocs):
+            read_end, write_end = os.pipe()
+            PARENT_ONLY_FDS.add(read_end)
+            inbox = _wire.Inbox(read_end)
+            try:
+                spec = WorkerSpec(
+                    rank=rank,
+                    nprocs=nprocs,
+                    job_pid=job_pid,
+                    parent_pid=job_pid,
+                    payload=payload,
+                    target=target,
+                    fds=(write_end, *watch.fds()),
+                    watch=child_watch,
+                    grace_period=grace_period,
+                    env={},
+                )
+                try:
+                    handle = backend.start(spec)
+                finally:
+                    os.close(write_end)
+            except BaseException:
+                _close_fd(read_end)
+                raise
+            ranks.append(_Rank(rank, handle, inbox))
+    except BaseException as exc:
+        ctx = ProcessContext(backend_name, backend, watch, ranks, grace_period, daemon)
+        ctx.terminate(grace_period=min(grace_period, 1.0))
+        if isinstance(exc, (SpawnError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+            raise
+        raise LaunchError(
+            f"backend {backend_name!r} could not start rank {len(ranks)} of {nprocs}: {exc}"
+        ) from exc
+    return ProcessContext(backend_name, backend, watch, ranks, grace_period, daemon)

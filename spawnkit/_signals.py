@@ -1,0 +1,70 @@
+"""Signals to the parent while a job runs in the foreground: stop the workers, then obey."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ._errors import JobTerminatedError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from ._context import ProcessContext
+
+__all__ = ["foreground"]
+
+
+class _ParentSignal(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_parent_signal(signum: int, frame: FrameType | None) -> None:
+    raise _ParentSignal(signum)
+
+
+@contextmanager
+def foreground(ctx: ProcessContext) -> Iterator[None]:
+    """While the caller waits for the job, SIGINT/SIGTERM stop the workers gracefully first.
+
+    Python runs signal handlers only in the main thread, so from any other thread nothing is
+    installed and a signal to the parent takes its usual course.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        sig: handler
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        # None: a handler installed from C, which Python can neither call nor restore.
+        if (handler := signal.getsignal(sig)) not in (signal.SIG_IGN, None)
+    }
+    for sig in previous:
+        signal.signal(sig, _raise_parent_signal)
+    try:
+        yield
+    except _ParentSignal as received:
+        # A second Ctrl-C must not cut the graceful stop short and leak workers; the stop
+        # itself is bounded by the grace period.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        ctx.terminate()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if previous.get(signal.Signals(received.signum)) is signal.default_int_handler:
+            raise KeyboardInterrupt from None
+        os.kill(os.getpid(), received.signum)
+        name = signal.Signals(received.signum).name
+        raise JobTerminatedError(
+            f"the job was stopped because the parent received {name}"
+        ) from None
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is _raise_parent_signal:
+                signal.signal(sig, handler)

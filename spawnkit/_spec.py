@@ -1,0 +1,115 @@
+"""What core hands a backend for one rank, and the backend forwards to the child untouched.
+
+Imported in every worker, so it imports nothing beyond the interpreter's own start-up set.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+    from ._protocols import ChildWatch
+
+
+# Descriptors the parent holds for its own side of running jobs (result read ends, lifeline
+# write ends). A fork child inherits this set along with the descriptors and closes them all
+# first: a sibling's lifeline write end kept open here would hide the parent's death.
+PARENT_ONLY_FDS: set[int] = set()
+
+
+class WorkerSpec:
+    """Everything one rank needs: who it is, what to run, and which descriptors to keep.
+
+    A backend starts a process that calls :func:`spawnkit.run_worker` with this spec. It must
+    make every descriptor in :attr:`fds` available in the child (inherited, passed or
+    duplicated) and, when the numbers change on the way, call :meth:`with_fds` with the new
+    numbers in the same order. It must not look inside anything else.
+
+    Attributes:
+        rank: this worker's index, ``0 <= rank < nprocs``.
+        nprocs: number of ranks in the job.
+        job_pid: pid of the process that called :func:`spawnkit.spawn`.
+        parent_pid: pid the worker's direct parent will have. Core sets the job's pid; a
+            backend that starts workers through an intermediate process (a fork server)
+            replaces it with :meth:`with_parent_pid`, so the watch can tell a real parent
+            death from the normal state.
+        payload: the pickled ``(fn, args)``, or ``None`` when :attr:`target` carries them.
+        target: ``(fn, args)`` unpickled, for backends that do not pickle (fork).
+        fds: descriptors to forward; ``fds[0]`` is the result channel, the rest the watch's.
+        watch: the child half of the parent watch, or ``None``.
+        grace_period: seconds a worker gets between SIGTERM and SIGKILL when the parent dies.
+        env: environment variables the worker sets before running ``fn``.
+    """
+
+    __slots__ = (
+        "env",
+        "fds",
+        "grace_period",
+        "job_pid",
+        "nprocs",
+        "parent_pid",
+        "payload",
+        "rank",
+        "target",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        rank: int,
+        nprocs: int,
+        job_pid: int,
+        parent_pid: int,
+        payload: bytes | None,
+        target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
+        fds: tuple[int, ...],
+        watch: ChildWatch | None,
+        grace_period: float,
+        env: Mapping[str, str],
+    ) -> None:
+        self.rank = rank
+        self.nprocs = nprocs
+        self.job_pid = job_pid
+        self.parent_pid = parent_pid
+        self.payload = payload
+        self.target = target
+        self.fds = fds
+        self.watch = watch
+        self.grace_period = grace_period
+        self.env = dict(env)
+
+    def _replace(self, **changes: Any) -> WorkerSpec:
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return WorkerSpec(**fields)
+
+    def with_fds(self, fds: Sequence[int]) -> WorkerSpec:
+        """A copy whose descriptors are ``fds``, in the order of :attr:`fds`."""
+        fds = tuple(fds)
+        if len(fds) != len(self.fds):
+            raise ValueError(f"expected {len(self.fds)} descriptors, got {len(fds)}")
+        return self._replace(fds=fds)
+
+    def with_parent_pid(self, pid: int) -> WorkerSpec:
+        """A copy for a worker whose direct parent is ``pid`` rather than the job."""
+        return self._replace(parent_pid=pid)
+
+    @property
+    def result_fd(self) -> int:
+        return self.fds[0]
+
+    @property
+    def watch_fds(self) -> tuple[int, ...]:
+        return self.fds[1:]
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, ({name: getattr(self, name) for name in self.__slots__},))
+
+    def __repr__(self) -> str:
+        return f"WorkerSpec(rank={self.rank}, nprocs={self.nprocs}, fds={self.fds})"
+
+
+def _rebuild(fields: dict[str, Any]) -> WorkerSpec:
+    return WorkerSpec(**fields)

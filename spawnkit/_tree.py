@@ -1,0 +1,30 @@
+"""Signalling a worker together with the processes it started."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["signal_process_group"]
+
+
+def signal_process_group(pid: int, signum: int) -> None:
+    """Send ``signum`` to the process group that worker ``pid`` leads, or to ``pid`` alone.
+
+    Every worker makes itself the leader of a new group first thing, so its children (the
+    job's grandchildren) get the signal too. Until it has done so there is no such group, and
+    then there are no grandchildren either: the worker alone is signalled. A worker that has
+    ended and taken its whole group with it is not an error.
+
+    Only call this for a worker that has not been reaped yet, or right after reaping it while
+    its group may still have members: a group id stays reserved while it has members.
+    """
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(pid, signum)
+            return
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

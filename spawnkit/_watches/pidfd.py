@@ -1,0 +1,66 @@
+"""``pidfd``: Linux 5.3+; the job opens a pidfd of itself and every worker polls it.
+
+A pidfd names one process for good, so a recycled pid can never fool it, and it works
+whoever the worker's direct parent is (a fork server included).
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from .._spec import WorkerSpec
+
+
+def unavailable_reason() -> str | None:
+    """Why this watch cannot run here, or ``None`` when it can."""
+    if not hasattr(os, "pidfd_open"):
+        return "os.pidfd_open is missing (Linux 5.3+ with Python 3.9+ only)"
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError as exc:
+        return f"pidfd_open() failed: {exc}"
+    return None
+
+
+class PidfdParent:
+    """The job's side: a pidfd that refers to the job's own process."""
+
+    def __init__(self) -> None:
+        self._fd = os.pidfd_open(os.getpid())
+
+    def child_watch(self) -> PidfdChild:
+        return PidfdChild()
+
+    def fds(self) -> tuple[int, ...]:
+        return (self._fd,)
+
+    def private_fds(self) -> tuple[int, ...]:
+        return ()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class PidfdChild:
+    """The worker's side: a daemon thread in poll() until the pidfd turns readable."""
+
+    name = "pidfd"
+
+    def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
+        import select
+        import threading
+
+        (fd,) = fds
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+
+        def wait() -> None:
+            while not poller.poll():
+                pass
+            shutdown()
+
+        threading.Thread(target=wait, name="spawnkit-watch-pidfd", daemon=True).start()

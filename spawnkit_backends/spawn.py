@@ -1,0 +1,18 @@
+"""``spawn``: ``multiprocessing``'s spawn start method; a fresh interpreter per rank."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import spawnkit
+
+
+@spawnkit.hookimpl
+def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+    from ._mp import MultiprocessingBackend
+
+    registry.add(
+        "spawn",
+        partial(MultiprocessingBackend, "spawn"),
+        description="multiprocessing spawn: a fresh interpreter per rank; every platform",
+    )
