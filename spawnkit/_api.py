@@ -7,7 +7,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
-from ._context import ProcessContext, _check_seconds, launch
+from ._context import ProcessContext, check_seconds, launch
 from ._errors import (
     ConfigError,
     InvalidArgumentError,
@@ -81,12 +81,7 @@ def _validate(fn: object, args: object, nprocs: object, grace_period: object) ->
             f"args must be a tuple or list of extra arguments for fn, not "
             f"{type(args).__name__} {_describe(args)}; for one argument write args=(value,)"
         )
-    try:
-        _check_seconds("grace_period", grace_period)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise InvalidArgumentError(str(exc)) from None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    check_seconds("grace_period", grace_period)
 
 
 @overload

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, final
 
 from . import _wire
 from ._errors import (
+    ConfigError,
+    InvalidArgumentError,
     JobTerminatedError,
     LaunchError,
     ProcessException,
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
     from ._protocols import Backend, ParentWatch, WorkerHandle
 
-__all__ = ["ProcessContext", "launch"]
+__all__ = ["ProcessContext", "check_seconds", "launch"]
 
 # After SIGKILL a process normally vanishes at once; one stuck in uninterruptible sleep
 # (a hung NFS read) may not. Waiting is still bounded: past this, join gives up on it.
@@ -129,8 +131,8 @@ class ProcessContext:
             ProcessExitedException: a rank exited non-zero or died from a signal.
             JobTerminatedError: :meth:`terminate` stopped ranks that had not finished.
         """
-        _check_seconds("timeout", timeout)
-        _check_seconds("grace_period", grace_period)
+        check_seconds("timeout", timeout)
+        check_seconds("grace_period", grace_period)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
@@ -160,7 +162,7 @@ class ProcessContext:
         after a bounded wait for one that cannot. Ranks stopped here are never reported as
         failures. Safe to call more than once and after the job ended.
         """
-        _check_seconds("grace_period", grace_period)
+        check_seconds("grace_period", grace_period)
         with self._lock:
             if not self._all_ended():
                 self._terminated = True
@@ -302,13 +304,14 @@ class ProcessContext:
         _live.discard(self)
 
 
-def _check_seconds(name: str, value: float | None) -> None:
+def check_seconds(name: str, value: object) -> None:
+    """Reject a timeout or grace period that is not a non-negative number of seconds."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+        raise InvalidArgumentError(f"{name} must be a number of seconds or None, not {value!r}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")
+        raise ConfigError(f"{name} must be >= 0 seconds, not {value!r}")
 
 
 # Jobs whose workers still run. Strong references on purpose: a job the caller dropped

@@ -29,7 +29,10 @@ class WorkerHandle(Protocol):
 
     @property
     def pid(self) -> int | None:
-        """The worker's process id on this machine, or ``None`` if it has none here."""
+        """The worker's process id on this machine, or ``None`` if it has none here.
+
+        Stays readable after :meth:`close`.
+        """
 
     @property
     def sentinel(self) -> int:

@@ -46,6 +46,7 @@ class MultiprocessingHandle:
 
     def __init__(self, process: BaseProcess, own_child: bool) -> None:
         self._process = process
+        self._pid = process.pid  # still answered after close(), as the protocol asks
         self._pidfd: int | None = None
         # multiprocessing's sentinel for fork and spawn is a pipe the worker holds open, and
         # so do grandchildren it forks; a pidfd turns readable when the worker itself ends.
@@ -57,7 +58,7 @@ class MultiprocessingHandle:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid
+        return self._pid
 
     @property
     def sentinel(self) -> int:
@@ -67,8 +68,8 @@ class MultiprocessingHandle:
         return self._process.exitcode
 
     def send_signal(self, signum: int) -> None:
-        if self._process.pid is not None:
-            spawnkit.signal_process_group(self._process.pid, signum)
+        if self._pid is not None:
+            spawnkit.signal_process_group(self._pid, signum)
 
     def close(self) -> None:
         if self._pidfd is not None:

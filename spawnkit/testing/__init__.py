@@ -9,74 +9,34 @@ Left at ``None``, ``backends`` means every registered backend (narrowed by the e
 variable ``SPAWNKIT_TEST_BACKENDS=fork,spawn``); an unavailable one is skipped with its
 reason. Every test fails if it leaves a process behind. Needs pytest and pytest-timeout
 (``pip install spawnkit[testing]``).
+
+Names load on first use: workers import this package's target modules, and must not pay
+for pytest or the plugin registry to do so.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
-
-import pytest
-
-from .._registry import plugins
-from ._behaviour import BehaviourTests
-from ._parent_death import ParentDeathTests
-from ._processes import descendants, leak_guard
+import importlib
 
 __all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch_params"]
 
-TEST_BACKENDS_ENV = "SPAWNKIT_TEST_BACKENDS"
+_WHERE = {
+    "BackendSuite": "spawnkit.testing._suite",
+    "backend_params": "spawnkit.testing._suite",
+    "watch_params": "spawnkit.testing._suite",
+    "descendants": "spawnkit.testing._processes",
+    "leak_guard": "spawnkit.testing._processes",
+}
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._processes import descendants, leak_guard
+    from ._suite import BackendSuite, backend_params, watch_params
 
 
-def backend_params(names: Sequence[str] | None = None) -> list[Any]:
-    """``pytest.param`` per backend: the named ones, or every registered one.
-
-    An unavailable backend is kept, marked to skip with the reason it gave.
-    """
-    registry = plugins()
-    chosen = list(names) if names is not None else sorted(registry.backends)
-    narrowed = os.environ.get(TEST_BACKENDS_ENV, "").strip()
-    if narrowed:
-        wanted = [n.strip() for n in narrowed.split(",") if n.strip()]
-        chosen = [n for n in chosen if n in wanted]
-    params = []
-    for name in chosen:
-        info = registry.backends.get(name)
-        marks = []
-        if info is None:
-            marks.append(pytest.mark.skip(reason=f"backend {name!r} is not installed"))
-        elif info.unavailable is not None:
-            marks.append(pytest.mark.skip(reason=f"backend {name!r}: {info.unavailable}"))
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
-
-
-def watch_params() -> list[Any]:
-    """``pytest.param`` per registered parent watch, plus ``auto``."""
-    registry = plugins()
-    params = [pytest.param("auto", id="auto")]
-    for name, info in sorted(registry.watches.items()):
-        marks = []
-        if info.unavailable is not None:
-            marks.append(pytest.mark.skip(reason=f"watch {name!r}: {info.unavailable}"))
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
-
-
-class BackendSuite(BehaviourTests, ParentDeathTests):
-    """Subclass in a test module to run every conformance test against ``backends``."""
-
-    backends: ClassVar[Sequence[str] | None] = None
-
-    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "backend" in metafunc.fixturenames:
-            metafunc.parametrize("backend", backend_params(self.backends))
-        if "watch" in metafunc.fixturenames:
-            metafunc.parametrize("watch", watch_params())
-
-    @pytest.fixture(autouse=True)
-    def _no_leaks(self) -> Iterator[None]:
-        """Every conformance test fails if it leaves a process behind."""
-        with leak_guard():
-            yield
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'spawnkit.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,341 @@
+"""Conformance tests for the SpawnContext semantics: results, errors, exit codes, terminate."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import spawnkit
+
+from . import _targets as t
+from ._processes import descendants, infrastructure_pids, wait_gone
+
+
+def _wait_for_files(paths: list[Path], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        if time.monotonic() > deadline:
+            missing = [str(p) for p in paths if not p.exists()]
+            raise AssertionError(f"workers never wrote {missing}")
+        time.sleep(0.005)
+
+
+def _alive(pid: int) -> bool:
+    return bool(wait_gone([pid], timeout=0))
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
+
+
+def _run_script(code: str, env: dict[str, str] | None = None, timeout: float = 60) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+class BehaviourTests:
+    """What every backend must do, as seen from ``spawnkit.spawn``."""
+
+    # -- success -----------------------------------------------------------------------
+
+    def test_returns_every_rank_value_in_rank_order(self, backend: str) -> None:
+        assert spawnkit.spawn(t.times, args=(10,), nprocs=4, backend=backend) == [0, 10, 20, 30]
+
+    def test_args_may_be_a_list_and_are_passed_after_the_rank(self, backend: str) -> None:
+        got = spawnkit.spawn(t.echo, args=["a", 2, None], nprocs=2, backend=backend)
+        assert got == [(0, ("a", 2, None)), (1, ("a", 2, None))]
+
+    def test_ranks_run_at_the_same_time(self, backend: str, tmp_path: Path) -> None:
+        got = spawnkit.spawn(t.wait_for_all, args=(4, str(tmp_path)), nprocs=4, backend=backend)
+        assert got == [4, 4, 4, 4]
+
+    def test_every_worker_is_its_own_process_and_leads_its_group(self, backend: str) -> None:
+        ctx = spawnkit.spawn(t.identity, nprocs=3, join=False, backend=backend)
+        got = ctx.results()
+        assert [g["rank"] for g in got] == [0, 1, 2]
+        assert [g["pid"] for g in got] == ctx.pids()
+        assert len(set(ctx.pids())) == 3
+        assert os.getpid() not in ctx.pids()
+        assert all(g["pgid"] == g["pid"] for g in got)
+
+    def test_results_waits_and_returns_the_values(self, backend: str) -> None:
+        ctx = spawnkit.spawn(t.times, args=(3,), nprocs=2, join=False, backend=backend)
+        assert ctx.results() == [0, 3]
+        assert ctx.join() is True  # can be called again once done
+
+    def test_large_result_arrives_intact(self, backend: str) -> None:
+        size = 16 * 1024 * 1024
+        (value,) = spawnkit.spawn(t.return_bytes, args=(size,), backend=backend)
+        assert value == bytes(range(256)) * (size // 256)
+
+    def test_system_exit_zero_or_none_is_success(self, backend: str) -> None:
+        assert spawnkit.spawn(t.exit_with, args=(0, "sys.exit"), backend=backend) == [None]
+        assert spawnkit.spawn(t.exit_with, args=(None, "raise"), backend=backend) == [None]
+
+    def test_workers_do_not_load_plugins(self, backend: str) -> None:
+        if not _pickles(backend):
+            pytest.skip(f"{backend!r} workers inherit the parent's memory, plugins included")
+        (modules,) = spawnkit.spawn(t.loaded_modules, backend=backend)
+        for heavy in ("spawnkit._registry", "spawnkit.hookspecs", "spawnkit._api"):
+            assert heavy not in modules
+
+    # -- failures ----------------------------------------------------------------------
+
+    def test_raised_exception_reaches_the_parent_with_its_traceback(self, backend: str) -> None:
+        ctx = spawnkit.spawn(
+            t.raise_on, args=(1, "bad input"), nprocs=3, join=False, backend=backend
+        )
+        pids = ctx.pids()
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            ctx.join()
+        err = info.value
+        assert err.error_index == 1
+        assert err.pid == err.error_pid == pids[1]
+        assert str(err).startswith("\n\n-- Process 1 terminated with the following error:\n")
+        assert str(err).rstrip().endswith("ValueError: bad input")
+        assert "raise_on" in err.remote_traceback
+        assert isinstance(err.exception, ValueError)
+        assert err.exception.args == ("bad input",)
+        assert err.__cause__ is err.exception
+        assert isinstance(err.exception.__cause__, spawnkit.RemoteTraceback)
+        # The two others were stopped by spawnkit: never reported as failures.
+        assert err.failures == [err]
+        for pid in pids:
+            assert not _alive(pid)
+
+    def test_every_failure_is_kept(self, backend: str) -> None:
+        ctx = spawnkit.spawn(t.raise_everywhere, nprocs=3, join=False, backend=backend)
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            ctx.join(grace_period=60)  # long enough for every rank to fail on its own
+        assert sorted(f.error_index for f in info.value.failures) == [0, 1, 2]
+        assert info.value.failures[0] is info.value
+        for failure in info.value.failures:
+            assert str(failure).rstrip().endswith(f"ValueError: rank {failure.error_index} failed")
+
+    def test_failure_is_raised_again_by_a_second_join(self, backend: str) -> None:
+        ctx = spawnkit.spawn(t.raise_everywhere, nprocs=1, join=False, backend=backend)
+        with pytest.raises(spawnkit.ProcessRaisedException) as first:
+            ctx.join()
+        with pytest.raises(spawnkit.ProcessRaisedException) as second:
+            ctx.join()
+        assert second.value is first.value
+
+    @pytest.mark.parametrize("how", ["sys.exit", "os._exit", "raise"])
+    def test_nonzero_exit_is_reported_with_its_code(self, backend: str, how: str) -> None:
+        with pytest.raises(spawnkit.ProcessExitedException) as info:
+            spawnkit.spawn(t.exit_with, args=(123, how), backend=backend)
+        assert info.value.exit_code == 123
+        assert info.value.signal_name is None
+        assert info.value.error_index == 0
+        assert str(info.value) == "process 0 terminated with exit code 123"
+
+    def test_keyboard_interrupt_in_a_worker_is_a_failure(self, backend: str) -> None:
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(t.interrupt, backend=backend)
+        assert isinstance(info.value.exception, KeyboardInterrupt)
+        assert info.value.remote_traceback.rstrip().endswith("KeyboardInterrupt")
+
+    @pytest.mark.parametrize("signum", [signal.SIGABRT, signal.SIGKILL, signal.SIGSEGV])
+    def test_death_by_signal_names_the_signal(self, backend: str, signum: int) -> None:
+        with pytest.raises(spawnkit.ProcessExitedException) as info:
+            spawnkit.spawn(t.kill_self, args=(int(signum),), backend=backend)
+        name = signal.Signals(signum).name
+        assert info.value.exit_code == -signum
+        assert info.value.signal_name == name
+        assert str(info.value) == f"process 0 terminated with signal {name}"
+
+    def test_unpicklable_exception_is_reported_as_text(self, backend: str) -> None:
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(t.raise_unpicklable, backend=backend)
+        assert info.value.exception is None
+        assert "UnpicklableError: the lock stays here" in str(info.value)
+
+    def test_exception_that_cannot_be_rebuilt_is_reported_as_text(self, backend: str) -> None:
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(t.raise_unrebuildable, backend=backend)
+        assert info.value.exception is None
+        assert "NeedsTwoArgsError: left+right" in str(info.value)
+
+    def test_megabyte_traceback_does_not_deadlock(self, backend: str) -> None:
+        size = 8 * 1024 * 1024
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(t.raise_huge, args=(size,), nprocs=2, backend=backend)
+        assert len(info.value.remote_traceback) > size
+
+    def test_unpicklable_result_is_a_clear_failure(self, backend: str) -> None:
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(t.return_unpicklable, backend=backend)
+        assert isinstance(info.value.exception, TypeError)
+        assert "cannot be pickled back to the parent" in str(info.value)
+
+    def test_failures_survive_pickling(self, backend: str) -> None:
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(t.raise_on, args=(0, "pickled"), backend=backend)
+        again = pickle.loads(pickle.dumps(info.value))
+        assert type(again) is spawnkit.ProcessRaisedException
+        assert (again.error_index, again.pid) == (info.value.error_index, info.value.pid)
+        assert again.remote_traceback == info.value.remote_traceback
+        assert isinstance(again.exception, ValueError)
+        assert [f.error_index for f in again.failures] == [0]
+
+    # -- waiting and stopping ----------------------------------------------------------
+
+    def test_join_timeout_returns_false_and_can_be_repeated(self, backend: str) -> None:
+        with spawnkit.spawn(t.block, nprocs=2, join=False, backend=backend) as ctx:
+            assert ctx.join(timeout=0.05) is False
+            assert ctx.join(timeout=0) is False
+            assert all(_alive(pid) for pid in ctx.pids())
+
+    def test_terminate_stops_every_rank_and_join_says_so(self, backend: str) -> None:
+        ctx = spawnkit.spawn(t.block, nprocs=3, join=False, backend=backend)
+        pids = ctx.pids()
+        ctx.terminate(grace_period=5)
+        assert not any(_alive(pid) for pid in pids)
+        with pytest.raises(spawnkit.JobTerminatedError):
+            ctx.join()
+        ctx.terminate()  # again: a no-op
+
+    def test_terminate_gives_workers_their_cleanup(self, backend: str, tmp_path: Path) -> None:
+        ctx = spawnkit.spawn(
+            t.cleanup_on_exit, args=(str(tmp_path),), nprocs=2, join=False, backend=backend
+        )
+        _wait_for_files([tmp_path / f"{r}.ready" for r in range(2)])
+        ctx.terminate()
+        assert (tmp_path / "0.cleaned").exists()
+        assert (tmp_path / "1.cleaned").exists()
+
+    def test_sigterm_first_then_sigkill_for_a_worker_that_ignores_it(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        ctx = spawnkit.spawn(
+            t.note_sigterm_and_block, args=(str(tmp_path),), join=False, backend=backend
+        )
+        _wait_for_files([tmp_path / "0.ready"])
+        ctx.terminate(grace_period=0.2)
+        assert (tmp_path / "0.sigterm").exists()
+        assert not _alive(ctx.pids()[0])
+
+    def test_leaving_the_context_manager_terminates(self, backend: str) -> None:
+        with spawnkit.spawn(t.block, nprocs=2, join=False, backend=backend) as ctx:
+            pids = ctx.pids()
+        assert not any(_alive(pid) for pid in pids)
+
+    def test_terminate_takes_grandchildren_down(self, backend: str, tmp_path: Path) -> None:
+        ctx = spawnkit.spawn(t.start_grandchild, args=(str(tmp_path),), join=False, backend=backend)
+        marker = tmp_path / "0.grandchild"
+        _wait_for_files([marker])
+        grandchild = int(marker.read_text())
+        ctx.terminate(grace_period=0.2)
+        assert wait_gone([grandchild], timeout=10) == set()
+
+    def test_failure_stops_the_other_ranks(self, backend: str) -> None:
+        ctx = spawnkit.spawn(t.raise_on, args=(0, "first"), nprocs=3, join=False, backend=backend)
+        with pytest.raises(spawnkit.ProcessRaisedException):
+            ctx.join(grace_period=0.5)
+        assert not any(_alive(pid) for pid in ctx.pids())
+
+    # -- bad input -----------------------------------------------------------------------
+
+    def test_unknown_option_is_rejected_before_anything_starts(self, backend: str) -> None:
+        with pytest.raises(spawnkit.UnknownOptionError, match="does not take option"):
+            spawnkit.spawn(t.times, args=(1,), backend=backend, no_such_option=1)
+
+    def test_unpicklable_function_is_named(self, backend: str) -> None:
+        def nested(rank: int) -> int:
+            return rank
+
+        if not _pickles(backend):
+            assert spawnkit.spawn(nested, nprocs=2, backend=backend) == [0, 1]
+            return
+        with pytest.raises(spawnkit.NotPicklableError) as err:
+            spawnkit.spawn(nested, backend=backend)
+        assert "cannot pickle fn" in str(err.value)
+        assert "nested" in str(err.value)
+
+    # -- resources -----------------------------------------------------------------------
+
+    def test_hundreds_of_jobs_leak_nothing(self, backend: str) -> None:
+        def snapshot() -> tuple[int, int, int]:
+            children = descendants(exclude=infrastructure_pids())
+            return _fds(), len(children), threading.active_count()
+
+        spawnkit.spawn(t.mixed, args=(0,), nprocs=2, backend=backend)  # warm caches and servers
+        before = snapshot()
+        for cycle in range(100):
+            if cycle % 2:
+                with pytest.raises(spawnkit.ProcessRaisedException, match=f"cycle {cycle}"):
+                    spawnkit.spawn(t.mixed, args=(cycle,), nprocs=2, backend=backend)
+            else:
+                assert spawnkit.spawn(t.mixed, args=(cycle,), nprocs=2, backend=backend) == [0, 1]
+        assert snapshot() == before
+
+    def test_no_temporary_files_are_left(self, backend: str, tmp_path: Path) -> None:
+        tmp = tmp_path / "tmp"
+        tmp.mkdir()
+        _run_script(
+            f"""
+            import spawnkit
+            from spawnkit.testing import _targets as t
+            if __name__ == "__main__":
+                assert spawnkit.spawn(t.times, args=(2,), nprocs=2, backend={backend!r}) == [0, 2]
+                try:
+                    spawnkit.spawn(t.raise_everywhere, nprocs=2, backend={backend!r})
+                except spawnkit.ProcessRaisedException:
+                    pass
+            """,
+            env={"TMPDIR": str(tmp)},
+        )
+        assert list(tmp.iterdir()) == []
+
+    def test_daemon_workers_stop_when_the_parent_exits(self, backend: str) -> None:
+        out = _run_script(
+            f"""
+            import spawnkit
+            from spawnkit.testing import _targets as t
+            if __name__ == "__main__":
+                ctx = spawnkit.spawn(
+                    t.block, nprocs=2, join=False, daemon=True, backend={backend!r}
+                )
+                print(*ctx.pids())
+            """
+        )
+        pids = [int(p) for p in out.split()]
+        assert wait_gone(pids, timeout=10) == set()
+
+    def test_non_daemon_workers_are_waited_for_at_exit(self, backend: str, tmp_path: Path) -> None:
+        out = _run_script(
+            f"""
+            import spawnkit
+            from spawnkit.testing import _targets as t
+            if __name__ == "__main__":
+                ctx = spawnkit.spawn(t.wait_for_all, args=(2, {str(tmp_path)!r}), nprocs=2,
+                                     join=False, backend={backend!r})
+                print(*ctx.pids())
+            """
+        )
+        # The script returned only after both workers checked in and finished.
+        assert len(list(tmp_path.glob("*.here"))) == 2
+        assert wait_gone([int(p) for p in out.split()], timeout=10) == set()
+
+
+def _pickles(backend: str) -> bool:
+    from .._registry import plugins
+
+    return plugins().backends[backend].pickles

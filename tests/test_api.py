@@ -1,0 +1,281 @@
+"""The public API outside any one backend: bad input, the exception tree, listings, layout."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spawnkit
+from spawnkit.testing import _targets as t
+
+
+def test_nprocs_below_one() -> None:
+    with pytest.raises(spawnkit.ConfigError, match=r"nprocs must be >= 1, not 0"):
+        spawnkit.spawn(t.times, args=(1,), nprocs=0)
+
+
+@pytest.mark.parametrize("nprocs", ["2", 2.0, True, None])
+def test_nprocs_not_an_int(nprocs: object) -> None:
+    with pytest.raises(spawnkit.InvalidArgumentError, match=r"nprocs must be an int >= 1"):
+        spawnkit.spawn(t.times, args=(1,), nprocs=nprocs)  # type: ignore[arg-type]
+
+
+def test_fn_not_callable() -> None:
+    with pytest.raises(
+        spawnkit.InvalidArgumentError, match=r"fn must be callable as fn\(rank, \*args\), not 42"
+    ):
+        spawnkit.spawn(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("args", ["abc", 5, {"a": 1}])
+def test_args_not_a_sequence(args: object) -> None:
+    with pytest.raises(
+        spawnkit.InvalidArgumentError, match=r"for one argument write args=\(value,\)"
+    ):
+        spawnkit.spawn(t.times, args=args)  # type: ignore[arg-type]
+
+
+def test_negative_grace_period() -> None:
+    with pytest.raises(spawnkit.ConfigError, match=r"grace_period must be >= 0 seconds, not -1"):
+        spawnkit.spawn(t.times, args=(1,), grace_period=-1)
+
+
+def test_negative_join_timeout_and_grace() -> None:
+    with spawnkit.spawn(t.block, join=False, backend="fork") as ctx:
+        with pytest.raises(spawnkit.ConfigError, match=r"timeout must be >= 0 seconds, not -0.5"):
+            ctx.join(timeout=-0.5)
+        with pytest.raises(spawnkit.InvalidArgumentError, match=r"grace_period must be a number"):
+            ctx.join(grace_period="5")  # type: ignore[arg-type]
+
+
+def test_unknown_backend_lists_the_installed_ones() -> None:
+    with pytest.raises(spawnkit.UnknownBackendError) as info:
+        spawnkit.spawn(t.times, args=(1,), backend="forkserve")
+    assert isinstance(info.value, LookupError)
+    installed = ", ".join(repr(n) for n in sorted(spawnkit.available_backends()))
+    assert str(info.value).startswith(
+        f"unknown backend 'forkserve' (did you mean 'forkserver'?); installed: {installed}"
+    )
+
+
+def test_unknown_watch() -> None:
+    with pytest.raises(
+        spawnkit.UnknownWatchError, match=r"unknown watch 'pidf' \(did you mean 'pidfd'\?\)"
+    ):
+        spawnkit.spawn(t.times, args=(1,), watch="pidf")
+
+
+def test_unknown_option_lists_the_accepted_ones() -> None:
+    with pytest.raises(
+        spawnkit.UnknownOptionError,
+        match=r"^backend 'spawn' does not take option\(s\) colour, size; it accepts: none$",
+    ):
+        spawnkit.spawn(t.times, args=(1,), backend="spawn", size=1, colour="red")
+
+
+def test_unpicklable_argument_is_named_with_the_fix() -> None:
+    def lock_like() -> None:
+        pass
+
+    with pytest.raises(spawnkit.NotPicklableError) as info:
+        spawnkit.spawn(t.echo, args=(1, lock_like), backend="spawn")
+    message = str(info.value)
+    assert message.startswith("cannot pickle args[1] <function test_unpicklable_argument")
+    assert "for backend 'spawn'" in message
+    assert message.endswith("or use a backend that does not pickle: 'fork'")
+    assert isinstance(info.value, TypeError)
+
+
+def test_bad_input_starts_no_process() -> None:
+    from spawnkit.testing import descendants
+
+    before = descendants()
+    for bad in ({"nprocs": 0}, {"backend": "nope"}, {"args": "x"}, {"backend": "spawn", "x": 1}):
+        with pytest.raises(spawnkit.ConfigError):
+            spawnkit.spawn(t.times, **{"args": (1,), **bad})  # type: ignore[arg-type]
+    assert descendants() == before
+
+
+def test_default_backend_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPAWNKIT_BACKEND", "fork")
+    # Only fork takes an unpicklable fn, so this proves which backend ran it.
+    assert spawnkit.spawn(lambda rank: rank + 1, nprocs=2) == [1, 2]
+    monkeypatch.delenv("SPAWNKIT_BACKEND")
+    with pytest.raises(spawnkit.NotPicklableError, match="for backend 'spawn'"):
+        spawnkit.spawn(lambda rank: rank)
+
+
+def test_start_processes_names_the_backend_start_method() -> None:
+    assert spawnkit.start_processes(t.times, args=(2,), nprocs=2, start_method="fork") == [0, 2]
+    ctx = spawnkit.start_processes(
+        t.times, args=(2,), nprocs=1, join=False, start_method="forkserver"
+    )
+    assert isinstance(ctx, spawnkit.ProcessContext)
+    assert ctx.results() == [0]
+
+
+def test_available_backends_and_watches() -> None:
+    assert {"fork", "forkserver", "spawn"} <= set(spawnkit.available_backends())
+    assert {"none", "pipe"} <= set(spawnkit.available_watches())
+
+
+def test_process_context_satisfies_the_protocol() -> None:
+    with spawnkit.spawn(t.times, args=(1,), join=False, backend="fork") as ctx:
+        assert isinstance(ctx, spawnkit.SpawnContext)
+        assert all(isinstance(h, spawnkit.WorkerHandle) for h in ctx.processes)
+        ctx.join()
+
+
+# -- the exception tree -------------------------------------------------------------------
+
+
+def test_everything_derives_from_spawn_error() -> None:
+    for name in spawnkit.__all__:
+        obj = getattr(spawnkit, name)
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, BaseException)
+            and obj is not spawnkit.RemoteTraceback
+        ):
+            assert issubclass(obj, spawnkit.SpawnError), name
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        spawnkit.ProcessException("m", 2, 99),
+        spawnkit.ProcessRaisedException(
+            "m", 1, 42, "Traceback...\nValueError: x\n", ValueError("x")
+        ),
+        spawnkit.ProcessExitedException(
+            "process 3 terminated with signal SIGKILL", 3, 7, -9, "SIGKILL"
+        ),
+        spawnkit.BackendUnavailableError("no", backend="fork", reason="windows"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_exceptions_pickle_with_their_fields(exc: Exception) -> None:
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is type(exc)
+    assert str(again) == str(exc)
+    fields = {k: v for k, v in vars(exc).items() if k not in ("exception", "failures")}
+    assert {k: v for k, v in vars(again).items() if k in fields} == fields
+
+
+def test_torch_style_fields() -> None:
+    exc = spawnkit.ProcessExitedException("process 0 terminated with exit code 3", 0, 1234, 3)
+    assert (exc.error_index, exc.pid, exc.error_pid, exc.exit_code, exc.signal_name) == (
+        0,
+        1234,
+        1234,
+        3,
+        None,
+    )
+    assert exc.failures == [exc]
+
+
+# -- layout and laziness ------------------------------------------------------------------
+
+
+def test_core_never_imports_the_builtin_backends() -> None:
+    root = Path(spawnkit.__file__).parent
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.split(".")[0] == "spawnkit_backends" for n in names), path
+        assert "spawnkit_backends" not in path.read_text().replace('"spawnkit_backends"', ""), path
+
+
+def test_importing_spawnkit_loads_no_plugin_machinery() -> None:
+    code = (
+        "import sys, spawnkit, spawnkit._child\n"
+        "prefixes = ('pluggy', 'importlib.metadata', 'spawnkit')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(prefixes)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pluggy" not in out
+    assert "importlib.metadata" not in out
+    assert "spawnkit._registry" not in out
+
+
+def test_version_comes_from_package_metadata() -> None:
+    from importlib.metadata import version
+
+    assert spawnkit.__version__ == version("spawnkit")
+
+
+# -- the command line ---------------------------------------------------------------------
+
+JOB = """
+import sys
+
+def hello(rank, *words):
+    print(f"rank {rank} says {' '.join(words)}", flush=True)
+
+def fail(rank, code):
+    if rank == 1:
+        sys.exit(int(code))
+
+def crash(rank):
+    if rank == 0:
+        raise RuntimeError("rank zero broke")
+"""
+
+
+def _cli(tmp_path: Path, *argv: str, module: bool = False) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "jobmod.py").write_text(JOB)
+    cmd = [sys.executable, "-m", "spawnkit", *argv]
+    env = {**os.environ, "PYTHONPATH": ""}
+    return subprocess.run(
+        cmd, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_cli_runs_every_rank(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "run", "-n", "3", "jobmod:hello", "good", "day")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == [f"rank {r} says good day" for r in range(3)]
+
+
+def test_cli_exits_with_the_failing_rank_code(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "run", "-n", "2", "--backend", "forkserver", "jobmod:fail", "7")
+    assert proc.returncode == 7
+    assert "process 1 terminated with exit code 7" in proc.stderr
+
+
+def test_cli_prints_the_rank_traceback(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "run", "-n", "2", "jobmod:crash")
+    assert proc.returncode == 1
+    assert "-- Process 0 terminated with the following error:" in proc.stderr
+    assert proc.stderr.rstrip().endswith("RuntimeError: rank zero broke")
+
+
+def test_cli_bad_target(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "run", "jobmod")
+    assert proc.returncode == 2
+    assert "TARGET must look like 'package.module:function', not 'jobmod'" in proc.stderr
+    proc = _cli(tmp_path, "run", "-b", "nope", "jobmod:hello")
+    assert proc.returncode == 2
+    assert "unknown backend 'nope'" in proc.stderr
+
+
+def test_cli_lists_backends_with_their_distribution(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "backends")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
+    for name in ("fork", "forkserver", "spawn"):
+        assert rows[name][1:3] == ["available", "spawnkit"]
+    proc = _cli(tmp_path, "watches")
+    assert "pipe" in proc.stdout
