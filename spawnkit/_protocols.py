@@ -46,7 +46,11 @@ class WorkerHandle(Protocol):
         """
 
     def send_signal(self, signum: int) -> None:
-        """Deliver ``signum`` to the worker and its process group; a no-op once it ended."""
+        """Deliver ``signum`` to the worker's process group; never raises.
+
+        Also after the worker ended: children it left may still be in its group. May arrive
+        before the worker made itself a group leader; then signal the worker alone.
+        """
 
     def close(self) -> None:
         """Release the handle's resources; called once, after the worker ended."""

@@ -37,9 +37,14 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
 
 
-def _run_script(code: str, env: dict[str, str] | None = None, timeout: float = 60) -> str:
+def _run_script(
+    code: str, env: dict[str, str] | None = None, timeout: float = 60, path: Path | None = None
+) -> str:
+    """Run ``code`` in a new interpreter (as ``-c``, or as the script ``path``); its stdout."""
+    if path is not None:
+        path.write_text(textwrap.dedent(code))
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *(["-c", textwrap.dedent(code)] if path is None else [str(path)])],
         check=False,
         capture_output=True,
         text=True,
@@ -79,6 +84,40 @@ class BehaviourTests:
         ctx = spawnkit.spawn(t.times, args=(3,), nprocs=2, join=False, backend=backend)
         assert ctx.results() == [0, 3]
         assert ctx.join() is True  # can be called again once done
+
+    def test_function_from_the_main_script(self, backend: str, tmp_path: Path) -> None:
+        out = _run_script(
+            f"""
+            import spawnkit
+
+            def work(rank, base):
+                return base + rank
+
+            if __name__ == "__main__":
+                print(spawnkit.spawn(work, args=(10,), nprocs=2, backend={backend!r}))
+            """,
+            path=tmp_path / "job.py",
+        )
+        assert out.strip() == "[10, 11]"
+
+    def test_function_from_a_module_only_the_parent_path_has(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        extra = tmp_path / "extra"
+        extra.mkdir()
+        (extra / "onlyhere.py").write_text("def work(rank):\n    return f'only {rank}'\n")
+        out = _run_script(
+            f"""
+            import sys
+            sys.path.insert(0, {str(extra)!r})
+            import onlyhere, spawnkit
+
+            if __name__ == "__main__":
+                print(spawnkit.spawn(onlyhere.work, nprocs=2, backend={backend!r}))
+            """,
+            path=tmp_path / "job.py",
+        )
+        assert out.strip() == "['only 0', 'only 1']"
 
     def test_large_result_arrives_intact(self, backend: str) -> None:
         size = 16 * 1024 * 1024

@@ -60,6 +60,9 @@ class BackendSuite(BehaviourTests, ParentDeathTests):
     """Subclass in a test module to run every conformance test against ``backends``."""
 
     backends: ClassVar[Sequence[str] | None] = None
+    # A broken backend hangs rather than fails: bound every test even where the author's
+    # project configures no timeout.
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.timeout(120)]
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "backend" in metafunc.fixturenames:

@@ -1,0 +1,115 @@
+"""The backend and its handle: ``sh -c 'exec python -m spawnkit_shellwrap._worker'`` per rank."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from typing import IO, final
+
+import spawnkit
+
+__all__ = ["RANK_ENV", "ShellWrapBackend", "ShellWrapHandle"]
+
+RANK_ENV = "SPAWNKIT_SHELLWRAP_RANK"
+
+# The shell, not this process, tags the rank: a worker that sees the variable was started
+# through the wrapper. `exec` keeps the pid, so the handle's pid is the worker's own.
+_SCRIPT = f'{RANK_ENV}="$1"; export {RANK_ENV}; shift; exec "$0" "$@"'
+
+
+def _main_module() -> tuple[str, str] | None:
+    """How a worker finds the user's ``__main__``: ``("module", name)``, ``("path", file)``."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        # `python -m pkg` runs pkg.__main__, which is never where a job's function lives.
+        return None if name.split(".")[-1] == "__main__" else ("module", name)
+    path = getattr(main, "__file__", None)
+    return ("path", os.path.abspath(path)) if isinstance(path, str) else None
+
+
+def _bootstrap(spec: spawnkit.WorkerSpec) -> bytes:
+    # Two pickles: the worker needs this sys.path before it can import what the spec names.
+    # A function from the user's script is pickled as `__main__.fn`; only then must the
+    # worker load that script, which costs an import of everything the script imports.
+    needs_main = spec.payload is not None and b"__main__" in spec.payload
+    head = pickle.dumps((list(sys.path), _main_module() if needs_main else None))
+    return head + pickle.dumps(spec)
+
+
+@final
+class ShellWrapHandle:
+    """One rank: a relay thread feeds it the spec, reaps it, then closes the sentinel pipe."""
+
+    def __init__(self, process: subprocess.Popen[bytes], bootstrap: bytes) -> None:
+        self._process = process
+        self._sentinel, self._ended = os.pipe()
+        self._relay = threading.Thread(
+            target=self._feed_and_reap,
+            args=(process.stdin, bootstrap),
+            name=f"spawnkit-shellwrap-{process.pid}",
+            daemon=True,
+        )
+        self._relay.start()
+
+    def _feed_and_reap(self, stdin: IO[bytes] | None, bootstrap: bytes) -> None:
+        # In a thread, so start() returns before a big payload has gone down the pipe.
+        if stdin is not None:
+            try:
+                stdin.write(bootstrap)
+                stdin.close()
+            except OSError:  # the worker died before reading: wait() reports how
+                pass
+        self._process.wait()
+        os.close(self._ended)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def sentinel(self) -> int:
+        return self._sentinel
+
+    def poll(self) -> int | None:
+        # Popen already speaks the multiprocessing convention: -N for death by signal N.
+        return self._process.poll()
+
+    def send_signal(self, signum: int) -> None:
+        # The group too, and also after the worker ended: its children may still be in it.
+        spawnkit.signal_process_group(self._process.pid, signum)
+
+    def close(self) -> None:
+        self._relay.join()
+        os.close(self._sentinel)
+
+
+@final
+class ShellWrapBackend:
+    """Starts every rank as ``sh -c SCRIPT python -m spawnkit_shellwrap._worker``."""
+
+    def __init__(self, shell: str) -> None:
+        if not isinstance(shell, str) or not os.access(shell, os.X_OK):
+            raise spawnkit.ConfigError(
+                f"backend 'shellwrap': shell={shell!r} is not an executable file; "
+                "pass the path of a POSIX shell, such as shell='/bin/sh'"
+            )
+        self._shell = shell
+
+    def start(self, spec: spawnkit.WorkerSpec) -> ShellWrapHandle:
+        argv = [self._shell, "-c", _SCRIPT, sys.executable, str(spec.rank)]
+        argv += ["-m", "spawnkit_shellwrap._worker"]
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            # pass_fds keeps each descriptor's number, so spec.fds stays valid as it is.
+            pass_fds=spec.fds,
+            close_fds=True,
+        )
+        return ShellWrapHandle(process, _bootstrap(spec))
+
+    def close(self) -> None:
+        pass

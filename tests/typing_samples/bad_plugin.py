@@ -1,0 +1,44 @@
+"""A plugin that gets the protocols wrong: ``mypy --strict`` must reject each marked line.
+
+Type-checked by tests/test_typing.py, never imported or run. Each ``# E: message``
+comment is an error mypy must report on the next line; nothing else may be reported.
+"""
+
+from __future__ import annotations
+
+import spawnkit
+
+
+class BadHandle:
+    """Reports the exit status as text and forgets send_signal."""
+
+    pid = 1234
+    sentinel = 3
+
+    def poll(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class BadBackend:
+    """Takes the rank instead of the spec and returns a handle that is not one."""
+
+    def start(self, rank: int) -> BadHandle:
+        return BadHandle()
+
+    def close(self) -> None:
+        pass
+
+
+@spawnkit.hookimpl
+def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+    # E: Argument 2 to "add" of "BackendRegistry" has incompatible type "type[BadBackend]"; expected "Callable[..., Backend]"  # noqa: E501
+    registry.add("bad", BadBackend)
+
+
+# E: Incompatible types in assignment (expression has type "BadHandle", variable has type "WorkerHandle")  # noqa: E501
+handle: spawnkit.WorkerHandle = BadHandle()
+# E: Incompatible types in assignment (expression has type "BadBackend", variable has type "Backend")  # noqa: E501
+backend: spawnkit.Backend = BadBackend()
