@@ -55,7 +55,7 @@ def _list(kind: str) -> int:
     prefix = f"{kind[:-1]}:"
     for key, owners in sorted(loaded.conflicts.items()):
         if key.startswith(prefix):
-            dists = " and ".join(repr(o) for o in owners)
+            dists = " and ".join(repr(dist) for dist, _ in owners)
             print(f"conflict: {kind[:-1]} {key[len(prefix) :]!r} is registered by {dists}")
     for broken in loaded.broken:
         print(f"broken: {broken}")

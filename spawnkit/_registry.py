@@ -93,8 +93,10 @@ class _Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, Any] = {}
-        self._owners: dict[str, list[str | None]] = {}
+        # name -> (distribution, plugin name) of every plugin that registered it
+        self._owners: dict[str, list[tuple[str | None, str]]] = {}
         self._distribution: str | None = None
+        self._plugin = ""
 
     def _add(self, name: str, entry: Any) -> None:
         if not isinstance(name, str) or not name or name == "auto":
@@ -102,10 +104,10 @@ class _Registry:
                 f"{self._kind} name {name!r} from {_dist(self._distribution)} is invalid; "
                 "use a non-empty string other than 'auto'"
             )
-        self._owners.setdefault(name, []).append(self._distribution)
+        self._owners.setdefault(name, []).append((self._distribution, self._plugin))
         self._entries.setdefault(name, entry)
 
-    def _conflicts(self) -> dict[str, list[str | None]]:
+    def _conflicts(self) -> dict[str, list[tuple[str | None, str]]]:
         return {n: owners for n, owners in self._owners.items() if len(owners) > 1}
 
 
@@ -206,7 +208,8 @@ class Plugins:
     backends: dict[str, BackendInfo] = field(default_factory=dict)
     watches: dict[str, WatchInfo] = field(default_factory=dict)
     broken: list[BrokenPlugin] = field(default_factory=list)
-    conflicts: dict[str, list[str | None]] = field(default_factory=dict)
+    # "backend:name" / "watch:name" -> (distribution, plugin name) of each claimant
+    conflicts: dict[str, list[tuple[str | None, str]]] = field(default_factory=dict)
 
     def _broken_note(self) -> str:
         if not self.broken:
@@ -218,8 +221,8 @@ class Plugins:
         if owners:
             raise PluginError(
                 f"{kind} {name!r} is registered by more than one plugin: "
-                + " and ".join(_dist(o) for o in owners)
-                + f"; uninstall one of them or block its entry point with {DISABLE_ENV}"
+                + " and ".join(f"entry point {p!r} of {_dist(d)}" for d, p in owners)
+                + f"; uninstall one of them or block one with {DISABLE_ENV}=<entry point>"
             )
 
     def backend(self, name: str) -> BackendInfo:
@@ -287,6 +290,23 @@ def _expected(pm: pluggy.PluginManager, hook_name: str) -> str:
     return f"{hook_name}({', '.join(caller.spec.argnames)})"
 
 
+def _mismatch(pm: pluggy.PluginManager, plugin: object, exc: Exception) -> str:
+    """Say which hook does not fit its spec, showing both signatures."""
+    import inspect
+
+    hook = str(exc).split("hook '", 1)[-1].split("'", 1)[0]
+    caller = getattr(pm.hook, hook, None)
+    function = getattr(plugin, hook, None)
+    if caller is None or caller.spec is None or not callable(function):
+        return f"{exc}; the hooks spawnkit knows are " + ", ".join(_expected(pm, h) for h in _HOOKS)
+    params = list(inspect.signature(function).parameters)
+    extra = [p for p in params if p not in caller.spec.argnames]
+    return (
+        f"its hook {hook}({', '.join(params)}) asks for {', '.join(extra) or 'arguments'}, "
+        f"which spawnkit does not pass; the hookspec is {_expected(pm, hook)}"
+    )
+
+
 def _register(
     pm: pluggy.PluginManager, plugin: object, name: str, dist: str | None, result: Plugins
 ) -> bool:
@@ -295,10 +315,7 @@ def _register(
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        hook = str(exc).split("hook '", 1)[-1].split("'", 1)[0]
-        result.broken.append(
-            BrokenPlugin(name, dist, f"{exc}; the hookspec is {_expected(pm, hook)}")
-        )
+        result.broken.append(BrokenPlugin(name, dist, _mismatch(pm, plugin, exc)))
         return False
     except ValueError as exc:  # the same plugin object or name registered twice
         result.broken.append(BrokenPlugin(name, dist, str(exc)))
@@ -340,12 +357,13 @@ def _load() -> Plugins:
         except pluggy.PluginValidationError as exc:
             plugin_name = pm.get_name(exc.plugin) or "?"
             pm.unregister(exc.plugin)
+            unknown = str(exc).split("unknown hook '", 1)[-1].split("'", 1)[0]
             result.broken.append(
                 BrokenPlugin(
                     plugin_name,
                     dists.pop(plugin_name, None),
-                    f"{exc}; the hooks spawnkit knows are "
-                    + ", ".join(_expected(pm, h) for h in _HOOKS),
+                    f"unknown hook {unknown!r}{_suggest(unknown, _HOOKS)}; the hooks spawnkit "
+                    "knows are " + ", ".join(_expected(pm, h) for h in _HOOKS),
                 )
             )
 
@@ -355,6 +373,7 @@ def _load() -> Plugins:
     ):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             registry._distribution = dists.get(impl.plugin_name)
+            registry._plugin = impl.plugin_name
             try:
                 impl.function(**dict.fromkeys(impl.argnames, registry))
             except Exception as exc:  # noqa: BLE001 - reported, and the other plugins still load

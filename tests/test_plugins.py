@@ -220,9 +220,10 @@ def test_disable_plugins_hides_the_plugin(tmp_path: Path) -> None:
 # -- two plugins, one backend name --------------------------------------------------------
 
 CONFLICT = (
-    "backend 'shellwrap' is registered by more than one plugin: distribution "
-    "'spawnkit-shellwrap' and distribution 'shellwrap-clone'; uninstall one of them or block "
-    "its entry point with SPAWNKIT_DISABLE_PLUGINS"
+    "backend 'shellwrap' is registered by more than one plugin: entry point 'shellwrap' of "
+    "distribution 'spawnkit-shellwrap' and entry point 'shellwrap_clone' of distribution "
+    "'shellwrap-clone'; uninstall one of them or block one with "
+    "SPAWNKIT_DISABLE_PLUGINS=<entry point>"
 )
 
 
@@ -301,11 +302,9 @@ def test_a_hookimpl_with_a_wrong_signature_is_rejected_showing_the_expected_one(
     assert "extra" not in rows(lines)
     assert rows(lines)["shellwrap"]["distribution"] == SHELLWRAP_DIST
     assert "\n".join(lines).split("\nbroken: ", 1)[1] == (
-        "plugin 'extra' from distribution 'spawnkit-extra' failed: "
-        "Plugin 'extra' for hook 'spawnkit_register_backends'\n"
-        "hookimpl definition: spawnkit_register_backends(registry, options)\n"
-        "Argument(s) {'options'} are declared in the hookimpl but can not be found in the "
-        "hookspec; the hookspec is spawnkit_register_backends(registry)"
+        "plugin 'extra' from distribution 'spawnkit-extra' failed: its hook "
+        "spawnkit_register_backends(registry, options) asks for options, which spawnkit does "
+        "not pass; the hookspec is spawnkit_register_backends(registry)"
     )
 
 
@@ -328,8 +327,7 @@ def test_a_hookimpl_for_an_unknown_hook_is_rejected_listing_the_real_ones(
     assert "typo" not in rows(lines)
     assert lines[-1] == (
         "broken: plugin 'typo' from distribution 'spawnkit-typo' failed: unknown hook "
-        "'spawnkit_register_backend' in plugin "
-        f"<module 'typo_plugin' from {str(tmp_path / 'typo_plugin.py')!r}>; the hooks "
+        "'spawnkit_register_backend' (did you mean 'spawnkit_register_backends'?); the hooks "
         "spawnkit knows are spawnkit_register_backends(registry), "
         "spawnkit_register_watches(registry)"
     )
