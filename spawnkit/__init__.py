@@ -29,6 +29,7 @@ __all__ = [
     "RemoteTraceback",
     "SpawnContext",
     "SpawnError",
+    "Terminated",
     "UnknownBackendError",
     "UnknownOptionError",
     "UnknownWatchError",
@@ -68,6 +69,7 @@ _WHERE = {
     "RemoteTraceback": _ERRORS,
     "SpawnContext": "spawnkit._protocols",
     "SpawnError": _ERRORS,
+    "Terminated": "spawnkit._child",
     "UnknownBackendError": _ERRORS,
     "UnknownOptionError": _ERRORS,
     "UnknownWatchError": _ERRORS,
@@ -88,7 +90,7 @@ _WHERE = {
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._api import available_backends, available_watches, spawn, start_processes
-    from ._child import run_worker
+    from ._child import Terminated, run_worker
     from ._context import ProcessContext
     from ._errors import (
         BackendUnavailableError,

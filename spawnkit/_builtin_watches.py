@@ -1,4 +1,9 @@
-"""Registers core's own parent watches through the same hook a plugin would use."""
+"""Registers core's own parent watches through the same hook a plugin would use.
+
+``watch="auto"`` takes the available one with the highest priority: ``jobobject`` on
+Windows, ``pidfd`` on Linux 5.3+ (``prctl`` on older kernels), ``kqueue`` on macOS and the
+BSDs, ``pipe`` on any other POSIX system.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,15 @@ if TYPE_CHECKING:
 
 @hookimpl
 def spawnkit_register_watches(registry: WatchRegistry) -> None:
-    from ._watches import none, pidfd, pipe
+    from ._watches import jobobject, kqueue, none, pidfd, pipe, poll, prctl
 
+    registry.add(
+        "jobobject",
+        jobobject.JobObjectParent,
+        priority=50,
+        unavailable=jobobject.unavailable_reason(),
+        description="Windows: a kill-on-close job object; Windows ends workers and children",
+    )
     registry.add(
         "pidfd",
         pidfd.PidfdParent,
@@ -22,9 +34,32 @@ def spawnkit_register_watches(registry: WatchRegistry) -> None:
         description="Linux 5.3+: workers poll a pidfd of the job's process",
     )
     registry.add(
+        "kqueue",
+        kqueue.KqueueParent,
+        priority=35,
+        unavailable=kqueue.unavailable_reason(),
+        description="macOS/BSD: kqueue EVFILT_PROC NOTE_EXIT on the job's pid",
+    )
+    registry.add(
+        "prctl",
+        prctl.PrctlParent,
+        priority=30,
+        unavailable=prctl.unavailable_reason(),
+        description="Linux: PR_SET_PDEATHSIG, a signal from the kernel when the parent exits",
+    )
+    registry.add(
         "pipe",
         pipe.PipeParent,
         priority=10,
+        unavailable=pipe.unavailable_reason(),
         description="any POSIX system: end-of-file on a lifeline pipe",
     )
-    registry.add("none", none.NoWatch, priority=-1, description="no watch")
+    registry.add(
+        "poll",
+        poll.PollParent,
+        priority=5,
+        unavailable=poll.unavailable_reason(),
+        description=f"any POSIX system: os.getppid() checked every "
+        f"${poll.INTERVAL_ENV} s (default {poll.DEFAULT_INTERVAL})",
+    )
+    registry.add("none", none.NoWatch, priority=-1, description="no watch: workers may be orphaned")

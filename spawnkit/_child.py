@@ -7,49 +7,149 @@ outcome home. Imports here are kept to what every worker needs: start-up cost is
 
 from __future__ import annotations
 
+import _thread
 import os
 import pickle
 import signal
 import sys
+import time
 
 from . import _wire
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 
-__all__ = ["Terminated", "run_worker"]
+__all__ = ["Terminated", "parent_gone", "run_worker"]
 
 
 class Terminated(BaseException):
     """Raised in a worker's main thread by SIGTERM, so its ``finally`` blocks get to run."""
 
 
-_parent_gone = False
+# Set once the job is known to be gone. A lock, not a flag, makes parent_gone() run once
+# when two paths find out together (arm()'s own check and the watch's thread).
+_gone = _thread.allocate_lock()
+# Whether a reaper process will SIGKILL this worker's group when the grace period ends.
+_reaper_started = False
+_SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated("worker received SIGTERM")
 
 
-def _signal_group(signum: int) -> None:
+def _own_group() -> int | None:
+    """This worker's process group id if it leads one, else ``None``.
+
+    Only a group the worker leads is its own to signal: any other would be the job's, or
+    the shell's that started the job.
+    """
+    if not hasattr(os, "killpg"):
+        return None
+    pid = os.getpid()
     try:
-        os.killpg(os.getpgid(0), signum)
-    except (AttributeError, OSError):  # no process groups (Windows), or we lead none
-        os.kill(os.getpid(), signum)
+        return pid if os.getpgid(0) == pid else None
+    except OSError:
+        return None
+
+
+def _signal_group(signum: int) -> None:
+    group = _own_group()
+    try:
+        if group is None:
+            os.kill(os.getpid(), signum)
+        else:
+            os.killpg(group, signum)
+    except OSError:
+        pass
 
 
 def parent_gone(grace_period: float) -> None:
-    """Shut this worker and its children down because the job's process is gone.
+    """Shut this worker and every process in its group down: the job's process is gone.
 
-    Runs in the watch's thread (or synchronously, when the parent was gone before the watch
-    was armed). SIGTERM first, so the worker's cleanup runs; SIGKILL after ``grace_period``
-    for whatever ignores it, so nothing outlives the bound.
+    Called by the parent watch, from its thread, or from ``arm()`` itself when the job was
+    gone before the watch was armed; runs once however often it is called. SIGTERM to the
+    group first, so the worker's and its children's cleanup runs; SIGKILL to the group once
+    ``grace_period`` seconds have passed, for whatever ignored it.
+
+    The SIGKILL comes from a separate reaper process, because by then the worker may be gone
+    while its children are not: a worker can die of SIGTERM at once (its own ``SIG_DFL``),
+    catch it and return, or finish its cleanup early, and a child that ignores SIGTERM would
+    outlive it. The reaper leads a group of its own, so the SIGTERM misses it, and it ends
+    as soon as the worker's group is empty.
     """
-    global _parent_gone
-    _parent_gone = True
+    global _reaper_started
+    if not _gone.acquire(False):
+        return
+    group = _own_group()
+    if group is not None and grace_period > 0:
+        _reaper_started = _start_reaper(group, grace_period)
     _signal_group(signal.SIGTERM)
-    import time
+    if not _reaper_started:
+        # No reaper (Windows, fork failed, no grace): this thread keeps the bound; if the
+        # worker ends first, _die_of_sigterm() kills the group on its way out.
+        time.sleep(grace_period)
+        _signal_group(_SIGKILL)
 
-    time.sleep(grace_period)
-    _signal_group(signal.SIGKILL)
+
+def _start_reaper(group: int, grace_period: float) -> bool:
+    try:
+        pid = os.fork()
+    except (AttributeError, OSError):
+        return False
+    if pid == 0:
+        try:
+            _reap(group, grace_period)
+        finally:
+            os._exit(0)
+    try:
+        # Both sides move the reaper, so it is out of the group before the SIGTERM below,
+        # whichever of the two runs first.
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    return True
+
+
+def _reap(group: int, grace_period: float) -> None:
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except ValueError:  # not Python's main thread after all: still bounded by the grace
+            pass
+    _close_all_fds()
+    deadline = time.monotonic() + grace_period
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:  # the group is empty: nothing left to kill
+            return
+        except OSError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(left, 0.01))
+    try:
+        os.killpg(group, _SIGKILL)
+    except OSError:
+        pass
+
+
+def _close_all_fds() -> None:
+    # The reaper holds nothing of the worker's: a socket or pipe copy kept open here would
+    # keep the other end from seeing the worker go.
+    try:
+        fds = [int(name) for name in os.listdir("/dev/fd")]
+    except OSError:
+        fds = list(range(256))
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _close_parent_fds(keep: tuple[int, ...]) -> None:
@@ -89,8 +189,9 @@ def _die_of_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except ValueError:
         pass
-    if _parent_gone:
-        _signal_group(signal.SIGKILL)
+    if _gone.locked() and not _reaper_started:
+        # The job is gone and nobody else will SIGKILL what ignored the SIGTERM.
+        _signal_group(_SIGKILL)
     _flush()
     os.kill(os.getpid(), signal.SIGTERM)
 

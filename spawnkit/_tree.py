@@ -17,7 +17,13 @@ def signal_process_group(pid: int, signum: int) -> None:
 
     Only call this for a worker that has not been reaped yet, or right after reaping it while
     its group may still have members: a group id stays reserved while it has members.
+
+    Raises:
+        ValueError: ``pid`` is not a positive process id (0 and negative numbers would
+            address this process's own group, or every process it may signal).
     """
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise ValueError(f"pid must be a worker's positive process id, not {pid!r}")
     if hasattr(os, "killpg"):
         try:
             os.killpg(pid, signum)

@@ -37,7 +37,28 @@ class _Carried:
         self.spec = spec.with_fds([fd.detach() for fd in fds])
 
 
+def _drop_fork_server_lifeline() -> None:
+    # multiprocessing gives every forkserver worker (and a fork child inherits) a copy of
+    # the write end of the pipe whose end-of-file tells the job's fork server that the job
+    # is gone. Kept open here, it keeps the server - the direct parent of forkserver
+    # workers - alive after the job died, and a watch that follows the direct parent
+    # (prctl, poll) would never fire. A worker never needs the job's server: forgetting it
+    # also lets a job started inside the worker launch a server of its own.
+    server = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is None or not isinstance(fd, int):
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    for attr in ("_forkserver_alive_fd", "_forkserver_address", "_forkserver_pid"):
+        if hasattr(server, attr):
+            setattr(server, attr, None)
+
+
 def _worker(arg: spawnkit.WorkerSpec | _Carried) -> None:
+    _drop_fork_server_lifeline()
     sys.exit(spawnkit.run_worker(arg.spec if isinstance(arg, _Carried) else arg))
 
 
@@ -110,4 +131,11 @@ def _forkserver_pid() -> int:
     # The stdlib keeps the server's pid private; the watch needs it to tell the server (the
     # worker's direct parent) apart from the job.
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    return pid if isinstance(pid, int) else os.getpid()
+    if not isinstance(pid, int):
+        # Guessing would be worse than failing: a wrong parent pid makes every worker think
+        # its job is gone the moment it arms its watch.
+        raise spawnkit.LaunchError(
+            "cannot find the fork server's pid (multiprocessing's internals changed); "
+            "use backend 'spawn' or 'subprocess'"
+        )
+    return pid

@@ -137,10 +137,11 @@ def test_process_context_satisfies_the_protocol() -> None:
 def test_everything_derives_from_spawn_error() -> None:
     for name in spawnkit.__all__:
         obj = getattr(spawnkit, name)
+        # RemoteTraceback and Terminated are never raised in the parent: they live in workers.
         if (
             isinstance(obj, type)
             and issubclass(obj, BaseException)
-            and obj is not spawnkit.RemoteTraceback
+            and obj not in (spawnkit.RemoteTraceback, spawnkit.Terminated)
         ):
             assert issubclass(obj, spawnkit.SpawnError), name
 

@@ -57,10 +57,33 @@ class PidfdChild:
         (fd,) = fds
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        # Readable from the job's exit on, for good: a job that died before this point is
+        # seen by this first look.
+        ready = poller.poll(0)
+        if ready:
+            _ended(ready, spec, shutdown)
+            return
 
         def wait() -> None:
-            while not poller.poll():
-                pass
-            shutdown()
+            while True:
+                try:
+                    events = poller.poll()
+                except InterruptedError:
+                    continue
+                if events:
+                    _ended(events, spec, shutdown)
+                    return
 
         threading.Thread(target=wait, name="spawnkit-watch-pidfd", daemon=True).start()
+
+
+def _ended(events: list[tuple[int, int]], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
+    import select
+
+    if any(mask & select.POLLNVAL for _, mask in events):
+        # User code closed our descriptor: that says nothing about the job. Keep watching.
+        from .poll import DEFAULT_INTERVAL, follow_parent_pid
+
+        follow_parent_pid(spec.parent_pid, DEFAULT_INTERVAL, shutdown, "pidfd")
+        return
+    shutdown()

@@ -1,13 +1,17 @@
-"""``pipe``: a lifeline pipe; the job holds the only write end, so EOF means it is gone.
+"""``pipe``: a lifeline pipe; the job holds the only write end, so end-of-file means it is gone.
 
 Portable to every POSIX system and to every backend, since a descriptor can always be
-forwarded. Its weak spot is a stray copy of the write end: core records it as parent-only,
-so a fork child closes it before anything else.
+forwarded. Its weak spot is a stray copy of the write end: it is recorded as parent-only
+the moment it exists, so a fork child closes it before anything else, and it is never
+inheritable across exec.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+
+from .._spec import PARENT_ONLY_FDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,11 +20,21 @@ if TYPE_CHECKING:
     from .._spec import WorkerSpec
 
 
+def unavailable_reason() -> str | None:
+    """Why this watch cannot run here, or ``None`` when it can."""
+    if sys.platform == "win32":
+        return "a lifeline descriptor cannot be handed to a Windows worker; use 'jobobject'"
+    return None
+
+
 class PipeParent:
     """The job's side: one pipe per job, the read end forwarded to every rank."""
 
     def __init__(self) -> None:
         self._read, self._write = os.pipe()
+        # Recorded now rather than when the job launches: a fork from another thread in
+        # between would otherwise copy the write end into a process that outlives this one.
+        PARENT_ONLY_FDS.add(self._write)
 
     def child_watch(self) -> PipeChild:
         return PipeChild()
@@ -32,6 +46,7 @@ class PipeParent:
         return (self._write,)
 
     def close(self) -> None:
+        PARENT_ONLY_FDS.discard(self._write)
         for fd in (self._read, self._write):
             try:
                 os.close(fd)
@@ -45,19 +60,36 @@ class PipeChild:
     name = "pipe"
 
     def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
+        import select
         import threading
 
         (fd,) = fds
+        # End-of-file is level-triggered: a job that died before this point is seen now.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if poller.poll(0) and _at_eof(fd):
+            shutdown()
+            return
 
         def wait() -> None:
             while True:
                 try:
-                    if not os.read(fd, 1):
-                        break
-                except InterruptedError:
-                    continue
-                except OSError:
-                    break
-            shutdown()
+                    if _at_eof(fd):
+                        shutdown()
+                        return
+                except OSError:  # user code closed our descriptor: keep watching another way
+                    from .poll import DEFAULT_INTERVAL, follow_parent_pid
+
+                    follow_parent_pid(spec.parent_pid, DEFAULT_INTERVAL, shutdown, "pipe")
+                    return
 
         threading.Thread(target=wait, name="spawnkit-watch-pipe", daemon=True).start()
+
+
+def _at_eof(fd: int) -> bool:
+    """Read (blocking) from the lifeline; ``True`` at end-of-file. Nobody writes to it."""
+    while True:
+        try:
+            return not os.read(fd, 1)
+        except InterruptedError:
+            continue

@@ -1,0 +1,207 @@
+"""Workers, grandchildren and a held watch for the parent-death tests.
+
+Imported by every worker of those tests, so it imports only the standard library. Workers
+report to the harness with one JSON line per event, written in one ``write()`` to a FIFO.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from .._protocols import ChildWatch, ParentWatch
+    from .._spec import WorkerSpec
+
+# How a rank meets SIGTERM: "handler" keeps spawnkit's (Terminated, so finally blocks run),
+# "default" dies at once, "ignore" ignores it, "catch" catches Terminated and returns,
+# "linger" catches Terminated, reports, and goes on until SIGKILL.
+SIGTERM_MODES = ("handler", "default", "ignore", "catch", "linger")
+
+
+def report(fifos: Sequence[str], **event: Any) -> None:
+    """Send ``event`` to every FIFO; never blocks, and a FIFO nobody reads is skipped."""
+    data = (json.dumps(event) + "\n").encode()
+    for fifo in fifos:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader: the harness is gone
+            continue
+        try:
+            os.write(fd, data)  # under PIPE_BUF: one atomic write, never interleaved
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def block_forever() -> NoReturn:
+    """Sleep until a signal ends the process; signal handlers still run."""
+    while True:
+        signal.pause()
+
+
+def _on_ping(fifos: Sequence[str]) -> Callable[[int, Any], None]:
+    def answer(signum: int, frame: Any) -> None:
+        report(fifos, event="alive", pid=os.getpid())
+
+    return answer
+
+
+def _grandchild(fifos: Sequence[str], rank: int, on_sigterm: str) -> int:
+    """Fork a child that blocks forever; return its pid once its signal setup is done."""
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_read)
+            if on_sigterm == "ignore":
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            else:
+
+                def cleanup(signum: int, frame: Any) -> None:
+                    report(fifos, event="cleanup", rank=rank, pid=os.getpid(), grandchild=True)
+                    os._exit(0)
+
+                signal.signal(signal.SIGTERM, cleanup)
+            signal.signal(signal.SIGUSR1, _on_ping(fifos))
+            os.write(ready_write, b".")
+            os.close(ready_write)
+            block_forever()
+        finally:
+            os._exit(1)
+    os.close(ready_write)
+    os.read(ready_read, 1)
+    os.close(ready_read)
+    return pid
+
+
+def _wait_for_go(path: str) -> None:
+    # The harness keeps the FIFO open for writing too, so open() does not block and each
+    # rank's read() takes one of the bytes the job's parent writes.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while not os.read(fd, 1):
+            pass
+    finally:
+        os.close(fd)
+
+
+def worker(rank: int, config: dict[str, Any]) -> int:
+    """A rank for the harness: start grandchildren, report ``armed``, block (or wait for go).
+
+    ``config``: ``fifos`` (where to report), ``tag`` (which job), ``children`` (how many
+    grandchildren), ``child_sigterm`` (``"handler"`` or ``"ignore"``), ``sigterm`` (one
+    of :data:`SIGTERM_MODES` per rank, cycled), ``go`` (a FIFO to wait on, then return).
+    """
+    fifos = config["fifos"]
+    modes = config.get("sigterm") or ["handler"]
+    mode = modes[rank % len(modes)]
+    children = [
+        _grandchild(fifos, rank, config.get("child_sigterm", "handler"))
+        for _ in range(config.get("children", 0))
+    ]
+    if mode == "default":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    elif mode == "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _on_ping(fifos))
+    try:
+        # Inside the try: the harness may kill the parent the moment this report is out,
+        # and the SIGTERM that follows can land before report() has returned.
+        report(
+            fifos,
+            event="armed",
+            tag=config.get("tag", ""),
+            rank=rank,
+            pid=os.getpid(),
+            pgid=os.getpgid(0),
+            children=children,
+        )
+        if config.get("go"):
+            _wait_for_go(config["go"])
+            return os.getpid()
+        block_forever()
+    except BaseException:  # Terminated, from the watch or from terminate()
+        report(fifos, event="cleanup", rank=rank, pid=os.getpid(), grandchild=False)
+        if mode == "catch":
+            return -1
+        if mode == "linger":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            block_forever()
+        raise
+
+
+def cli_worker(rank: int, config_json: str) -> int:
+    """:func:`worker` for ``spawnkit run``, which passes arguments as strings."""
+    return worker(rank, json.loads(config_json))
+
+
+class HeldParent:
+    """Wraps a real parent watch so its workers arm only after the job is dead.
+
+    The only way to make "the parent died before the watch was armed" happen on purpose:
+    the real child half then arms against a parent that is certainly gone.
+    """
+
+    def __init__(self, inner: ParentWatch, fifos: Sequence[str]) -> None:
+        self._inner = inner
+        self._fifos = list(fifos)
+
+    def child_watch(self) -> HeldChild:
+        return HeldChild(self._inner.child_watch(), self._fifos)
+
+    def fds(self) -> tuple[int, ...]:
+        return self._inner.fds()
+
+    def private_fds(self) -> tuple[int, ...]:
+        return self._inner.private_fds()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class HeldChild:
+    """Reports ``holding``, waits until the job and the direct parent are gone, then arms."""
+
+    def __init__(self, inner: ChildWatch, fifos: Sequence[str]) -> None:
+        self.inner = inner
+        self.fifos = fifos
+        self.name = f"held-{inner.name}"
+
+    def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
+        report(self.fifos, event="holding", pid=os.getpid(), pgid=os.getpgid(0))
+        deadline = time.monotonic() + 60
+        while os.getppid() == spec.parent_pid or _exists(spec.job_pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the harness did not kill the job within 60 s")
+            time.sleep(0.002)
+        self.inner.arm(fds, spec, shutdown)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_in_and_wait(rank: int, folder: str) -> int:
+    """Create ``folder/started-RANK``, then wait (bounded) until ``folder/go`` exists."""
+    with open(os.path.join(folder, f"started-{rank}"), "w"):
+        pass
+    go = os.path.join(folder, "go")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody created {go} within 60 s")
+        time.sleep(0.005)
+    return rank
