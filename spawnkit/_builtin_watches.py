@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 @hookimpl
 def spawnkit_register_watches(registry: WatchRegistry) -> None:
     from ._watches import jobobject, kqueue, none, pidfd, pipe, poll, prctl
+    from ._watches._passive import PassiveParent
 
     registry.add(
         "jobobject",
@@ -35,14 +36,14 @@ def spawnkit_register_watches(registry: WatchRegistry) -> None:
     )
     registry.add(
         "kqueue",
-        kqueue.KqueueParent,
+        lambda: PassiveParent(kqueue.KqueueChild()),
         priority=35,
         unavailable=kqueue.unavailable_reason(),
         description="macOS/BSD: kqueue EVFILT_PROC NOTE_EXIT on the job's pid",
     )
     registry.add(
         "prctl",
-        prctl.PrctlParent,
+        lambda: PassiveParent(prctl.PrctlChild()),
         priority=30,
         unavailable=prctl.unavailable_reason(),
         description="Linux: PR_SET_PDEATHSIG, a signal from the kernel when the parent exits",
@@ -56,10 +57,15 @@ def spawnkit_register_watches(registry: WatchRegistry) -> None:
     )
     registry.add(
         "poll",
-        poll.PollParent,
+        lambda: PassiveParent(poll.PollChild(poll.checked_interval())),
         priority=5,
         unavailable=poll.unavailable_reason(),
         description=f"any POSIX system: os.getppid() checked every "
         f"${poll.INTERVAL_ENV} s (default {poll.DEFAULT_INTERVAL})",
     )
-    registry.add("none", none.NoWatch, priority=-1, description="no watch: workers may be orphaned")
+    registry.add(
+        "none",
+        lambda: PassiveParent(none.NoWatch()),
+        priority=-1,
+        description="no watch: workers may be orphaned",
+    )

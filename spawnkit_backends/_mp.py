@@ -107,6 +107,9 @@ class MultiprocessingBackend:
 
         self._method = method
         self._context: BaseContext = multiprocessing.get_context(method)
+        # Loaded here, a fork child inherits the worker bootstrap instead of importing it
+        # again in every rank.
+        self._run_worker = spawnkit.run_worker
 
     def start(self, spec: spawnkit.WorkerSpec) -> MultiprocessingHandle:
         arg: spawnkit.WorkerSpec | _Carrier = spec  # fork: inherited, fds keep their numbers

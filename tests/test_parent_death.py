@@ -83,11 +83,11 @@ def test_auto_picks_the_best_watch_here() -> None:
 
 
 def test_poll_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from spawnkit._watches.poll import INTERVAL_ENV, PollParent
+    from spawnkit._watches.poll import INTERVAL_ENV, checked_interval
 
     monkeypatch.setenv(INTERVAL_ENV, "0.02")
-    assert PollParent().child_watch().interval == 0.02
-    assert PollParent(0.5).child_watch().interval == 0.5
+    assert checked_interval() == 0.02
+    assert checked_interval(0.5) == 0.5
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-1"])

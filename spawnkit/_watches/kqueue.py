@@ -27,22 +27,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-class KqueueParent:
-    """The job's side: nothing to prepare; the spec already records the job's pid."""
-
-    def child_watch(self) -> KqueueChild:
-        return KqueueChild()
-
-    def fds(self) -> tuple[int, ...]:
-        return ()
-
-    def private_fds(self) -> tuple[int, ...]:
-        return ()
-
-    def close(self) -> None:
-        pass
-
-
 class KqueueChild:
     """The worker's side: a daemon thread blocked in ``kevent()`` until the job exits."""
 

@@ -10,21 +10,9 @@ if TYPE_CHECKING:
 
 
 class NoWatch:
-    """Parent and child half at once: there is nothing to prepare and nothing to arm."""
+    """The worker's side: nothing to arm."""
 
     name = "none"
-
-    def child_watch(self) -> NoWatch:
-        return self
-
-    def fds(self) -> tuple[int, ...]:
-        return ()
-
-    def private_fds(self) -> tuple[int, ...]:
-        return ()
-
-    def close(self) -> None:
-        pass
 
     def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
         pass

@@ -45,35 +45,17 @@ def _interval_from_env() -> float:
         ) from None
 
 
-class PollParent:
-    """The job's side: nothing to prepare but the interval.
+def checked_interval(interval: float | None = None) -> float:
+    """The poll interval: ``interval``, else ``$SPAWNKIT_POLL_INTERVAL``, else 0.1 seconds."""
+    value = _interval_from_env() if interval is None else interval
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        from .._errors import ConfigError
 
-    Args:
-        interval: seconds between two checks; default ``$SPAWNKIT_POLL_INTERVAL``, else 0.1.
-    """
-
-    def __init__(self, interval: float | None = None) -> None:
-        value = _interval_from_env() if interval is None else interval
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            from .._errors import ConfigError
-
-            raise ConfigError(
-                f"the poll watch's interval must be a number of seconds > 0, not {value!r}; "
-                f"pass a positive float or set {INTERVAL_ENV}"
-            )
-        self.interval = float(value)
-
-    def child_watch(self) -> PollChild:
-        return PollChild(self.interval)
-
-    def fds(self) -> tuple[int, ...]:
-        return ()
-
-    def private_fds(self) -> tuple[int, ...]:
-        return ()
-
-    def close(self) -> None:
-        pass
+        raise ConfigError(
+            f"the poll watch's interval must be a number of seconds > 0, not {value!r}; "
+            f"pass a positive float or set {INTERVAL_ENV}"
+        )
+    return float(value)
 
 
 class PollChild:

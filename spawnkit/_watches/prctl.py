@@ -53,22 +53,6 @@ def _prctl() -> Callable[..., int]:
     return prctl
 
 
-class PrctlParent:
-    """The job's side: nothing to prepare; the spec already records the parent's pid."""
-
-    def child_watch(self) -> PrctlChild:
-        return PrctlChild()
-
-    def fds(self) -> tuple[int, ...]:
-        return ()
-
-    def private_fds(self) -> tuple[int, ...]:
-        return ()
-
-    def close(self) -> None:
-        pass
-
-
 class PrctlChild:
     """The worker's side: ``PR_SET_PDEATHSIG`` plus a thread in ``sigwait()``."""
 
