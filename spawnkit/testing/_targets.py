@@ -77,6 +77,9 @@ def interrupt(rank: int) -> None:
 
 
 def kill_self(rank: int, signum: int) -> None:
+    import faulthandler
+
+    faulthandler.disable()  # a fork child inherits pytest's: keep its dump out of the log
     os.kill(os.getpid(), signum)
     block_forever()
 
