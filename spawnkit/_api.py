@@ -94,7 +94,7 @@ def spawn(
     backend: str | None = None,
     *,
     watch: str = "auto",
-    grace_period: float = DEFAULT_GRACE,
+    grace_period: float | None = DEFAULT_GRACE,
     **options: Any,
 ) -> list[Any]: ...
 
@@ -109,7 +109,7 @@ def spawn(
     daemon: bool = False,
     backend: str | None = None,
     watch: str = "auto",
-    grace_period: float = DEFAULT_GRACE,
+    grace_period: float | None = DEFAULT_GRACE,
     **options: Any,
 ) -> ProcessContext: ...
 
@@ -124,7 +124,7 @@ def spawn(
     backend: str | None = None,
     *,
     watch: str = "auto",
-    grace_period: float = DEFAULT_GRACE,
+    grace_period: float | None = DEFAULT_GRACE,
     **options: Any,
 ) -> list[Any] | ProcessContext: ...
 
@@ -138,7 +138,7 @@ def spawn(
     backend: str | None = None,
     *,
     watch: str = "auto",
-    grace_period: float = DEFAULT_GRACE,
+    grace_period: float | None = DEFAULT_GRACE,
     **options: Any,
 ) -> list[Any] | ProcessContext:
     """Run ``fn(rank, *args)`` in ``nprocs`` worker processes, as one job.
@@ -200,7 +200,14 @@ def spawn(
     instance = info.factory(**options)
     parent_watch = watch_info.factory()
     ctx = launch(
-        info.name, instance, parent_watch, nprocs, payload, target, float(grace_period), daemon
+        info.name,
+        instance,
+        parent_watch,
+        nprocs,
+        payload,
+        target,
+        DEFAULT_GRACE if grace_period is None else float(grace_period),
+        daemon,
     )
     if not join:
         return ctx
