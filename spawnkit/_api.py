@@ -30,7 +30,10 @@ def available_backends() -> list[str]:
 
 
 def available_watches() -> list[str]:
-    """Names of the parent watches that can run on this machine, sorted (plus ``"auto"``)."""
+    """Names of the parent watches that can run on this machine, sorted.
+
+    ``watch="auto"`` is always accepted too: it picks the best of these.
+    """
     return sorted(name for name, info in plugins().watches.items() if info.available)
 
 
@@ -95,6 +98,7 @@ def spawn(
     *,
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
+    start_method: str | None = None,
     **options: Any,
 ) -> list[Any]: ...
 
@@ -110,6 +114,7 @@ def spawn(
     backend: str | None = None,
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
+    start_method: str | None = None,
     **options: Any,
 ) -> ProcessContext: ...
 
@@ -125,6 +130,7 @@ def spawn(
     *,
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
+    start_method: str | None = None,
     **options: Any,
 ) -> list[Any] | ProcessContext: ...
 
@@ -139,6 +145,7 @@ def spawn(
     *,
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
+    start_method: str | None = None,
     **options: Any,
 ) -> list[Any] | ProcessContext:
     """Run ``fn(rank, *args)`` in ``nprocs`` worker processes, as one job.
@@ -158,6 +165,7 @@ def spawn(
             ``"subprocess"`` or a plugin's; default ``$SPAWNKIT_BACKEND``, else ``"spawn"``.
         watch: how workers notice the parent's death (``"auto"``: the best one here).
         grace_period: seconds between SIGTERM and SIGKILL when stopping workers.
+        start_method: torch's name for ``backend``, accepted so torch code ports as is.
         **options: the backend's own options (see ``spawnkit backends``).
 
     Returns:
@@ -179,6 +187,13 @@ def spawn(
     """
     _validate(fn, args, nprocs, grace_period)
     args = tuple(args)
+    if start_method is not None:
+        if backend is not None and backend != start_method:
+            raise ConfigError(
+                f"backend={backend!r} and start_method={start_method!r} disagree; "
+                "start_method is torch's name for backend: pass one of them"
+            )
+        backend = start_method
     if backend is None:
         backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
     if not isinstance(backend, str):
@@ -198,21 +213,23 @@ def spawn(
     payload = _payload(info, fn, args) if info.pickles else None
     target = None if info.pickles else (fn, args)
     instance = info.factory(**options)
-    parent_watch = watch_info.factory()
-    ctx = launch(
-        info.name,
-        instance,
-        parent_watch,
-        nprocs,
-        payload,
-        target,
-        DEFAULT_GRACE if grace_period is None else float(grace_period),
-        daemon,
-    )
+    try:
+        parent_watch = watch_info.factory()
+    except BaseException:
+        instance.close()
+        raise
+    grace = DEFAULT_GRACE if grace_period is None else float(grace_period)
+    ctx = launch(info.name, instance, parent_watch, nprocs, payload, target, grace, daemon)
     if not join:
         return ctx
-    with foreground(ctx):
-        return ctx.results()
+    try:
+        with foreground(ctx):
+            return ctx.results()
+    except BaseException:
+        # Whatever ends the wait (a failure, a timeout signal of the program's, a bug), the
+        # workers do not outlive it. A no-op when the job already ended.
+        ctx.terminate()
+        raise
 
 
 def start_processes(

@@ -110,6 +110,10 @@ def _start_reaper(group: int, grace_period: float) -> bool:
 
 
 def _reap(group: int, grace_period: float) -> None:
+    # Forked from a thread of a multithreaded worker, the reaper could in theory deadlock
+    # on a lock some other thread held; SIGALRM's default action bounds its life anyway.
+    if hasattr(signal, "alarm"):
+        signal.alarm(int(grace_period) + 2)
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -266,9 +270,18 @@ def run_worker(spec: WorkerSpec) -> int:
         _release_sigterm()
         if exc.code is None or exc.code == 0:
             body = pickle.dumps(None)
-        elif isinstance(exc.code, int):
+        elif isinstance(exc.code, int) and 0 < exc.code < 256:
             _flush()
             return exc.code
+        elif isinstance(exc.code, int):
+            # The OS keeps only the low byte: sys.exit(256) would read as success.
+            error = ValueError(
+                f"rank {spec.rank} called sys.exit({exc.code}), but an exit status is 0-255 "
+                "(the system keeps only its low byte); exit with 1-255, or raise an exception"
+            )
+            _report(spec, _wire.ERROR, _error_body(error))
+            _flush()
+            return 1
         else:
             print(exc.code, file=sys.stderr)
             _flush()

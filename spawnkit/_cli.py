@@ -90,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         "Exits 0 on success, else with the failing rank's exit code (or 1).",
     )
     run.add_argument("-n", "--nprocs", type=int, default=1, help="number of ranks (default 1)")
-    run.add_argument("-b", "--backend", default=None, help="backend name (default: spawn)")
+    run.add_argument(
+        "-b",
+        "--backend",
+        default=None,
+        help="backend name (default: $SPAWNKIT_BACKEND, else spawn)",
+    )
     run.add_argument("-w", "--watch", default="auto", help="parent watch (default: auto)")
     run.add_argument("target", metavar="TARGET", help="package.module:function")
     run.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="string arguments")

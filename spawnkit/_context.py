@@ -6,6 +6,7 @@ Every backend goes through here; a backend only starts processes and hands back 
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import pickle
 import signal
@@ -34,18 +35,31 @@ if TYPE_CHECKING:
 
     from ._protocols import Backend, ParentWatch, WorkerHandle
 
-__all__ = ["ProcessContext", "check_seconds", "launch"]
+__all__ = ["Interrupted", "ProcessContext", "check_seconds", "launch"]
 
+_LONGEST_WAIT = 86400.0
 # After SIGKILL a process normally vanishes at once; one stuck in uninterruptible sleep
 # (a hung NFS read) may not. Waiting is still bounded: past this, join gives up on it.
 KILL_WAIT = 10.0
 
 
 def signal_name(signum: int) -> str:
+    """``"SIGKILL"``; real-time signals as ``"SIGRTMIN+3"``; else ``"signal 99"``."""
     try:
         return signal.Signals(signum).name
     except ValueError:
+        low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1)
+        if low <= signum <= high:
+            return f"SIGRTMIN+{signum - low}"
         return f"signal {signum}"
+
+
+class Interrupted(BaseException):
+    """Raised by ``join()`` after :meth:`ProcessContext.interrupt`: a signal to the parent."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 @final
@@ -61,12 +75,17 @@ class _Rank:
         self.value: Any = None
 
 
-def _close_fd(fd: int) -> None:
-    PARENT_ONLY_FDS.discard(fd)
+def _close_inbox(inbox: _wire.Inbox) -> None:
+    # Exactly once: a second close could hit a descriptor the program has opened since.
+    if inbox.fd < 0:
+        return
+    PARENT_ONLY_FDS.discard(inbox.fd)
     try:
-        os.close(fd)
+        os.close(inbox.fd)
     except OSError:
         pass
+    inbox.fd = -1
+    inbox.eof = True
 
 
 @final
@@ -97,6 +116,14 @@ class ProcessContext:
         self._terminated = False
         self._released = False
         self._lock = threading.RLock()
+        # Written to wake a join() blocked in wait(): by terminate() from another thread,
+        # and by the foreground signal handler, which must not raise inside join's
+        # bookkeeping but have it raise at a safe point instead.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        PARENT_ONLY_FDS.update((self._wake_r, self._wake_w))
+        self.interrupted: int | None = None
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -134,8 +161,11 @@ class ProcessContext:
         check_seconds("timeout", timeout)
         check_seconds("grace_period", grace_period)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
+        while True:
+            with self._lock:
+                if self.interrupted is not None:
+                    signum, self.interrupted = self.interrupted, None
+                    raise Interrupted(signum)
                 if self._error is None and self._failures:
                     self._stop(grace_period, after_failure=True)
                     self._error = self._failures[0]
@@ -151,8 +181,9 @@ class ProcessContext:
                             "its results are incomplete"
                         )
                     return True
-                if not self._collect(deadline):
-                    return False
+            # Wait without the lock, so terminate() from another thread is never held up.
+            if not self._wait(deadline):
+                return False
 
     def terminate(self, grace_period: float | None = None) -> None:
         """Stop every rank still running and its process group.
@@ -163,7 +194,10 @@ class ProcessContext:
         failures. Safe to call more than once and after the job ended.
         """
         check_seconds("grace_period", grace_period)
+        self.wake()
         with self._lock:
+            # A rank that already failed on its own is a failure, not a rank we stopped.
+            self._collect(time.monotonic())
             if not self._all_ended():
                 self._terminated = True
                 self._stop(grace_period, after_failure=False)
@@ -188,6 +222,18 @@ class ProcessContext:
     ) -> None:
         self.terminate()
 
+    def wake(self) -> None:
+        """Make a ``join()`` blocked in another thread (or below a signal handler) look up."""
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:  # full (it is awake anyway) or released
+            pass
+
+    def interrupt(self, signum: int) -> None:
+        """From a signal handler: have ``join()`` raise :class:`Interrupted` at a safe point."""
+        self.interrupted = signum
+        self.wake()
+
     # -- waiting ------------------------------------------------------------------------
 
     def _all_ended(self) -> bool:
@@ -196,19 +242,43 @@ class ProcessContext:
     def _running(self) -> list[_Rank]:
         return [r for r in self._ranks if r.status is None]
 
-    def _collect(self, deadline: float | None) -> bool:
-        """Wait for the next event (a message, an exit) or ``deadline``; False on timeout."""
+    def _wait(self, deadline: float | None) -> bool:
+        """Block until something happened or ``deadline``; False once the deadline passed."""
+        with self._lock:
+            if self._released:
+                return True
+            running = self._running()
+            waitables: list[Any] = [r.handle.sentinel for r in running]
+            waitables += [r.inbox.fd for r in running if not r.inbox.eof]
+            waitables.append(self._wake_r)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        # One wait is at most a day: the OS rejects longer ones, and an hour-long timeout
+        # is just more of these.
+        _wait_ready(waitables, min(timeout, _LONGEST_WAIT) if timeout is not None else None)
+        with self._lock:
+            if not self._released:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except OSError:
+                    pass
+                self._take_outcomes()
+        return deadline is None or time.monotonic() < deadline
+
+    def _collect(self, deadline: float) -> None:
+        """Wait up to ``deadline`` for the next event, then take every outcome there is."""
         running = self._running()
         waitables: list[Any] = [r.handle.sentinel for r in running]
         waitables += [r.inbox.fd for r in running if not r.inbox.eof]
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = _wait_ready(waitables, timeout)
-        for r in running:
+        _wait_ready(waitables, min(max(0.0, deadline - time.monotonic()), _LONGEST_WAIT))
+        self._take_outcomes()
+
+    def _take_outcomes(self) -> None:
+        for r in self._running():
             r.inbox.pump()
             status = r.handle.poll()
             if status is not None:
                 self._ended(r, status)
-        return bool(ready) or deadline is None or time.monotonic() < deadline
 
     def _wait_until(self, deadline: float) -> None:
         while self._running() and time.monotonic() < deadline:
@@ -220,8 +290,7 @@ class ProcessContext:
         r.inbox.pump()  # whatever the worker wrote before it exited is in the pipe by now
         r.status = status
         message = r.inbox.message()
-        _close_fd(r.inbox.fd)
-        r.inbox.eof = True
+        _close_inbox(r.inbox)
         if status == 0 and (message is None or message[0] == _wire.RESULT):
             if message is not None:
                 try:
@@ -283,6 +352,10 @@ class ProcessContext:
         for r in targets:
             r.killed = True
             r.handle.send_signal(signal.SIGTERM)
+            # A worker stopped by job control (SIGTTIN from a read of the terminal, SIGSTOP)
+            # acts on SIGTERM only once it runs again.
+            if hasattr(signal, "SIGCONT"):
+                r.handle.send_signal(signal.SIGCONT)
         self._wait_until(time.monotonic() + grace)
         # Also the groups of ranks that already exited: a grandchild that ignored SIGTERM
         # is still in its dead parent's group, and that group id stays reserved while it is.
@@ -295,8 +368,11 @@ class ProcessContext:
             return
         self._released = True
         for r in self._ranks:
-            _close_fd(r.inbox.fd)
+            _close_inbox(r.inbox)
             r.handle.close()
+        for fd in (self._wake_r, self._wake_w):
+            PARENT_ONLY_FDS.discard(fd)
+            os.close(fd)
         for fd in self._watch.private_fds():
             PARENT_ONLY_FDS.discard(fd)
         self._watch.close()
@@ -310,6 +386,11 @@ def check_seconds(name: str, value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgumentError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(
+            f"{name} must be a finite number of seconds, not {value!r}; "
+            f"pass None to wait without a limit"
+        )
     if value < 0:
         raise ConfigError(f"{name} must be >= 0 seconds, not {value!r}")
 
@@ -327,7 +408,7 @@ def _at_exit() -> None:
                 ctx.terminate()
             else:
                 while not ctx._all_ended():
-                    ctx._collect(None)
+                    ctx._wait(None)
                 ctx._release()
         except Exception:  # noqa: BLE001, S110 - at exit there is nobody left to tell
             pass
@@ -349,10 +430,10 @@ def launch(
     one cannot start, the ranks already started are stopped and :class:`LaunchError` raised.
     """
     PARENT_ONLY_FDS.update(watch.private_fds())
-    child_watch = watch.child_watch()
     job_pid = os.getpid()
     ranks: list[_Rank] = []
     try:
+        child_watch = watch.child_watch()
         for rank in range(nprocs):
             read_end, write_end = os.pipe()
             PARENT_ONLY_FDS.add(read_end)
@@ -375,7 +456,7 @@ def launch(
                 finally:
                     os.close(write_end)
             except BaseException:
-                _close_fd(read_end)
+                _close_inbox(inbox)
                 raise
             ranks.append(_Rank(rank, handle, inbox))
     except BaseException as exc:

@@ -92,6 +92,11 @@ class WorkerSpec:
             raise ValueError(f"expected {len(self.fds)} descriptors, got {len(fds)}")
         return self._replace(fds=fds)
 
+    def with_payload(self, payload: bytes | None) -> WorkerSpec:
+        """A copy carrying ``payload``: for a backend that sends the pickled job its own way
+        (``with_payload(None)`` before, ``with_payload(data)`` in the child)."""
+        return self._replace(payload=payload)
+
     def with_parent_pid(self, pid: int) -> WorkerSpec:
         """A copy for a worker whose direct parent is ``pid`` rather than the job."""
         return self._replace(parent_pid=pid)

@@ -7,7 +7,7 @@ import os
 __all__ = ["signal_process_group"]
 
 
-def signal_process_group(pid: int, signum: int) -> None:
+def signal_process_group(pid: int, signum: int, *, reaped: bool = False) -> None:
     """Send ``signum`` to the process group that worker ``pid`` leads, or to ``pid`` alone.
 
     Every worker makes itself the leader of a new group first thing, so its children (the
@@ -15,8 +15,9 @@ def signal_process_group(pid: int, signum: int) -> None:
     then there are no grandchildren either: the worker alone is signalled. A worker that has
     ended and taken its whole group with it is not an error.
 
-    Only call this for a worker that has not been reaped yet, or right after reaping it while
-    its group may still have members: a group id stays reserved while it has members.
+    Pass ``reaped=True`` once the worker has been reaped: then only a group that still has
+    members is signalled (its id stays reserved while it has them), never the bare pid,
+    which the system may have handed to an unrelated process by now.
 
     Raises:
         ValueError: ``pid`` is not a positive process id (0 and negative numbers would
@@ -30,6 +31,8 @@ def signal_process_group(pid: int, signum: int) -> None:
             return
         except (ProcessLookupError, PermissionError):
             pass
+    if reaped:
+        return
     try:
         os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):

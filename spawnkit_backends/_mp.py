@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import spawnkit
@@ -15,6 +16,12 @@ if TYPE_CHECKING:
 __all__ = ["MultiprocessingBackend", "MultiprocessingHandle"]
 
 
+# Past this size the pickled job would not fit the pipe through which multiprocessing hands
+# a new process its arguments, and start() would wait for the child to boot and read them:
+# ranks would start one after another. Larger payloads go down a pipe of their own.
+_INLINE_PAYLOAD = 32 * 1024
+
+
 class _Carrier:
     """Carries a spec into a new interpreter, its descriptors duplicated on the way.
 
@@ -23,18 +30,50 @@ class _Carrier:
     inherited fd for ``spawn``, over SCM_RIGHTS for ``forkserver``).
     """
 
-    def __init__(self, spec: spawnkit.WorkerSpec) -> None:
+    def __init__(self, spec: spawnkit.WorkerSpec, payload_fd: int | None, size: int) -> None:
         self.spec = spec
+        self.payload_fd = payload_fd
+        self.size = size
 
     def __reduce__(self) -> Any:
         from multiprocessing.reduction import DupFd
 
-        return (_Carried, (self.spec, [DupFd(fd) for fd in self.spec.fds]))
+        payload = None if self.payload_fd is None else DupFd(self.payload_fd)
+        fds = [DupFd(fd) for fd in self.spec.fds]
+        return (_Carried, (self.spec, fds, payload, self.size))
 
 
 class _Carried:
-    def __init__(self, spec: spawnkit.WorkerSpec, fds: list[Any]) -> None:
-        self.spec = spec.with_fds([fd.detach() for fd in fds])
+    def __init__(self, spec: spawnkit.WorkerSpec, fds: list[Any], payload: Any, size: int) -> None:
+        spec = spec.with_fds([fd.detach() for fd in fds])
+        if payload is not None:
+            spec = spec.with_payload(_read_exactly(payload.detach(), size))
+        self.spec = spec
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    # Counted, not read to end-of-file: a copy of the write end elsewhere must not stall it.
+    chunks = bytearray()
+    try:
+        while len(chunks) < size:
+            chunk = os.read(fd, min(size - len(chunks), 1 << 20))
+            if not chunk:
+                raise EOFError(f"the job's payload ended after {len(chunks)} of {size} bytes")
+            chunks += chunk
+    finally:
+        os.close(fd)
+    return bytes(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:  # the worker ended before reading it all: its failure says why
+        pass
+    finally:
+        os.close(fd)
 
 
 def _drop_fork_server_lifeline() -> None:
@@ -65,13 +104,21 @@ def _worker(arg: spawnkit.WorkerSpec | _Carried) -> None:
 class MultiprocessingHandle:
     """A worker started by ``multiprocessing``."""
 
-    def __init__(self, process: BaseProcess, own_child: bool) -> None:
+    def __init__(
+        self, process: BaseProcess, own_child: bool, writer: threading.Thread | None = None
+    ) -> None:
         self._process = process
+        self._writer = writer
         self._pid = process.pid  # still answered after close(), as the protocol asks
+        self._own_child = own_child
+        self._ended = False
+        self._server_lost = False
         self._pidfd: int | None = None
         # multiprocessing's sentinel for fork and spawn is a pipe the worker holds open, and
         # so do grandchildren it forks; a pidfd turns readable when the worker itself ends.
-        if own_child and hasattr(os, "pidfd_open") and process.pid is not None:
+        # A forkserver worker is not our child, but its pidfd still tells whether it runs
+        # when the fork server, which reports its exit, is gone.
+        if hasattr(os, "pidfd_open") and process.pid is not None:
             try:
                 self._pidfd = os.pidfd_open(process.pid)
             except OSError:
@@ -83,20 +130,50 @@ class MultiprocessingHandle:
 
     @property
     def sentinel(self) -> int:
-        return self._process.sentinel if self._pidfd is None else self._pidfd
+        if self._pidfd is not None and (self._own_child or self._server_lost):
+            return self._pidfd
+        return self._process.sentinel
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        if self._server_lost:
+            # The worker's status died with the fork server: say it ended, and how little
+            # is known, once it really has.
+            status: int | None = 255 if self._pidfd is None or _readable(self._pidfd) else None
+        else:
+            status = self._process.exitcode
+            if (
+                status == 255  # what multiprocessing says when the fork server's pipe closes
+                and not self._own_child
+                and self._pidfd is not None
+                and not _readable(self._pidfd)
+            ):
+                self._server_lost = True
+                status = None
+        self._ended = status is not None
+        return status
 
     def send_signal(self, signum: int) -> None:
         if self._pid is not None:
-            spawnkit.signal_process_group(self._pid, signum)
+            spawnkit.signal_process_group(self._pid, signum, reaped=self._ended)
 
     def close(self) -> None:
+        if self._writer is not None:
+            # The worker has ended, so its end of the payload pipe is closed: the writer
+            # is done, or fails at its next write and ends.
+            self._writer.join()
+            self._writer = None
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
         self._process.close()
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class MultiprocessingBackend:
@@ -115,13 +192,36 @@ class MultiprocessingBackend:
         arg: spawnkit.WorkerSpec | _Carrier = spec  # fork: inherited, fds keep their numbers
         if self._method == "forkserver":
             spec = spec.with_parent_pid(_forkserver_pid())
+        payload = spec.payload
+        pipe: tuple[int, int] | None = None
         if self._method != "fork":
-            arg = _Carrier(spec)
+            if payload is not None and len(payload) > _INLINE_PAYLOAD:
+                pipe = os.pipe()
+                arg = _Carrier(spec.with_payload(None), pipe[0], len(payload))
+            else:
+                arg = _Carrier(spec, None, 0)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=_worker, args=(arg,), name=f"spawnkit-rank-{spec.rank}", daemon=False
         )
-        process.start()
-        return MultiprocessingHandle(process, own_child=self._method != "forkserver")
+        try:
+            process.start()
+        except BaseException:
+            if pipe is not None:
+                os.close(pipe[0])
+                os.close(pipe[1])
+            raise
+        writer = None
+        if pipe is not None:
+            assert payload is not None
+            os.close(pipe[0])  # the child has its own copy now
+            writer = threading.Thread(
+                target=_write_all,
+                args=(pipe[1], payload),
+                name=f"spawnkit-payload-{spec.rank}",
+                daemon=True,
+            )
+            writer.start()
+        return MultiprocessingHandle(process, self._method != "forkserver", writer)
 
     def close(self) -> None:
         pass

@@ -61,7 +61,9 @@ def _import_spawnkit(where: list[str]) -> None:
     sys.path[:0] = where
     try:
         import spawnkit
-        import spawnkit._spec  # noqa: F401 - what the spec's pickle names
+
+        # Load what the spec's pickle names while that directory is still on the path.
+        assert spawnkit.WorkerSpec is not None
     finally:
         del sys.path[: len(where)]
 

@@ -53,8 +53,7 @@ def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
         SubprocessBackend,
         options=OPTIONS,
         unavailable=_unavailable(),
-        description="subprocess.Popen of a fresh interpreter: own executable, flags, env, cwd; "
-        "every platform",
+        description="subprocess.Popen of a fresh interpreter: own executable, flags, env, cwd",
     )
 
 
@@ -455,7 +454,9 @@ class SubprocessHandle:
     def send_signal(self, signum: int) -> None:
         # The group too, also after the worker ended: its children may still be in it.
         if not self._closed:
-            spawnkit.signal_process_group(self._pid, signum)
+            spawnkit.signal_process_group(
+                self._pid, signum, reaped=self._process.returncode is not None
+            )
 
     def close(self) -> None:
         if self._closed:
@@ -571,7 +572,16 @@ class SubprocessBackend:
             if sys.platform == "win32":
                 return _popen_windows(argv, numbers, env, self._cwd)
             # pass_fds keeps every number, so the spec's descriptors are valid as they are.
-            return subprocess.Popen(argv, pass_fds=fds, close_fds=True, env=env, cwd=self._cwd)
+            # stdin is /dev/null, as under multiprocessing: a worker leads its own process
+            # group, so reading the terminal would stop it (SIGTTIN) instead of failing.
+            return subprocess.Popen(
+                argv,
+                pass_fds=fds,
+                close_fds=True,
+                env=env,
+                cwd=self._cwd,
+                stdin=subprocess.DEVNULL,
+            )
         except OSError as exc:
             where = f" in {self._cwd!r}" if self._cwd and exc.filename == self._cwd else ""
             raise spawnkit.LaunchError(

@@ -14,5 +14,5 @@ def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
     registry.add(
         "spawn",
         partial(MultiprocessingBackend, "spawn"),
-        description="multiprocessing spawn: a fresh interpreter per rank; every platform",
+        description="multiprocessing spawn: a fresh interpreter per rank",
     )

@@ -5,13 +5,17 @@ from __future__ import annotations
 import ast
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import spawnkit
 from spawnkit.testing import _targets as t
+from spawnkit.testing._processes import descendants
 
 
 def test_nprocs_below_one() -> None:
@@ -92,13 +96,11 @@ def test_unpicklable_argument_is_named_with_the_fix() -> None:
 
 
 def test_bad_input_starts_no_process() -> None:
-    from spawnkit.testing import descendants
-
-    before = descendants()
+    before = set(descendants())
     for bad in ({"nprocs": 0}, {"backend": "nope"}, {"args": "x"}, {"backend": "spawn", "x": 1}):
         with pytest.raises(spawnkit.ConfigError):
             spawnkit.spawn(t.times, **{"args": (1,), **bad})  # type: ignore[arg-type]
-    assert descendants() == before
+    assert set(descendants()) == before
 
 
 def test_default_backend_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,3 +282,86 @@ def test_cli_lists_backends_with_their_distribution(tmp_path: Path) -> None:
         assert rows[name][1:3] == ["available", "spawnkit"]
     proc = _cli(tmp_path, "watches")
     assert "pipe" in proc.stdout
+
+
+# -- robustness ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -float("inf")])
+def test_non_finite_seconds_are_refused(value: float) -> None:
+    refused = r"finite number of seconds|>= 0 seconds"
+    with pytest.raises(spawnkit.ConfigError, match=refused):
+        spawnkit.spawn(t.times, args=(1,), grace_period=value)
+    ctx = spawnkit.spawn(t.block, join=False, backend="fork")
+    try:
+        with pytest.raises(spawnkit.ConfigError, match=refused):
+            ctx.join(timeout=value)
+    finally:
+        ctx.terminate()
+
+
+def test_start_method_is_torchs_name_for_backend() -> None:
+    # Only fork takes a lambda: that it runs proves start_method chose the backend.
+    assert spawnkit.spawn(lambda rank: rank * 2, nprocs=2, start_method="fork") == [0, 2]
+    with pytest.raises(spawnkit.ConfigError, match="disagree"):
+        spawnkit.spawn(t.times, args=(1,), backend="spawn", start_method="fork")
+
+
+def _wait_until_ended(ctx: spawnkit.ProcessContext, rank: int) -> None:
+    deadline = time.monotonic() + 30
+    while ctx._ranks[rank].status is None:
+        assert time.monotonic() < deadline, f"rank {rank} never ended"
+        assert ctx.join(timeout=0.01) is False
+
+
+def test_a_finished_rank_never_closes_a_descriptor_twice() -> None:
+    ctx = spawnkit.spawn(t.finish_unless, args=(1,), nprocs=2, join=False, backend="fork")
+    _wait_until_ended(ctx, 0)  # rank 0's result pipe is closed: its number is free again
+    with open(os.devnull, "rb") as mine:
+        ctx.terminate()
+        os.fstat(mine.fileno())  # EBADF if the job closed it a second time
+
+
+def test_terminate_from_another_thread_while_join_waits() -> None:
+    ctx = spawnkit.spawn(t.block, nprocs=2, join=False, backend="fork")
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            ctx.join()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    ctx.terminate(grace_period=5)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert [type(e) for e in outcome] == [spawnkit.JobTerminatedError]
+
+
+def test_terminate_keeps_a_failure_that_already_happened() -> None:
+    ctx = spawnkit.spawn(t.raise_on, args=(0, "first"), nprocs=2, join=False, backend="fork")
+    # Wait until rank 0 raised and exited, without reaping it: nobody has looked yet.
+    os.waitid(os.P_PID, ctx.pids()[0], os.WEXITED | os.WNOWAIT)
+    ctx.terminate()
+    with pytest.raises(spawnkit.ProcessRaisedException, match="first"):
+        ctx.join()
+
+
+def test_a_lost_fork_server_does_not_pass_for_ended_workers() -> None:
+    from multiprocessing import forkserver
+
+    from spawnkit.testing._processes import wait_gone
+
+    ctx = spawnkit.spawn(t.block, nprocs=2, join=False, backend="forkserver")
+    pids = ctx.pids()
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    os.kill(server, signal.SIGKILL)
+    try:
+        # The server's end of every rank's status pipe is gone, but the ranks still run.
+        assert ctx.join(timeout=0.5) is False
+    finally:
+        ctx.terminate(grace_period=5)
+        forkserver.ensure_running()  # reaps the dead server and starts the next one
+    assert wait_gone(pids, timeout=10) == set()

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import spawnkit
-from spawnkit._signals import _raise_parent_signal
 from spawnkit.testing import _death_targets as d
 from spawnkit.testing import _targets
 from spawnkit.testing._death_harness import run_harness
@@ -59,7 +58,10 @@ def test_foreground_job_installs_handlers_and_restores_them(
 ) -> None:
     before = _handlers()
     assert spawnkit.spawn(d.check_in_and_wait, args=(str(tmp_path),)) == [0]
-    assert observe() == {signal.SIGINT: _raise_parent_signal, signal.SIGTERM: _raise_parent_signal}
+    during = observe()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        assert during[sig] is not before[sig]
+        assert getattr(during[sig], "__module__", None) == "spawnkit._signals"
     assert _handlers() == before
 
 

@@ -214,10 +214,9 @@ def test_only_the_specs_descriptors_reach_the_worker(tmp_path: Path) -> None:
     assert all(t.startswith(("pipe:", "anon_inode:")) for t in extra.values()), extra
 
 
-def test_ranks_start_while_a_big_payload_is_still_being_written() -> None:
+def test_big_payloads_for_every_rank_arrive_intact_and_leave_no_writer_thread() -> None:
     # Each rank's payload goes down its own pipe from its own thread: all of them together
-    # are far more than the pipes hold, so a serial writer would deadlock nothing but would
-    # start rank 1 only after rank 0 read everything. Here, every rank arrives intact.
+    # are far more than the pipes hold.
     data = os.urandom(8 * 1024 * 1024)
     expected = (len(data), hashlib.sha256(data).hexdigest())
     before = threading.active_count()

@@ -7,6 +7,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -38,21 +39,41 @@ def _fds() -> int:
 
 
 def _run_script(
-    code: str, env: dict[str, str] | None = None, timeout: float = 60, path: Path | None = None
+    code: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    path: Path | None = None,
+    stdin_open: bool = False,
 ) -> str:
-    """Run ``code`` in a new interpreter (as ``-c``, or as the script ``path``); its stdout."""
+    """Run ``code`` in a new interpreter (as ``-c``, or as the script ``path``); its stdout.
+
+    With ``stdin_open``, its stdin is a pipe that stays open and silent until it exits.
+    """
     if path is not None:
         path.write_text(textwrap.dedent(code))
-    proc = subprocess.run(
-        [sys.executable, *(["-c", textwrap.dedent(code)] if path is None else [str(path)])],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    argv = [sys.executable, *(["-c", textwrap.dedent(code)] if path is None else [str(path)])]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            returncode = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"the script did not finish within {timeout} s") from None
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    assert returncode == 0, stderr
+    return stdout
 
 
 class BehaviourTests:
@@ -185,6 +206,14 @@ class BehaviourTests:
         assert info.value.error_index == 0
         assert str(info.value) == "process 0 terminated with exit code 123"
 
+    @pytest.mark.parametrize("code", [256, 2**31, -1])
+    def test_exit_status_outside_0_to_255_is_a_failure(self, backend: str, code: int) -> None:
+        # The system keeps only the low byte: 256 would otherwise read as success.
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(t.exit_with, args=(code, "sys.exit"), backend=backend)
+        assert isinstance(info.value.exception, ValueError)
+        assert f"called sys.exit({code}), but an exit status is 0-255" in str(info.value)
+
     def test_keyboard_interrupt_in_a_worker_is_a_failure(self, backend: str) -> None:
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
             spawnkit.spawn(t.interrupt, backend=backend)
@@ -267,7 +296,7 @@ class BehaviourTests:
             t.note_sigterm_and_block, args=(str(tmp_path),), join=False, backend=backend
         )
         _wait_for_files([tmp_path / "0.ready"])
-        ctx.terminate(grace_period=0.2)
+        ctx.terminate(grace_period=3)
         assert (tmp_path / "0.sigterm").exists()
         assert not _alive(ctx.pids()[0])
 
@@ -291,6 +320,56 @@ class BehaviourTests:
         assert not any(_alive(pid) for pid in ctx.pids())
 
     # -- bad input -----------------------------------------------------------------------
+
+    def test_workers_read_an_empty_stdin_not_the_parents(self, backend: str) -> None:
+        # The parent's stdin stays open and silent: a worker that inherited it would block,
+        # or be stopped by SIGTTIN on a terminal, since it leads its own process group.
+        out = _run_script(
+            f"""
+            import spawnkit
+            from spawnkit.testing import _targets as t
+            if __name__ == "__main__":
+                print(spawnkit.spawn(t.read_stdin, nprocs=2, backend={backend!r}))
+            """,
+            stdin_open=True,
+        )
+        assert out.strip() == "['', '']"
+
+    def test_an_exception_while_waiting_stops_the_workers(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        # A program's own timeout (here a SIGALRM handler that raises) ends the wait in
+        # spawn(join=True): the workers must not outlive it, nor hold up the exit.
+        out = _run_script(
+            f"""
+            import os, pathlib, signal, threading, time, spawnkit
+            from spawnkit.testing import _targets as t
+
+            class Late(Exception):
+                pass
+
+            def late(signum, frame):
+                raise Late()
+
+            def alarm_once_both_run():
+                ready = [pathlib.Path({str(tmp_path)!r}) / f"{{r}}.ready" for r in (0, 1)]
+                while not all(p.exists() for p in ready):
+                    time.sleep(0.005)
+                os.kill(os.getpid(), signal.SIGALRM)
+
+            if __name__ == "__main__":
+                signal.signal(signal.SIGALRM, late)
+                threading.Thread(target=alarm_once_both_run, daemon=True).start()
+                try:
+                    spawnkit.spawn(t.cleanup_on_exit, args=({str(tmp_path)!r},), nprocs=2,
+                                   backend={backend!r})
+                except Late:
+                    print("late")
+            """
+        )
+        assert out.strip() == "late"
+        assert (tmp_path / "0.cleaned").exists()
+        assert (tmp_path / "1.cleaned").exists()
 
     def test_unknown_option_is_rejected_before_anything_starts(self, backend: str) -> None:
         with pytest.raises(spawnkit.UnknownOptionError, match="does not take option"):

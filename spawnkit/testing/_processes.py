@@ -28,7 +28,7 @@ def _process_table() -> dict[int, tuple[int, str]]:
             table[int(entry)] = (int(fields[1]), fields[0])
         return table
     out = subprocess.run(
-        ["ps", "-A", "-o", "pid=,ppid=,stat="],  # noqa: S607 - ps from PATH, as a user's shell would
+        ["ps", "-A", "-o", "pid=,ppid=,stat="],  # from PATH, as a user's shell would find it
         capture_output=True,
         text=True,
         check=True,

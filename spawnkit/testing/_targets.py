@@ -170,3 +170,13 @@ def mixed(rank: int, cycle: int) -> int:
     if cycle % 2 and rank == 1:
         raise RuntimeError(f"cycle {cycle}")
     return rank
+
+
+def finish_unless(rank: int, blocked_rank: int) -> int:
+    if rank == blocked_rank:
+        block_forever()
+    return rank
+
+
+def read_stdin(rank: int) -> str:
+    return sys.stdin.read() if sys.stdin is not None else ""
