@@ -11,6 +11,8 @@ import errno
 import os
 import sys
 
+from . import start_thread
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -42,7 +44,6 @@ class KqueueChild:
 def _arm(spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
     if sys.platform != "linux" and sys.platform != "win32":
         import select
-        import threading
 
         queue = select.kqueue()
         event = select.kevent(
@@ -77,4 +78,4 @@ def _arm(spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
             queue.close()
             shutdown()
 
-        threading.Thread(target=wait, name="spawnkit-watch-kqueue", daemon=True).start()
+        start_thread(wait)

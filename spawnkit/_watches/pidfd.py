@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from . import start_thread
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -52,7 +54,6 @@ class PidfdChild:
 
     def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
         import select
-        import threading
 
         (fd,) = fds
         poller = select.poll()
@@ -74,7 +75,7 @@ class PidfdChild:
                     _ended(events, spec, shutdown)
                     return
 
-        threading.Thread(target=wait, name="spawnkit-watch-pidfd", daemon=True).start()
+        start_thread(wait)
 
 
 def _ended(events: list[tuple[int, int]], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 
 from .._spec import PARENT_ONLY_FDS
+from . import start_thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ class PipeChild:
 
     def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
         import select
-        import threading
 
         (fd,) = fds
         # End-of-file is level-triggered: a job that died before this point is seen now.
@@ -83,7 +83,7 @@ class PipeChild:
                     follow_parent_pid(spec.parent_pid, DEFAULT_INTERVAL, shutdown, "pipe")
                     return
 
-        threading.Thread(target=wait, name="spawnkit-watch-pipe", daemon=True).start()
+        start_thread(wait)
 
 
 def _at_eof(fd: int) -> bool:

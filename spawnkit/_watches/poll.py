@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+from . import start_thread
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -80,7 +82,6 @@ def follow_parent_pid(
 
     Also the fallback of the descriptor-based watches when their descriptor is taken away.
     """
-    import threading
 
     def wait() -> None:
         # The parent pid recorded before the start, never 1: a subreaper or a container's
@@ -89,4 +90,4 @@ def follow_parent_pid(
             time.sleep(interval)
         shutdown()
 
-    threading.Thread(target=wait, name=f"spawnkit-watch-{name}", daemon=True).start()
+    start_thread(wait)

@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 
+from . import start_thread
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -96,6 +98,6 @@ class PrctlChild:
                 signal.sigwait({signum})
             shutdown()
 
-        threading.Thread(target=wait, name="spawnkit-watch-prctl", daemon=True).start()
+        start_thread(wait)
         # A parent that died before prctl() took effect sends nothing: look once ourselves.
         check()
