@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import spawnkit
 from spawnkit.testing import _death_targets as d
-from spawnkit.testing import _targets
+from spawnkit.testing import _targets, wait_for_files
 from spawnkit.testing._death_harness import run_harness
 
 posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -27,14 +26,6 @@ def _handlers() -> dict[int, Any]:
     return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
-def _wait_for(path: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared")
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def observe(tmp_path: Path) -> Iterator[Callable[[], dict[int, Any]]]:
     """From a helper thread: the handlers while a rank is running, then let it finish."""
@@ -42,7 +33,7 @@ def observe(tmp_path: Path) -> Iterator[Callable[[], dict[int, Any]]]:
 
     def watch() -> None:
         try:
-            _wait_for(tmp_path / "started-0")
+            wait_for_files(tmp_path / "started-0")
             seen.update(_handlers())
         finally:
             (tmp_path / "go").touch()
@@ -94,7 +85,7 @@ def test_nothing_is_installed_from_another_thread(tmp_path: Path) -> None:
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        _wait_for(tmp_path / "started-0")
+        wait_for_files(tmp_path / "started-0")
         during = _handlers()
     finally:
         (tmp_path / "go").touch()

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from functools import cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import spawnkit
+from spawnkit.testing import wait_for_files
 from spawnkit_backends import reexec
 
 import _reexec_targets as rt
@@ -31,14 +31,6 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 def _spawn(fn: Any, *args: Any, nprocs: int = 1, **options: Any) -> list[Any]:
     return spawnkit.spawn(fn, args=args, nprocs=nprocs, backend=BACKEND, **options)
-
-
-def _wait_for(path: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared")
-        time.sleep(0.005)
 
 
 def _fd_count() -> int:
@@ -189,7 +181,7 @@ def test_payload_is_not_in_the_workers_command_line_or_environment(tmp_path: Pat
         rt.ready_then_block, args=(str(tmp_path), payload), join=False, backend=BACKEND
     )
     with ctx:
-        _wait_for(tmp_path / "0.ready")
+        wait_for_files(tmp_path / "0.ready")
         (pid,) = ctx.pids()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
@@ -565,8 +557,8 @@ def test_without_pidfd_a_thread_reaps_and_signals_the_end(
     ctx = spawnkit.spawn(
         rt.ready_then_block, args=(str(tmp_path), "x"), nprocs=2, join=False, backend=BACKEND
     )
-    _wait_for(tmp_path / "0.ready")
-    _wait_for(tmp_path / "1.ready")
+    wait_for_files(tmp_path / "0.ready")
+    wait_for_files(tmp_path / "1.ready")
     ctx.terminate()
     with pytest.raises(spawnkit.JobTerminatedError):
         ctx.join()

@@ -18,7 +18,14 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch_params"]
+__all__ = [
+    "BackendSuite",
+    "backend_params",
+    "descendants",
+    "leak_guard",
+    "wait_for_files",
+    "watch_params",
+]
 
 _WHERE = {
     "BackendSuite": "spawnkit.testing._suite",
@@ -26,11 +33,12 @@ _WHERE = {
     "watch_params": "spawnkit.testing._suite",
     "descendants": "spawnkit.testing._processes",
     "leak_guard": "spawnkit.testing._processes",
+    "wait_for_files": "spawnkit.testing._processes",
 }
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._processes import descendants, leak_guard
+    from ._processes import descendants, leak_guard, wait_for_files
     from ._suite import BackendSuite, backend_params, watch_params
 
 

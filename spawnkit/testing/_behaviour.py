@@ -10,7 +10,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,7 @@ import pytest
 import spawnkit
 
 from . import _targets as t
-from ._processes import descendants, infrastructure_pids, wait_gone
-
-
-def _wait_for_files(paths: list[Path], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
-        if time.monotonic() > deadline:
-            missing = [str(p) for p in paths if not p.exists()]
-            raise AssertionError(f"workers never wrote {missing}")
-        time.sleep(0.005)
+from ._processes import descendants, infrastructure_pids, wait_for_files, wait_gone
 
 
 def _alive(pid: int) -> bool:
@@ -284,7 +274,7 @@ class BehaviourTests:
         ctx = spawnkit.spawn(
             t.cleanup_on_exit, args=(str(tmp_path),), nprocs=2, join=False, backend=backend
         )
-        _wait_for_files([tmp_path / f"{r}.ready" for r in range(2)])
+        wait_for_files(*[tmp_path / f"{r}.ready" for r in range(2)])
         ctx.terminate()
         assert (tmp_path / "0.cleaned").exists()
         assert (tmp_path / "1.cleaned").exists()
@@ -295,7 +285,7 @@ class BehaviourTests:
         ctx = spawnkit.spawn(
             t.note_sigterm_and_block, args=(str(tmp_path),), join=False, backend=backend
         )
-        _wait_for_files([tmp_path / "0.ready"])
+        wait_for_files(tmp_path / "0.ready")
         ctx.terminate(grace_period=3)
         assert (tmp_path / "0.sigterm").exists()
         assert not _alive(ctx.pids()[0])
@@ -308,7 +298,7 @@ class BehaviourTests:
     def test_terminate_takes_grandchildren_down(self, backend: str, tmp_path: Path) -> None:
         ctx = spawnkit.spawn(t.start_grandchild, args=(str(tmp_path),), join=False, backend=backend)
         marker = tmp_path / "0.grandchild"
-        _wait_for_files([marker])
+        wait_for_files(marker)
         grandchild = int(marker.read_text())
         ctx.terminate(grace_period=0.2)
         assert wait_gone([grandchild], timeout=10) == set()

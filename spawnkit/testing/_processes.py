@@ -8,8 +8,16 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["descendants", "infrastructure_pids", "kill_all", "leak_guard", "wait_gone"]
+__all__ = [
+    "descendants",
+    "infrastructure_pids",
+    "kill_all",
+    "leak_guard",
+    "wait_for_files",
+    "wait_gone",
+]
 
 
 def _process_table() -> dict[int, tuple[int, str]]:
@@ -90,6 +98,17 @@ def wait_gone(pids: Iterable[int], timeout: float) -> set[int]:
             break
         time.sleep(0.01)
     return remaining
+
+
+def wait_for_files(*paths: Path, timeout: float = 30.0) -> None:
+    """Wait until every path exists: how a worker says it got somewhere. Fails after
+    ``timeout`` seconds naming the ones that never appeared."""
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        if time.monotonic() > deadline:
+            missing = [str(p) for p in paths if not p.exists()]
+            raise AssertionError(f"never appeared: {', '.join(missing)}")
+        time.sleep(0.005)
 
 
 def kill_all(pids: Iterable[int]) -> None:
