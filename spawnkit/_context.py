@@ -113,7 +113,6 @@ class ProcessContext:
         self.daemon = daemon
         self._failures: list[ProcessException] = []
         self._error: ProcessException | None = None
-        self._terminated = False
         self._released = False
         self._lock = threading.RLock()
         # Written to wake a join() blocked in wait(): by terminate() from another thread,
@@ -199,7 +198,6 @@ class ProcessContext:
             # A rank that already failed on its own is a failure, not a rank we stopped.
             self._collect(time.monotonic())
             if not self._all_ended():
-                self._terminated = True
                 self._stop(grace_period, after_failure=False)
             self._release()
 
@@ -242,19 +240,27 @@ class ProcessContext:
     def _running(self) -> list[_Rank]:
         return [r for r in self._ranks if r.status is None]
 
+    def _waitables(self) -> list[Any]:
+        running = self._running()
+        return [r.handle.sentinel for r in running] + [
+            r.inbox.fd for r in running if not r.inbox.eof
+        ]
+
+    @staticmethod
+    def _timeout(deadline: float | None) -> float | None:
+        # One wait is at most a day: the OS rejects longer ones, and an hour-long timeout
+        # is just more of these.
+        if deadline is None:
+            return None
+        return min(max(0.0, deadline - time.monotonic()), _LONGEST_WAIT)
+
     def _wait(self, deadline: float | None) -> bool:
         """Block until something happened or ``deadline``; False once the deadline passed."""
         with self._lock:
             if self._released:
                 return True
-            running = self._running()
-            waitables: list[Any] = [r.handle.sentinel for r in running]
-            waitables += [r.inbox.fd for r in running if not r.inbox.eof]
-            waitables.append(self._wake_r)
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        # One wait is at most a day: the OS rejects longer ones, and an hour-long timeout
-        # is just more of these.
-        _wait_ready(waitables, min(timeout, _LONGEST_WAIT) if timeout is not None else None)
+            waitables = [*self._waitables(), self._wake_r]
+        _wait_ready(waitables, self._timeout(deadline))
         with self._lock:
             if not self._released:
                 try:
@@ -267,10 +273,7 @@ class ProcessContext:
 
     def _collect(self, deadline: float) -> None:
         """Wait up to ``deadline`` for the next event, then take every outcome there is."""
-        running = self._running()
-        waitables: list[Any] = [r.handle.sentinel for r in running]
-        waitables += [r.inbox.fd for r in running if not r.inbox.eof]
-        _wait_ready(waitables, min(max(0.0, deadline - time.monotonic()), _LONGEST_WAIT))
+        _wait_ready(self._waitables(), self._timeout(deadline))
         self._take_outcomes()
 
     def _take_outcomes(self) -> None:

@@ -227,13 +227,18 @@ CONFLICT = (
 )
 
 
-def test_two_plugins_with_one_backend_name_name_both_distributions(tmp_path: Path) -> None:
+def add_clone(tmp_path: Path) -> None:
+    """A second distribution that registers the fixture's backend name."""
     add_dist(
         tmp_path,
         "shellwrap-clone",
         {"shellwrap_clone": "clone_plugin"},
         clone_plugin=registering("shellwrap"),
     )
+
+
+def test_two_plugins_with_one_backend_name_name_both_distributions(tmp_path: Path) -> None:
+    add_clone(tmp_path)
     error = spawn_error(tmp_path, "shellwrap")
     assert error["type"] == "PluginError"
     assert error["message"] == CONFLICT
@@ -246,12 +251,7 @@ def test_two_plugins_with_one_backend_name_name_both_distributions(tmp_path: Pat
 
 @needs_sh
 def test_blocking_one_entry_point_resolves_a_conflict(tmp_path: Path) -> None:
-    add_dist(
-        tmp_path,
-        "shellwrap-clone",
-        {"shellwrap_clone": "clone_plugin"},
-        clone_plugin=registering("shellwrap"),
-    )
+    add_clone(tmp_path)
     blocked = {"SPAWNKIT_DISABLE_PLUGINS": "shellwrap_clone"}
     assert rows(backends_cli(tmp_path, blocked))["shellwrap"]["distribution"] == SHELLWRAP_DIST
     assert shellwrap_job(tmp_path, blocked) == "['0', '1']\n"
