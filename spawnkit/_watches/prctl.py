@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 from . import start_thread
 
@@ -96,6 +97,12 @@ class PrctlChild:
                 # Also sent when the parent *thread* that started this worker exits; the
                 # parent process lives on and getppid() still names it, so keep waiting.
                 signal.sigwait({signum})
+                # Or the thread went down with its whole process, whose other threads are
+                # still exiting: getppid() changes only once the last one is gone. Look
+                # again for a moment before going back to waiting for the kernel.
+                deadline = time.monotonic() + 1.0
+                while os.getppid() == parent and time.monotonic() < deadline:
+                    time.sleep(0.01)
             shutdown()
 
         start_thread(wait)

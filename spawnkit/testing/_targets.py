@@ -161,7 +161,10 @@ def start_grandchild(rank: int, directory: str) -> None:
     )
     assert child.stdout is not None
     child.stdout.readline()  # it has installed SIG_IGN
-    (Path(directory) / f"{rank}.grandchild").write_text(str(child.pid))
+    # Written whole, then renamed: the test reads the pid as soon as the name exists.
+    partial = Path(directory) / f"{rank}.grandchild.partial"
+    partial.write_text(str(child.pid))
+    os.replace(partial, Path(directory) / f"{rank}.grandchild")
     block_forever()
 
 
