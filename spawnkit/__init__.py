@@ -45,6 +45,7 @@ __all__ = [
     "run_worker",
     "signal_process_group",
     "spawn",
+    "start_helper_thread",
     "start_processes",
 ]
 
@@ -84,6 +85,7 @@ _WHERE = {
     "run_worker": "spawnkit._child",
     "signal_process_group": "spawnkit._tree",
     "spawn": "spawnkit._api",
+    "start_helper_thread": "spawnkit._threads",
     "start_processes": "spawnkit._api",
 }
 
@@ -113,6 +115,7 @@ if TYPE_CHECKING:
     from ._protocols import Backend, ChildWatch, ParentWatch, SpawnContext, WorkerHandle
     from ._registry import BackendInfo, BackendRegistry, WatchInfo, WatchRegistry
     from ._spec import WorkerSpec
+    from ._threads import start_helper_thread
     from ._tree import signal_process_group
     from .hookspecs import hookimpl
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import pickle
+import signal
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._context import ProcessContext, check_seconds, launch
 from ._errors import (
@@ -14,8 +15,12 @@ from ._errors import (
     NotPicklableError,
     UnknownOptionError,
 )
+from ._pickling import PickledJob, dumps_job, main_unimportable
 from ._registry import BackendInfo, plugins
 from ._signals import foreground
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["available_backends", "available_watches", "spawn", "start_processes"]
 
@@ -42,31 +47,138 @@ def _describe(obj: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
+def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -> PickledJob:
     try:
-        return pickle.dumps((fn, args))
+        job = dumps_job((fn, args))
     except Exception as whole:
         culprit, error = "fn", whole
         for label, obj in [("fn", fn), *((f"args[{i}]", a) for i, a in enumerate(args))]:
             try:
-                pickle.dumps(obj)
+                dumps_job(obj)
             except Exception as exc:  # noqa: BLE001
                 culprit, error = f"{label} {_describe(obj)}", exc
                 break
-        in_memory = sorted(
-            name for name, b in plugins().backends.items() if b.available and not b.pickles
-        )
-        fix = (
-            f", or use a backend that does not pickle: {', '.join(map(repr, in_memory))}"
-            if in_memory
-            else ""
-        )
         raise NotPicklableError(
             f"cannot pickle {culprit} for backend {info.name!r}: {error}. Backend "
             f"{info.name!r} sends fn and args to a new interpreter, so they must be picklable: "
             "define functions at module level of an importable module (not a lambda, a nested "
-            f"function or a class defined inside one){fix}"
+            f"function or a class defined inside one){_fixes(job_has_by_value=True)}"
         ) from whole
+    if job.by_value_missing:
+        obj, why = job.by_value_missing[0]
+        raise NotPicklableError(
+            f"cannot send {_describe(obj)} to backend {info.name!r}: {why}, so a new "
+            f"interpreter cannot import it by name{_fixes(job_has_by_value=True)}"
+        )
+    why = main_unimportable() if job.uses_main is not None else None
+    if why is not None:
+        raise NotPicklableError(
+            f"cannot send {_describe(job.uses_main)} to backend {info.name!r}: it is defined "
+            f"in the main program, and {why}, so a new interpreter cannot import it"
+            f"{_fixes(job_has_by_value=False)}"
+        )
+    return job
+
+
+def _fixes(*, job_has_by_value: bool) -> str:
+    fixes = ["move it to a module file"]
+    if job_has_by_value:
+        fixes.append(
+            'install cloudpickle (pip install "spawnkit[cloudpickle]") to send it by value'
+        )
+    in_memory = _in_memory()
+    if in_memory:
+        fixes.append(f"use a backend that does not pickle: {', '.join(map(repr, in_memory))}")
+    return "; fixes: " + "; ".join(fixes)
+
+
+def _carried_fds(args: tuple[Any, ...]) -> tuple[int, ...]:
+    """Descriptors that ``args`` use: what a fork worker must keep of the parent's.
+
+    Looks through containers and into objects' attributes (a multiprocessing queue keeps
+    its pipe ends there), a bounded number of objects, for anything with a ``fileno()``.
+    """
+    found: set[int] = set()
+    seen: set[int] = set()
+    stack: list[tuple[object, int]] = [(a, 0) for a in args]
+    budget = 10_000
+    while stack and budget:
+        obj, depth = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, bytearray, int, float, type(None))):
+            continue
+        seen.add(id(obj))
+        budget -= 1
+        fileno = getattr(type(obj), "fileno", None)
+        if callable(fileno):
+            try:
+                fd = fileno(obj)
+            except Exception:  # noqa: BLE001, S112 - closed, or not a real descriptor
+                continue
+            if isinstance(fd, int) and fd >= 0:
+                found.add(fd)
+            continue
+        if depth >= 4:
+            continue
+        if isinstance(obj, dict):
+            children: list[object] = [*obj.keys(), *obj.values()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = list(obj)
+        else:
+            children = list(getattr(obj, "__dict__", {}).values())
+            for name in getattr(type(obj), "__slots__", ()):
+                if isinstance(name, str) and hasattr(obj, name):
+                    children.append(getattr(obj, name))
+        stack.extend((child, depth + 1) for child in children)
+    return tuple(sorted(found))
+
+
+def _in_memory() -> list[str]:
+    """The available backends that hand ``fn`` and ``args`` over without pickling them."""
+    return sorted(name for name, b in plugins().backends.items() if b.available and not b.pickles)
+
+
+def _refuse_while_importing_main() -> None:
+    """A worker importing the parent's script must not start a job of its own.
+
+    Backends that start a new interpreter import the parent's main module there (as
+    ``__mp_main__``) to find its functions. Without an ``if __name__ == "__main__":`` guard,
+    the script's call to ``spawn`` runs again in every worker, which would start workers
+    without end.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__"
+    ):
+        frame = frame.f_back
+    if frame is None:
+        return
+    where = frame.f_globals.get("__file__") or "the main module"
+    message = (
+        f"spawnkit.spawn() was called while this worker imported the parent's main module "
+        f"({where}) to find the job's function; without a guard the job would start again "
+        "in every worker. Put the code that starts the job under "
+        "`if __name__ == \"__main__\":`, or use backend='fork'"
+    )
+    child = sys.modules.get("spawnkit._child")
+    if child is not None and child.reporting_ready():
+        raise ConfigError(message)
+    # Still in the backend's own start-up (multiprocessing's): nothing of spawnkit's can
+    # report yet, so say it on stderr and end with the status the parent recognises.
+    from ._wire import NO_MAIN_GUARD_STATUS
+
+    sys.stderr.write(f"spawnkit: error: {message}\n")
+    sys.stderr.flush()
+    os._exit(NO_MAIN_GUARD_STATUS)
+
+
+def _refuse_ignored_sigchld() -> None:
+    if hasattr(signal, "SIGCHLD") and signal.getsignal(signal.SIGCHLD) is signal.SIG_IGN:
+        raise ConfigError(
+            "SIGCHLD is ignored in this process (signal.SIG_IGN), so the system discards "
+            "every child's exit status and spawnkit could not tell a failed rank from a "
+            "successful one; restore the default before starting a job: "
+            "signal.signal(signal.SIGCHLD, signal.SIG_DFL)"
+        )
 
 
 def _validate(fn: object, args: object, nprocs: object, grace_period: object) -> None:
@@ -185,7 +297,9 @@ def spawn(
         if __name__ == "__main__":
             assert spawnkit.spawn(work, args=(10,), nprocs=4) == [0, 10, 20, 30]
     """
+    _refuse_while_importing_main()
     _validate(fn, args, nprocs, grace_period)
+    _refuse_ignored_sigchld()
     args = tuple(args)
     if start_method is not None:
         if backend is not None and backend != start_method:
@@ -210,7 +324,7 @@ def spawn(
             f"it accepts: {accepted}"
         )
     watch_info = registry.watch(watch)
-    payload = _payload(info, fn, args) if info.pickles else None
+    job = _payload(info, fn, args) if info.pickles else None
     target = None if info.pickles else (fn, args)
     instance = info.factory(**options)
     try:
@@ -219,7 +333,11 @@ def spawn(
         instance.close()
         raise
     grace = DEFAULT_GRACE if grace_period is None else float(grace_period)
-    ctx = launch(info.name, instance, parent_watch, nprocs, payload, target, grace, daemon)
+    # A fork worker inherits the descriptors its arguments use; a new interpreter gets
+    # the ones the pickled job refers to.
+    carried = job.fds if job is not None else _carried_fds(args)
+    payload = job.data if job is not None else None
+    ctx = launch(info.name, instance, parent_watch, nprocs, payload, target, grace, daemon, carried)
     if not join:
         return ctx
     try:

@@ -17,7 +17,7 @@ import time
 from . import _wire
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 
-__all__ = ["Terminated", "parent_gone", "run_worker"]
+__all__ = ["CarriedFd", "Terminated", "parent_gone", "reporting_ready", "run_worker"]
 
 
 class Terminated(BaseException):
@@ -31,9 +31,48 @@ _gone = _thread.allocate_lock()
 _reaper_started = False
 _SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
 
+# Where the rank is: SIGTERM raises Terminated only while user code runs. Once fn has
+# returned or raised, the outcome is being sent and must arrive whole: a SIGTERM then only
+# notes that a stop was asked for.
+_SETUP, _RUNNING, _REPORTING = 0, 1, 2
+_phase = _SETUP
+_stop_requested = False
+# (descriptor, device, inode) of the result channel as the worker received it.
+_channel: tuple[int, int, int] | None = None
+
+
+# The descriptors the running job's arguments carry, in the order the pickle refers to them.
+_carried: tuple[int, ...] = ()
+_handed: set[int] = set()
+
+
+class CarriedFd:
+    """A descriptor of the job's arguments, as ``multiprocessing``'s ``DupFd`` hands it over.
+
+    Pickled in the parent in its place; :meth:`detach` gives the worker its copy.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> int:
+        fd = _carried[self.index]
+        if fd in _handed:  # two objects of the job share it: each owns a descriptor
+            return os.dup(fd)
+        _handed.add(fd)
+        return fd
+
+
+def reporting_ready() -> bool:
+    """Whether this process runs a rank whose outcome can reach the parent by now."""
+    return _phase != _SETUP
+
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated("worker received SIGTERM")
+    global _stop_requested
+    _stop_requested = True
+    if _phase != _REPORTING:
+        raise Terminated("worker received SIGTERM")
 
 
 def _own_group() -> int | None:
@@ -156,19 +195,68 @@ def _close_all_fds() -> None:
             pass
 
 
-def _close_parent_fds(keep: tuple[int, ...]) -> None:
-    # Only a fork child has anything here: it inherited the parent's side of every running
-    # job, including other jobs' lifeline write ends that would hide the parent's death.
-    for fd in PARENT_ONLY_FDS.difference(keep):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+def _close_inherited(spec: WorkerSpec) -> None:
+    """A fork child keeps only what it needs of the descriptors it inherited.
+
+    Kept: standard streams, the spec's own, those the arguments carry (queues, pipes),
+    those marked inheritable (what an exec'd child would get too), the streams of logging
+    handlers, and multiprocessing's resource tracker. Everything else belongs to the
+    parent: another job's channels or a backend's sentinel pipe, held open here, would keep
+    that job's join() waiting for this worker, and a lifeline would hide the parent's death.
+    """
     PARENT_ONLY_FDS.clear()
+    keep = {0, 1, 2, *spec.fds, *_library_fds()}
+    try:
+        names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
+        open_fds = sorted(int(name) for name in names)
+    except OSError:  # no fd listing: close the parent's side of running jobs at least
+        return
+    for fd in open_fds:
+        if fd in keep:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                continue
+            os.close(fd)
+        except OSError:  # the listing's own descriptor, gone already
+            pass
+
+
+def _library_fds() -> list[int]:
+    # sys.stdin may be another descriptor than 0: multiprocessing gives a fork child
+    # /dev/null as stdin under a new number.
+    streams: list[object] = [sys.stdin, sys.stdout, sys.stderr]
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        streams += [getattr(ref(), "stream", None) for ref in getattr(logging, "_handlerList", ())]
+    found: list[int] = []
+    for stream in streams:
+        try:
+            found.append(stream.fileno())  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001, S112 - not a stream with a descriptor
+            continue
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    fd = getattr(getattr(tracker, "_resource_tracker", None), "_fd", None)
+    if isinstance(fd, int):
+        found.append(fd)
+    return found
+
+
+def _identity(fd: int) -> tuple[int, int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (fd, st.st_dev, st.st_ino)
 
 
 def _setup(spec: WorkerSpec) -> None:
-    _close_parent_fds(spec.fds)
+    global _channel, _phase
+    if spec.target is not None:  # a copy of the parent: it inherited the parent's table
+        _close_inherited(spec)
+    else:
+        PARENT_ONLY_FDS.clear()
+    _channel = _identity(spec.result_fd)
     if hasattr(os, "setpgid"):
         try:
             os.setpgid(0, 0)
@@ -179,6 +267,7 @@ def _setup(spec: WorkerSpec) -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread: a backend running ranks in threads
         pass
+    _phase = _RUNNING
     for fd in spec.watch_fds:
         os.set_inheritable(fd, False)
     if spec.watch is not None:
@@ -186,6 +275,7 @@ def _setup(spec: WorkerSpec) -> None:
         spec.watch.arm(spec.watch_fds, spec, lambda: parent_gone(grace))
     if spec.env:
         os.environ.update(spec.env)
+    _send(spec, _wire.STARTED, b"")
 
 
 def _die_of_sigterm() -> None:
@@ -198,15 +288,6 @@ def _die_of_sigterm() -> None:
         _signal_group(_SIGKILL)
     _flush()
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _release_sigterm() -> None:
-    # From here on the outcome is being sent: a SIGTERM now should simply end the process.
-    try:
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except ValueError:
-        pass
 
 
 def _flush() -> None:
@@ -229,16 +310,64 @@ def _error_body(exc: BaseException) -> bytes:
     return pickle.dumps((exc_bytes, text))
 
 
-def _report(spec: WorkerSpec, kind: bytes, body: bytes) -> None:
+def _send(spec: WorkerSpec, kind: bytes, body: bytes) -> bool:
+    """Send a message if the result channel is still the one the parent gave us.
+
+    User code may have closed it (``os.closerange``) and opened a file under the same
+    number: writing then would put the pickled outcome into the user's file. ``False``
+    when the channel is gone; a parent that went away is not that, the watch handles it.
+    """
+    if _channel is None or _identity(spec.result_fd) != _channel:
+        return False
     try:
         _wire.send(spec.result_fd, kind, body)
     except OSError:  # the parent is gone; the watch takes it from here
         pass
-    finally:
+    return True
+
+
+def _report(spec: WorkerSpec, kind: bytes, body: bytes, status: int) -> int:
+    """Send the outcome; the exit status the process should end with."""
+    if not _send(spec, kind, body):
+        # Nothing on stderr either: descriptor 2 may be the user's file by now. The parent
+        # recognises the status, since no outcome came with it.
+        status = _wire.LOST_CHANNEL_STATUS
+    elif _channel is not None:
         try:
             os.close(spec.result_fd)
         except OSError:
             pass
+    _flush()
+    return status
+
+
+def _dumps_result(result: object) -> bytes:
+    # With the reducers registered with multiprocessing's ForkingPickler (torch's, say),
+    # as the arguments came. Only when something imported it: registering needs it first.
+    reduction = sys.modules.get("multiprocessing.reduction")
+    if reduction is None:
+        return pickle.dumps(result, 5)
+    return bytes(reduction.ForkingPickler.dumps(result, 5))
+
+
+def _outcome(spec: WorkerSpec, exc: BaseException) -> tuple[bytes, bytes, int]:
+    """``(kind, body, exit status)`` for an exception that ended ``fn``."""
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None or code == 0:
+            return _wire.RESULT, pickle.dumps(None), 0
+        if isinstance(code, int) and 0 < code < 256:
+            return b"", b"", code
+        if isinstance(code, int):
+            # The OS keeps only the low byte: sys.exit(256) would read as success.
+            exc = ValueError(
+                f"rank {spec.rank} called sys.exit({code}), but an exit status is 0-255 "
+                "(the system keeps only its low byte); exit with 1-255, or raise an exception"
+            )
+        else:
+            print(code, file=sys.stderr)
+            return b"", b"", 1
+    return _wire.ERROR, _error_body(exc), 1
 
 
 def run_worker(spec: WorkerSpec) -> int:
@@ -248,50 +377,38 @@ def run_worker(spec: WorkerSpec) -> int:
     status (``sys.exit(run_worker(spec))``). It never raises: the outcome travels to the
     parent through the spec's result descriptor.
     """
+    global _phase, _carried
     try:
-        _setup(spec)
-        if spec.payload is not None:
-            fn, args = pickle.loads(spec.payload)
-        else:
-            assert spec.target is not None
-            fn, args = spec.target
-        result = fn(spec.rank, *args)
         try:
-            body = pickle.dumps(result)
+            _setup(spec)
+            if spec.payload is not None:
+                _carried = spec.carried_fds
+                fn, args = pickle.loads(spec.payload)
+            else:
+                assert spec.target is not None
+                fn, args = spec.target
+            result = fn(spec.rank, *args)
+            _phase = _REPORTING
+        except BaseException as exc:  # every failure, KeyboardInterrupt too, is reported
+            _phase = _REPORTING
+            if _stop_requested and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                # Stopped by spawnkit: whatever fn raised on its way out (Terminated, or an
+                # error from a finally block) is part of the stop, not a failure of its own.
+                raise Terminated from exc
+            kind, body, status = _outcome(spec, exc)
+            if not kind:
+                _flush()
+                return status
+            return _report(spec, kind, body, status)
+        try:
+            body = _dumps_result(result)
         except Exception as exc:  # noqa: BLE001 - reported to the parent as the rank's error
-            raise TypeError(
+            error = TypeError(
                 f"rank {spec.rank} returned {type(result).__qualname__} {result!r:.200}, which "
                 f"cannot be pickled back to the parent ({exc}); return plain data instead"
-            ) from None
+            )
+            return _report(spec, _wire.ERROR, _error_body(error), 1)
+        return _report(spec, _wire.RESULT, body, 0)
     except Terminated:
         _die_of_sigterm()
         return 128 + signal.SIGTERM
-    except SystemExit as exc:
-        _release_sigterm()
-        if exc.code is None or exc.code == 0:
-            body = pickle.dumps(None)
-        elif isinstance(exc.code, int) and 0 < exc.code < 256:
-            _flush()
-            return exc.code
-        elif isinstance(exc.code, int):
-            # The OS keeps only the low byte: sys.exit(256) would read as success.
-            error = ValueError(
-                f"rank {spec.rank} called sys.exit({exc.code}), but an exit status is 0-255 "
-                "(the system keeps only its low byte); exit with 1-255, or raise an exception"
-            )
-            _report(spec, _wire.ERROR, _error_body(error))
-            _flush()
-            return 1
-        else:
-            print(exc.code, file=sys.stderr)
-            _flush()
-            return 1
-    except BaseException as exc:  # noqa: BLE001 - every failure, KeyboardInterrupt too, is reported
-        _release_sigterm()
-        _report(spec, _wire.ERROR, _error_body(exc))
-        _flush()
-        return 1
-    _release_sigterm()
-    _report(spec, _wire.RESULT, body)
-    _flush()
-    return 0

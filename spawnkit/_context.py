@@ -6,6 +6,7 @@ Every backend goes through here; a backend only starts processes and hands back 
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import os
 import pickle
@@ -15,7 +16,7 @@ import time
 from multiprocessing.connection import wait as _wait_ready
 from typing import TYPE_CHECKING, Any, final
 
-from . import _wire
+from . import _fds, _wire
 from ._errors import (
     ConfigError,
     InvalidArgumentError,
@@ -25,9 +26,9 @@ from ._errors import (
     ProcessExitedException,
     ProcessRaisedException,
     RemoteTraceback,
-    SpawnError,
 )
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
+from ._tree import group_has_members
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,6 +42,8 @@ _LONGEST_WAIT = 86400.0
 # After SIGKILL a process normally vanishes at once; one stuck in uninterruptible sleep
 # (a hung NFS read) may not. Waiting is still bounded: past this, join gives up on it.
 KILL_WAIT = 10.0
+
+logger = logging.getLogger("spawnkit")
 
 
 def signal_name(signum: int) -> str:
@@ -64,7 +67,7 @@ class Interrupted(BaseException):
 
 @final
 class _Rank:
-    __slots__ = ("handle", "inbox", "killed", "rank", "status", "value")
+    __slots__ = ("group_deadline", "handle", "inbox", "killed", "rank", "status", "value")
 
     def __init__(self, rank: int, handle: WorkerHandle, inbox: _wire.Inbox) -> None:
         self.rank = rank
@@ -73,6 +76,8 @@ class _Rank:
         self.status: int | None = None
         self.killed = False
         self.value: Any = None
+        # When what the rank left in its process group gets SIGKILL; None: nothing left.
+        self.group_deadline: float | None = None
 
 
 def _close_inbox(inbox: _wire.Inbox) -> None:
@@ -118,10 +123,16 @@ class ProcessContext:
         # Written to wake a join() blocked in wait(): by terminate() from another thread,
         # and by the foreground signal handler, which must not raise inside join's
         # bookkeeping but have it raise at a safe point instead.
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_r, self._wake_w = _fds.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         PARENT_ONLY_FDS.update((self._wake_r, self._wake_w))
+        # Reentrant: the signal handler's wake() may run in a thread that holds it. Once
+        # the job is released the pipe is closed, and its numbers may name the program's
+        # next files: nothing may be written to them then.
+        self._wake_lock = threading.RLock()
+        self._wake_open = True
+        self._extra_wake: list[int] = []  # more pipes that wake join() (signal wakeup fd)
         self.interrupted: int | None = None
         _live.add(self)
 
@@ -222,10 +233,22 @@ class ProcessContext:
 
     def wake(self) -> None:
         """Make a ``join()`` blocked in another thread (or below a signal handler) look up."""
-        try:
-            os.write(self._wake_w, b"!")
-        except OSError:  # full (it is awake anyway) or released
-            pass
+        with self._wake_lock:
+            if not self._wake_open:
+                return
+            try:
+                os.write(self._wake_w, b"!")
+            except OSError:  # full: it is awake anyway
+                pass
+
+    def add_wake_fd(self, fd: int) -> None:
+        """Also wake ``join()`` when ``fd`` (a non-blocking pipe's read end) is readable."""
+        with self._wake_lock:
+            self._extra_wake.append(fd)
+
+    def remove_wake_fd(self, fd: int) -> None:
+        with self._wake_lock:
+            self._extra_wake.remove(fd)
 
     def interrupt(self, signum: int) -> None:
         """From a signal handler: have ``join()`` raise :class:`Interrupted` at a safe point."""
@@ -259,15 +282,19 @@ class ProcessContext:
         with self._lock:
             if self._released:
                 return True
-            waitables = [*self._waitables(), self._wake_r]
+            with self._wake_lock:
+                wake = [self._wake_r, *self._extra_wake]
+            waitables = [*self._waitables(), *wake]
         _wait_ready(waitables, self._timeout(deadline))
         with self._lock:
             if not self._released:
-                try:
-                    while os.read(self._wake_r, 512):
-                        pass
-                except OSError:
-                    pass
+                with self._wake_lock:
+                    for fd in (self._wake_r, *self._extra_wake):
+                        try:
+                            while os.read(fd, 512):
+                                pass
+                        except OSError:
+                            pass
                 self._take_outcomes()
         return deadline is None or time.monotonic() < deadline
 
@@ -292,37 +319,50 @@ class ProcessContext:
     def _ended(self, r: _Rank, status: int) -> None:
         r.inbox.pump()  # whatever the worker wrote before it exited is in the pipe by now
         r.status = status
-        message = r.inbox.message()
+        started, message = r.inbox.started, r.inbox.message()
         _close_inbox(r.inbox)
-        if status == 0 and (message is None or message[0] == _wire.RESULT):
-            if message is not None:
-                try:
-                    r.value = pickle.loads(message[1])
-                except Exception as exc:  # noqa: BLE001 - the rank's result is its failure
-                    self._failures.append(
-                        ProcessRaisedException(
-                            f"\n\n-- Process {r.rank} returned a value the parent cannot "
-                            f"unpickle: {exc!r}",
-                            r.rank,
-                            r.handle.pid,
-                            repr(exc),
-                        ),
-                    )
-            return
-        if r.killed:
-            return
-        if message is not None and message[0] == _wire.ERROR:
+        self._stop_group_of(r)
+        # Set by a handle that saw its worker end but could not learn how (a fork server
+        # that died took the exit status with it): the message, if any, tells.
+        lost: str | None = getattr(r.handle, "status_lost", None)
+        kind = message[0] if message is not None else None
+        if kind == _wire.ERROR:
+            # Raised before any stop reached it: a failure even if spawnkit stopped it since.
+            assert message is not None
             self._failures.append(self._raised(r, message[1]))
-        else:
-            self._failures.append(self._exited(r, status))
+        elif kind == _wire.RESULT and (status == 0 or lost):
+            assert message is not None
+            self._take_value(r, message[1])
+        elif not r.killed:
+            if status == 0 and kind is None and started and not lost:
+                return  # os._exit(0) after it ran: success without a value, as under torch
+            self._failures.append(self._exited(r, status, started, lost))
+
+    def _take_value(self, r: _Rank, body: bytes) -> None:
+        try:
+            r.value = pickle.loads(body)
+        except BaseException as exc:  # noqa: BLE001 - the rank's result is its failure
+            self._failures.append(
+                ProcessRaisedException(
+                    f"\n\n-- Process {r.rank} returned a value the parent cannot unpickle: {exc!r}",
+                    r.rank,
+                    r.handle.pid,
+                    repr(exc),
+                ),
+            )
 
     def _raised(self, r: _Rank, body: bytes) -> ProcessRaisedException:
-        exc_bytes, text = pickle.loads(body)
+        try:
+            exc_bytes, text = pickle.loads(body)
+        except BaseException as exc:  # noqa: BLE001 - a torn or foreign message
+            exc_bytes, text = None, f"(the error report could not be read: {exc!r})\n"
         original: BaseException | None = None
         if exc_bytes is not None:
             try:
                 original = pickle.loads(exc_bytes)
-            except Exception:  # noqa: BLE001 - not unpicklable here: the text still tells
+            except BaseException:  # noqa: BLE001 - not rebuildable here: the text still tells
+                original = None
+            if not isinstance(original, BaseException):
                 original = None
         msg = f"\n\n-- Process {r.rank} terminated with the following error:\n{text}"
         failure = ProcessRaisedException(msg, r.rank, r.handle.pid, text, original)
@@ -331,19 +371,47 @@ class ProcessContext:
             failure.__cause__ = original
         return failure
 
-    def _exited(self, r: _Rank, status: int) -> ProcessExitedException:
+    def _exited(
+        self, r: _Rank, status: int, started: bool = True, lost: str | None = None
+    ) -> ProcessExitedException:
+        pid = r.handle.pid
+        if lost:
+            return ProcessExitedException(
+                f"process {r.rank} ended without reporting an outcome, and its exit status "
+                f"is unknown: {lost}",
+                r.rank,
+                pid,
+                status,
+            )
         if status < 0:
             name = signal_name(-status)
             return ProcessExitedException(
-                f"process {r.rank} terminated with signal {name}",
-                r.rank,
-                r.handle.pid,
-                status,
-                name,
+                f"process {r.rank} terminated with signal {name}", r.rank, pid, status, name
             )
-        return ProcessExitedException(
-            f"process {r.rank} terminated with exit code {status}", r.rank, r.handle.pid, status
-        )
+        msg = f"process {r.rank} terminated with exit code {status}"
+        if not started and status == _wire.NO_MAIN_GUARD_STATUS:
+            msg += (
+                ": importing the parent's main module in the worker started another job. "
+                'Put the code that starts the job under `if __name__ == "__main__":` '
+                "(backends that start a new interpreter import the main module in every "
+                "worker), or use backend='fork'"
+            )
+        elif not started and status == 0:
+            msg = (
+                f"process {r.rank} exited with status 0 without running spawnkit's worker "
+                "code: the backend did not start it (a wrapper that dropped the command?)"
+            )
+        elif not started:
+            msg += (
+                " before spawnkit's worker code ran (while the backend prepared the "
+                "process, e.g. importing the parent's main module); its stderr says why"
+            )
+        elif status == _wire.LOST_CHANNEL_STATUS:
+            msg += (
+                ": the rank's own code closed or replaced spawnkit's result channel "
+                "(os.closerange, os.close, os.dup2 on it), so its outcome was lost"
+            )
+        return ProcessExitedException(msg, r.rank, pid, status)
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -351,9 +419,11 @@ class ProcessContext:
         grace = self._grace if grace_period is None else grace_period
         if after_failure and grace_period is not None:
             self._wait_until(time.monotonic() + grace_period)
+        self._take_outcomes()
         targets = self._running()
         for r in targets:
             r.killed = True
+            logger.warning("Terminating process %s via signal SIGTERM", r.handle.pid)
             r.handle.send_signal(signal.SIGTERM)
             # A worker stopped by job control (SIGTTIN from a read of the terminal, SIGSTOP)
             # acts on SIGTERM only once it runs again.
@@ -363,19 +433,68 @@ class ProcessContext:
         # Also the groups of ranks that already exited: a grandchild that ignored SIGTERM
         # is still in its dead parent's group, and that group id stays reserved while it is.
         for r in targets:
+            if r.status is None:
+                logger.warning(
+                    "Unable to shutdown process %s via SIGTERM , forcefully exiting via SIGKILL",
+                    r.handle.pid,
+                )
             r.handle.send_signal(signal.SIGKILL)
         self._wait_until(time.monotonic() + KILL_WAIT)
+        for r in self._running():
+            # Not even SIGKILL ended it (uninterruptible sleep): give up on it rather than
+            # wait without bound. It counts as killed by spawnkit.
+            logger.error(
+                "process %s of rank %s survived SIGKILL for %s s; no longer waiting for it",
+                r.handle.pid,
+                r.rank,
+                KILL_WAIT,
+            )
+            r.status = -int(getattr(signal, "SIGKILL", signal.SIGTERM))
+            _close_inbox(r.inbox)
+
+    def _stop_group_of(self, r: _Rank) -> None:
+        """A rank has ended: what it started in its process group goes too.
+
+        SIGTERM now, SIGKILL once the grace period has passed (see :meth:`_reap_groups`):
+        a grandchild must not outlive its rank, even a rank that succeeded, or it would
+        outlive the job as well.
+        """
+        pid = r.handle.pid
+        if pid is None or not group_has_members(pid):
+            return
+        r.handle.send_signal(signal.SIGTERM)
+        if hasattr(signal, "SIGCONT"):
+            r.handle.send_signal(signal.SIGCONT)
+        r.group_deadline = time.monotonic() + self._grace
+
+    def _reap_groups(self) -> None:
+        """Wait (bounded by each grace period) until the ended ranks' groups are empty."""
+        for r in self._ranks:
+            if r.group_deadline is None or r.handle.pid is None:
+                continue
+            pid = r.handle.pid
+            while group_has_members(pid) and time.monotonic() < r.group_deadline:
+                time.sleep(0.005)
+            if group_has_members(pid):
+                r.handle.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+            r.group_deadline = None
 
     def _release(self) -> None:
         if self._released or not self._all_ended():
             return
         self._released = True
+        self._reap_groups()
         for r in self._ranks:
             _close_inbox(r.inbox)
-            r.handle.close()
-        for fd in (self._wake_r, self._wake_w):
-            PARENT_ONLY_FDS.discard(fd)
-            os.close(fd)
+            try:
+                r.handle.close()
+            except Exception:  # one handle's trouble must not leak the others
+                logger.exception("closing the handle of rank %s failed", r.rank)
+        with self._wake_lock:
+            self._wake_open = False
+            for fd in (self._wake_r, self._wake_w):
+                PARENT_ONLY_FDS.discard(fd)
+                os.close(fd)
         for fd in self._watch.private_fds():
             PARENT_ONLY_FDS.discard(fd)
         self._watch.close()
@@ -403,6 +522,25 @@ def check_seconds(name: str, value: object) -> None:
 _live: set[ProcessContext] = set()
 
 
+def _forget_jobs_in_child() -> None:
+    # Any fork of the job's process - a fork worker, the program's own os.fork() or
+    # multiprocessing fork Process - starts without the parent's side of running jobs: a
+    # lifeline write end kept there would hide the parent's death from the pipe watch, a
+    # result pipe's read end would be read by nobody, and the child's exit must not wait
+    # for ranks that are not its own.
+    for fd in PARENT_ONLY_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    PARENT_ONLY_FDS.clear()
+    _live.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_jobs_in_child)
+
+
 @atexit.register
 def _at_exit() -> None:
     for ctx in list(_live):
@@ -426,6 +564,7 @@ def launch(
     target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
     grace_period: float,
     daemon: bool,
+    carried: tuple[int, ...] = (),
 ) -> ProcessContext:
     """Start ``nprocs`` ranks through ``backend`` and return the running job.
 
@@ -438,7 +577,7 @@ def launch(
     try:
         child_watch = watch.child_watch()
         for rank in range(nprocs):
-            read_end, write_end = os.pipe()
+            read_end, write_end = _fds.pipe()
             PARENT_ONLY_FDS.add(read_end)
             inbox = _wire.Inbox(read_end)
             try:
@@ -449,10 +588,11 @@ def launch(
                     parent_pid=job_pid,
                     payload=payload,
                     target=target,
-                    fds=(write_end, *watch.fds()),
+                    fds=(write_end, *watch.fds(), *carried),
                     watch=child_watch,
                     grace_period=grace_period,
                     env={},
+                    carried=len(carried),
                 )
                 try:
                     handle = backend.start(spec)
@@ -465,9 +605,12 @@ def launch(
     except BaseException as exc:
         ctx = ProcessContext(backend_name, backend, watch, ranks, grace_period, daemon)
         ctx.terminate(grace_period=min(grace_period, 1.0))
-        if isinstance(exc, (SpawnError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+        # Only a start that failed is a LaunchError. Anything else - the program's own
+        # exception from a signal handler, KeyboardInterrupt - comes out as it is.
+        if not isinstance(exc, OSError):
             raise
         raise LaunchError(
-            f"backend {backend_name!r} could not start rank {len(ranks)} of {nprocs}: {exc}"
+            f"backend {backend_name!r} could not start rank {len(ranks)} of {nprocs}: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     return ProcessContext(backend_name, backend, watch, ranks, grace_period, daemon)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from . import _fds
 from ._context import Interrupted
 from ._errors import JobTerminatedError
 
@@ -23,6 +24,36 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
+def _wakeup_pipe(ctx: ProcessContext) -> Iterator[None]:
+    """Have every signal with a Python handler wake ``join()``, whichever thread it hits.
+
+    Python runs handlers in the main thread only; a signal delivered to another thread
+    leaves the main thread asleep in ``select()`` until something else wakes it. The
+    interpreter's C handler also writes the signal number to the wakeup descriptor, from
+    any thread: join() waits on that pipe too. A pipe of its own, closed only after the
+    previous wakeup descriptor is back, so the C handler never writes to a closed number.
+    """
+    read_end, write_end = _fds.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    try:
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not possible here: the handlers alone will do
+        os.close(read_end)
+        os.close(write_end)
+        yield
+        return
+    ctx.add_wake_fd(read_end)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        ctx.remove_wake_fd(read_end)
+        os.close(read_end)
+        os.close(write_end)
+
+
+@contextmanager
 def foreground(ctx: ProcessContext) -> Iterator[None]:
     """While the caller waits for the job, SIGINT/SIGTERM stop the workers gracefully first.
 
@@ -31,19 +62,23 @@ def foreground(ctx: ProcessContext) -> Iterator[None]:
     has its usual effect (``KeyboardInterrupt``, death by SIGTERM, or the program's own
     handler). The handler itself only records the signal and wakes ``join()``, which raises
     at a point where its bookkeeping is whole. A second signal during the stop changes
-    nothing, so it cannot cut the stop short. Python runs signal handlers only in the main
-    thread, so from any other thread nothing is installed and a signal to the parent takes
-    its usual course. A signal that is ignored, or handled by C code, is left alone.
+    nothing, so it cannot cut the stop short; a signal that arrives while spawnkit stops
+    the job after a rank failed takes its course once that stop is done. Python runs signal
+    handlers only in the main thread, so from any other thread nothing is installed and a
+    signal to the parent takes its usual course. A signal that is ignored, or handled by C
+    code, is left alone.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    received: list[int] = []
+
     def record(signum: int, frame: FrameType | None) -> None:
-        if received is None:
+        if not received:
+            received.append(signum)
             ctx.interrupt(signum)
 
-    received: int | None = None
     previous = {
         sig: handler
         for sig in _SIGNALS
@@ -52,26 +87,31 @@ def foreground(ctx: ProcessContext) -> Iterator[None]:
     }
     for sig in previous:
         signal.signal(sig, record)
+    outcome: BaseException | None = None
     try:
-        try:
-            yield
-        except Interrupted as exc:
-            received = exc.signum
-        if received is None and ctx.interrupted is not None:
-            received = ctx.interrupted  # it came after join() had finished: the job is done
-        if received is not None:
-            ctx.interrupted = None
-            ctx.terminate()
+        with _wakeup_pipe(ctx):
+            try:
+                yield
+            except Interrupted:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - raised below, after the signal
+                outcome = exc
+            if received:
+                ctx.interrupted = None
+                ctx.terminate()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if received is None:
+    if not received:
+        if outcome is not None:
+            raise outcome
         return
-    if previous.get(signal.Signals(received)) is signal.default_int_handler:
-        raise KeyboardInterrupt
+    signum = received[0]
+    if previous.get(signal.Signals(signum)) is signal.default_int_handler:
+        raise KeyboardInterrupt from outcome
     # The previous handler, or the default action, now meets the signal it would have met
     # without us: death by SIGTERM, or whatever the program's handler does.
-    os.kill(os.getpid(), received)
+    os.kill(os.getpid(), signum)
     raise JobTerminatedError(
-        f"the job was stopped because the parent received {signal.Signals(received).name}"
-    )
+        f"the job was stopped because the parent received {signal.Signals(signum).name}"
+    ) from outcome

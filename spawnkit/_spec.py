@@ -37,13 +37,18 @@ class WorkerSpec:
             death from the normal state.
         payload: the pickled ``(fn, args)``, or ``None`` when :attr:`target` carries them.
         target: ``(fn, args)`` unpickled, for backends that do not pickle (fork).
-        fds: descriptors to forward; ``fds[0]`` is the result channel, the rest the watch's.
+        fds: descriptors to forward: ``fds[0]`` is the result channel, then the watch's,
+            then the ones the arguments carry.
         watch: the child half of the parent watch, or ``None``.
         grace_period: seconds a worker gets between SIGTERM and SIGKILL when the parent dies.
         env: environment variables the worker sets before running ``fn``.
+        carried: how many of :attr:`fds`, at the end, are descriptors the job's arguments
+            use (a queue's pipe, a shared array's file): the pickled job refers to them by
+            their place there, and a fork worker keeps them.
     """
 
     __slots__ = (
+        "carried",
         "env",
         "fds",
         "grace_period",
@@ -68,6 +73,7 @@ class WorkerSpec:
         watch: ChildWatch | None,
         grace_period: float,
         env: Mapping[str, str],
+        carried: int = 0,
     ) -> None:
         self.rank = rank
         self.nprocs = nprocs
@@ -79,6 +85,7 @@ class WorkerSpec:
         self.watch = watch
         self.grace_period = grace_period
         self.env = dict(env)
+        self.carried = carried
 
     def _replace(self, **changes: Any) -> WorkerSpec:
         fields = {name: getattr(self, name) for name in self.__slots__}
@@ -107,7 +114,11 @@ class WorkerSpec:
 
     @property
     def watch_fds(self) -> tuple[int, ...]:
-        return self.fds[1:]
+        return self.fds[1 : len(self.fds) - self.carried]
+
+    @property
+    def carried_fds(self) -> tuple[int, ...]:
+        return self.fds[len(self.fds) - self.carried :]
 
     def __reduce__(self) -> Any:
         return (_rebuild, ({name: getattr(self, name) for name in self.__slots__},))

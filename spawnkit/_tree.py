@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["signal_process_group"]
+__all__ = ["group_has_members", "signal_process_group"]
 
 
 def signal_process_group(pid: int, signum: int, *, reaped: bool = False) -> None:
@@ -37,3 +37,16 @@ def signal_process_group(pid: int, signum: int, *, reaped: bool = False) -> None
         os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def group_has_members(pgid: int) -> bool:
+    """Whether process group ``pgid`` still has a member (zombies count until reaped)."""
+    if not hasattr(os, "killpg") or pgid <= 0:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a group of someone else's: not what we are waiting for
+        return False
+    return True

@@ -66,6 +66,8 @@ def _read_exactly(fd: int, size: int) -> bytes:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    # In a helper thread that blocks SIGPIPE: a worker that dies before reading it all
+    # costs an EPIPE here, never the program's life.
     view = memoryview(data)
     try:
         while view:
@@ -74,6 +76,28 @@ def _write_all(fd: int, data: bytes) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _start_without_sigpipe(process: BaseProcess) -> None:
+    """``process.start()``, with a dead reader costing ``EPIPE`` rather than SIGPIPE.
+
+    multiprocessing writes the new process's preparation data to a pipe (spawn) or a
+    socket (forkserver) without MSG_NOSIGNAL; a program that restored SIGPIPE's default
+    action (common in command-line tools) would die if the reader were gone. The signal
+    is blocked in this thread only, and a SIGPIPE that came up meanwhile is consumed.
+    """
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        process.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        process.start()
+    finally:
+        if signal.SIGPIPE not in previous and signal.SIGPIPE in signal.sigpending():
+            signal.sigwait({signal.SIGPIPE})  # pending: returns at once
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _drop_fork_server_lifeline() -> None:
@@ -105,15 +129,22 @@ class MultiprocessingHandle:
     """A worker started by ``multiprocessing``."""
 
     def __init__(
-        self, process: BaseProcess, own_child: bool, writer: threading.Thread | None = None
+        self,
+        process: BaseProcess,
+        own_child: bool,
+        writer: threading.Thread | None = None,
+        server_pid: int | None = None,
     ) -> None:
         self._process = process
         self._writer = writer
         self._pid = process.pid  # still answered after close(), as the protocol asks
         self._own_child = own_child
+        self._server_pid = server_pid
         self._ended = False
-        self._server_lost = False
+        # Why the exit status is unknown, once it is: core reads this (see _context).
+        self.status_lost: str | None = None
         self._pidfd: int | None = None
+        self._ended_r: int | None = None
         # multiprocessing's sentinel for fork and spawn is a pipe the worker holds open, and
         # so do grandchildren it forks; a pidfd turns readable when the worker itself ends.
         # A forkserver worker is not our child, but its pidfd still tells whether it runs
@@ -123,6 +154,13 @@ class MultiprocessingHandle:
                 self._pidfd = os.pidfd_open(process.pid)
             except OSError:
                 self._pidfd = None
+        if self._pidfd is None and own_child and process.pid is not None:
+            # No pidfd (macOS, BSD, Linux < 5.3): a thread waits for the worker's exit
+            # without reaping it, then closes a pipe of ours, which no grandchild holds.
+            self._ended_r, ended_w = os.pipe()
+            spawnkit.start_helper_thread(
+                _close_when_ended, process.pid, ended_w, name=f"spawnkit-wait-{process.pid}"
+            )
 
     @property
     def pid(self) -> int | None:
@@ -130,27 +168,52 @@ class MultiprocessingHandle:
 
     @property
     def sentinel(self) -> int:
-        if self._pidfd is not None and (self._own_child or self._server_lost):
+        if self._pidfd is not None and (self._own_child or self.status_lost):
             return self._pidfd
+        if self._ended_r is not None:
+            return self._ended_r
         return self._process.sentinel
 
     def poll(self) -> int | None:
-        if self._server_lost:
-            # The worker's status died with the fork server: say it ended, and how little
-            # is known, once it really has.
-            status: int | None = 255 if self._pidfd is None or _readable(self._pidfd) else None
-        else:
-            status = self._process.exitcode
-            if (
-                status == 255  # what multiprocessing says when the fork server's pipe closes
-                and not self._own_child
-                and self._pidfd is not None
-                and not _readable(self._pidfd)
-            ):
-                self._server_lost = True
-                status = None
+        status = self._process.exitcode
+        if status == 255 and not self._own_child and self.status_lost is None:
+            # What multiprocessing reports when the fork server's pipe closes, and what a
+            # worker's own exit(255) looks like: a worker still running, or a server that
+            # is gone, says which.
+            running = self._pidfd is not None and not _readable(self._pidfd)
+            if running or self._server_gone():
+                self.status_lost = (
+                    f"the fork server (pid {self._server_pid}) that started it died while "
+                    "the job ran, and the worker's exit status died with it"
+                )
+        if self.status_lost is not None and self._pidfd is not None:
+            status = 255 if _readable(self._pidfd) else None  # ended, how is unknown
         self._ended = status is not None
         return status
+
+    def _server_gone(self) -> bool:
+        """Whether the fork server has exited; bounded wait for one that is exiting.
+
+        Its end of the status pipe closes before the kernel reports it exited, so a
+        server killed a moment ago may still look alive for a moment.
+        """
+        if self._server_pid is None:
+            return True
+        import time
+
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                # WNOWAIT: only look; multiprocessing reaps its server itself.
+                if os.waitid(os.P_PID, self._server_pid, _WAIT_FLAGS) is not None:
+                    return True
+            except ChildProcessError:  # reaped already
+                return True
+            except OSError:
+                return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
 
     def send_signal(self, signum: int) -> None:
         if self._pid is not None:
@@ -159,13 +222,29 @@ class MultiprocessingHandle:
     def close(self) -> None:
         if self._writer is not None:
             # The worker has ended, so its end of the payload pipe is closed: the writer
-            # is done, or fails at its next write and ends.
-            self._writer.join()
+            # is done, or fails at its next write and ends. Bounded all the same.
+            self._writer.join(timeout=5.0)
             self._writer = None
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-        self._process.close()
+        for fd in (self._pidfd, self._ended_r):
+            if fd is not None:
+                os.close(fd)
+        self._pidfd = self._ended_r = None
+        try:
+            self._process.close()
+        except ValueError:  # still running: given up after SIGKILL (see core's KILL_WAIT)
+            pass
+
+
+_WAIT_FLAGS = getattr(os, "WEXITED", 4) | getattr(os, "WNOHANG", 1) | getattr(os, "WNOWAIT", 0)
+
+
+def _close_when_ended(pid: int, ended_w: int) -> None:
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except (ChildProcessError, OSError, AttributeError):
+        pass
+    finally:
+        os.close(ended_w)
 
 
 def _readable(fd: int) -> bool:
@@ -182,6 +261,8 @@ class MultiprocessingBackend:
     def __init__(self, method: str) -> None:
         import multiprocessing
 
+        if method != "fork":
+            _check_main_file(method)
         self._method = method
         self._context: BaseContext = multiprocessing.get_context(method)
         # Loaded here, a fork child inherits the worker bootstrap instead of importing it
@@ -204,7 +285,7 @@ class MultiprocessingBackend:
             target=_worker, args=(arg,), name=f"spawnkit-rank-{spec.rank}", daemon=False
         )
         try:
-            process.start()
+            _start_without_sigpipe(process)
         except BaseException:
             if pipe is not None:
                 os.close(pipe[0])
@@ -214,17 +295,30 @@ class MultiprocessingBackend:
         if pipe is not None:
             assert payload is not None
             os.close(pipe[0])  # the child has its own copy now
-            writer = threading.Thread(
-                target=_write_all,
-                args=(pipe[1], payload),
-                name=f"spawnkit-payload-{spec.rank}",
-                daemon=True,
+            writer = spawnkit.start_helper_thread(
+                _write_all, pipe[1], payload, name=f"spawnkit-payload-{spec.rank}"
             )
-            writer.start()
-        return MultiprocessingHandle(process, self._method != "forkserver", writer)
+        own = self._method != "forkserver"
+        return MultiprocessingHandle(process, own, writer, None if own else spec.parent_pid)
 
     def close(self) -> None:
         pass
+
+
+def _check_main_file(method: str) -> None:
+    """multiprocessing re-runs the main program's file in every new process: it must exist."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path):
+        return
+    what = "read from standard input" if path == "<stdin>" else f"whose file {path!r} is gone"
+    raise spawnkit.ConfigError(
+        f"backend {method!r} cannot start workers for a program {what}: multiprocessing runs "
+        "the main program's file again in every worker. Save the program to a file and run "
+        "that, or use backend 'fork' or 'subprocess'"
+    )
 
 
 def _forkserver_pid() -> int:

@@ -159,9 +159,12 @@ def _load_main(info: dict[str, Any]) -> ModuleType:
 
 
 def _from_handle(handle: int, flags: int) -> int:
-    import msvcrt  # Windows passes handles, which the C runtime wraps in descriptors
+    if sys.platform == "win32":
+        import msvcrt  # Windows passes handles, which the C runtime wraps in descriptors
 
-    return msvcrt.open_osfhandle(handle, flags)  # type: ignore[attr-defined,no-any-return]
+        return msvcrt.open_osfhandle(handle, flags)
+    else:
+        raise OSError(f"handles are passed only on Windows, not on {sys.platform}")
 
 
 def _prepare(rank: int, spec_fd: int) -> WorkerSpec:

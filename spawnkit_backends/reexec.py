@@ -228,8 +228,10 @@ def _main_info() -> dict[str, Any]:
     namespace: dict[str, Any] = vars(main) if main is not None else {}
     if isinstance(namespace.get("__spawnkit_main__"), dict):
         return dict(namespace["__spawnkit_main__"])  # this process is a worker itself
-    file = namespace.get("__file__")
-    file = os.path.abspath(file) if isinstance(file, str) else None
+    given = namespace.get("__file__")
+    file = os.path.abspath(given) if isinstance(given, str) else None
+    if file is not None and not os.path.isfile(file):
+        file = None  # "<stdin>" for `python - < job.py`, or a script deleted since
     name = getattr(namespace.get("__spec__"), "name", None)
     if isinstance(name, str):
         if name == "__main__" or name.endswith(".__main__"):
@@ -245,8 +247,10 @@ def _main_info() -> dict[str, Any]:
         reason = "the parent is an interactive session"
     elif sys.argv[:1] == ["-c"]:
         reason = "the parent runs code given with `python -c`"
-    elif sys.argv[:1] in (["-"], [""]):
-        reason = "the parent reads its program from standard input"
+    elif sys.argv[:1] in (["-"], [""]) or given == "<stdin>":
+        reason = "the parent read its program from standard input"
+    elif isinstance(given, str):
+        reason = f"the parent's program file {given!r} does not exist (any more)"
     else:
         reason = "the parent's __main__ has no source file"
     return {"kind": "none", "target": None, "file": None, "reason": reason}
@@ -283,10 +287,28 @@ def _spec_channel() -> tuple[int, int | socket.socket]:
     """
     if sys.platform == "win32":
         return os.pipe()
-    import socket
+    else:
+        import socket
 
-    parent, child = socket.socketpair()
-    return child.detach(), parent
+        parent, child = socket.socketpair()
+        return child.detach(), parent
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd``, or a copy numbered 3 or more (``fd`` closed).
+
+    A program started with a standard stream closed gets 0-2 from pipe(); passed to the
+    worker under that number, the descriptor would be replaced by the worker's stdin.
+    """
+    if sys.platform == "win32" or fd > 2:  # platform first: type checkers read it
+        return fd
+    else:
+        import fcntl
+
+        try:
+            return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        finally:
+            os.close(fd)
 
 
 def _close_end(end: int | socket.socket) -> None:
@@ -314,11 +336,7 @@ def _send(end: int | socket.socket, chunks: list[bytes]) -> threading.Thread | N
         if not views:
             end.close()
             return None
-    writer = threading.Thread(
-        target=_write_rest, args=(end, views), name="spawnkit-subprocess-spec", daemon=True
-    )
-    writer.start()
-    return writer
+    return spawnkit.start_helper_thread(_write_rest, end, views, name="spawnkit-subprocess-spec")
 
 
 def _write_all(end: int | socket.socket, views: list[memoryview]) -> None:
@@ -347,12 +365,13 @@ def _write_rest(end: int | socket.socket, views: list[memoryview]) -> None:
 
 
 def _open_pidfd(pid: int) -> int | None:
-    if not hasattr(os, "pidfd_open"):
+    if sys.platform != "linux" or not hasattr(os, "pidfd_open"):
         return None
-    try:
-        return os.pidfd_open(pid)
-    except OSError:  # kernel before 5.3, or a sandbox that forbids it
-        return None
+    else:
+        try:
+            return os.pidfd_open(pid)
+        except OSError:  # kernel before 5.3, or a sandbox that forbids it
+            return None
 
 
 @final
@@ -380,19 +399,18 @@ class SubprocessHandle:
         if sys.platform == "win32":
             # A process handle is what multiprocessing.connection.wait waits on there.
             self._sentinel = int(process._handle)  # type: ignore[attr-defined]
-            return
-        pidfd = _open_pidfd(process.pid)
-        if pidfd is not None:
-            self._sentinel = pidfd
-            return
-        # No pidfd (macOS, old kernels): a thread blocks in waitpid and closes a pipe's write
-        # end when the worker has exited. Not a pipe the worker holds: a grandchild could
-        # keep that open after the worker ended.
-        self._sentinel, self._ended_w = os.pipe()
-        self._waiter = threading.Thread(
-            target=self._wait, name=f"spawnkit-subprocess-wait-{self._pid}", daemon=True
-        )
-        self._waiter.start()
+        else:
+            pidfd = _open_pidfd(process.pid)
+            if pidfd is not None:
+                self._sentinel = pidfd
+                return
+            # No pidfd (macOS, old kernels): a thread blocks in waitpid and closes a pipe's write
+            # end when the worker has exited. Not a pipe the worker holds: a grandchild could
+            # keep that open after the worker ended.
+            self._sentinel, self._ended_w = os.pipe()
+            self._waiter = spawnkit.start_helper_thread(
+                self._wait, name=f"spawnkit-subprocess-wait-{self._pid}"
+            )
 
     def _wait(self) -> None:
         self._process.wait()
@@ -528,9 +546,13 @@ class SubprocessBackend:
         opened: list[int | socket.socket] = []
         try:
             spec_fd, spec_end = _spec_channel()
-            opened += (spec_fd, spec_end)
+            opened.append(spec_end)
+            spec_fd = _above_stdio(spec_fd)
+            opened.append(spec_fd)
             started_r, started_w = os.pipe()
-            opened += (started_r, started_w)
+            opened.append(started_r)
+            started_w = _above_stdio(started_w)
+            opened.append(started_w)
             result = os.dup(spec.result_fd)
             opened.append(result)
             # The worker's descriptors, in the order of its command line's numbers.
@@ -571,17 +593,18 @@ class SubprocessBackend:
         try:
             if sys.platform == "win32":
                 return _popen_windows(argv, numbers, env, self._cwd)
-            # pass_fds keeps every number, so the spec's descriptors are valid as they are.
-            # stdin is /dev/null, as under multiprocessing: a worker leads its own process
-            # group, so reading the terminal would stop it (SIGTTIN) instead of failing.
-            return subprocess.Popen(
-                argv,
-                pass_fds=fds,
-                close_fds=True,
-                env=env,
-                cwd=self._cwd,
-                stdin=subprocess.DEVNULL,
-            )
+            else:
+                # pass_fds keeps every number, so the spec's descriptors are valid as they are.
+                # stdin is /dev/null, as under multiprocessing: a worker leads its own process
+                # group, so reading the terminal would stop it (SIGTTIN) instead of failing.
+                return subprocess.Popen(
+                    argv,
+                    pass_fds=fds,
+                    close_fds=True,
+                    env=env,
+                    cwd=self._cwd,
+                    stdin=subprocess.DEVNULL,
+                )
         except OSError as exc:
             where = f" in {self._cwd!r}" if self._cwd and exc.filename == self._cwd else ""
             raise spawnkit.LaunchError(
@@ -595,9 +618,12 @@ class SubprocessBackend:
 
 
 def _handles(fds: Sequence[int]) -> list[int]:
-    import msvcrt
+    if sys.platform == "win32":
+        import msvcrt
 
-    return [msvcrt.get_osfhandle(fd) for fd in fds]  # type: ignore[attr-defined]
+        return [msvcrt.get_osfhandle(fd) for fd in fds]
+    else:
+        raise OSError(f"handles are passed only on Windows, not on {sys.platform}")
 
 
 def _popen_windows(
@@ -609,20 +635,23 @@ def _popen_windows(
     inheritable, which ends when ``Popen`` returns. The worker wraps each value in a new
     descriptor and renumbers the spec with ``with_fds``.
     """
-    import subprocess
+    if sys.platform == "win32":
+        import subprocess
 
-    info = subprocess.STARTUPINFO()  # type: ignore[attr-defined]
-    info.lpAttributeList = {"handle_list": handles}
-    for handle in handles:
-        os.set_handle_inheritable(handle, True)  # type: ignore[attr-defined]
-    try:
-        return subprocess.Popen(
-            argv,
-            close_fds=True,
-            startupinfo=info,
-            env=env,
-            cwd=cwd,
-        )
-    finally:
+        info = subprocess.STARTUPINFO()
+        info.lpAttributeList = {"handle_list": handles}
         for handle in handles:
-            os.set_handle_inheritable(handle, False)  # type: ignore[attr-defined]
+            os.set_handle_inheritable(handle, True)
+        try:
+            return subprocess.Popen(
+                argv,
+                close_fds=True,
+                startupinfo=info,
+                env=env,
+                cwd=cwd,
+            )
+        finally:
+            for handle in handles:
+                os.set_handle_inheritable(handle, False)
+    else:
+        raise OSError(f"handles are passed only on Windows, not on {sys.platform}")

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import spawnkit
 from spawnkit.testing import _targets as t
+from spawnkit.testing._behaviour import _run_script
 from spawnkit.testing._processes import descendants
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _in_checkout(path: str) -> bool:
+    return Path(path).resolve().is_relative_to(CHECKOUT)
 
 
 def test_nprocs_below_one() -> None:
@@ -199,18 +206,37 @@ def test_core_never_imports_the_builtin_backends() -> None:
         assert "spawnkit_backends" not in path.read_text().replace('"spawnkit_backends"', ""), path
 
 
-def test_importing_spawnkit_loads_no_plugin_machinery() -> None:
+def test_importing_spawnkit_loads_no_plugin_machinery(tmp_path: Path) -> None:
     code = (
         "import sys, spawnkit, spawnkit._child\n"
         "prefixes = ('pluggy', 'importlib.metadata', 'spawnkit')\n"
         "print(sorted(m for m in sys.modules if m.startswith(prefixes)))"
     )
+    # In tmp_path: `-c` puts the working directory on sys.path, and tox's (the checkout's
+    # root) would import the source tree instead of the installed wheel.
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     assert "pluggy" not in out
     assert "importlib.metadata" not in out
     assert "spawnkit._registry" not in out
+
+
+def test_scripts_the_kit_starts_import_the_installed_spawnkit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # tox runs the suite from the checkout's root against the wheel it built; a `-c` script
+    # started there would find ./spawnkit first on sys.path and test the source tree instead.
+    if _in_checkout(spawnkit.__file__):
+        pytest.skip(
+            f"spawnkit is imported from the checkout ({spawnkit.__file__}), not from an "
+            "installed wheel: run the suite through tox (or a non-editable install)"
+        )
+    monkeypatch.chdir(CHECKOUT)  # where tox runs it, wherever this run was started
+    out = _run_script("import spawnkit; print(spawnkit.__file__)")
+    child = Path(out.strip()).resolve()
+    assert not _in_checkout(str(child)), child
+    assert child == Path(spawnkit.__file__).resolve()
 
 
 def test_version_comes_from_package_metadata() -> None:
@@ -225,7 +251,10 @@ JOB = """
 import sys
 
 def hello(rank, *words):
-    print(f"rank {rank} says {' '.join(words)}", flush=True)
+    # One write of the whole line: print() writes the newline separately, and with
+    # PYTHONUNBUFFERED=1 each is a write of its own, so the ranks' lines would interleave.
+    sys.stdout.write(f"rank {rank} says {' '.join(words)}\\n")
+    sys.stdout.flush()
 
 def fail(rank, code):
     if rank == 1:

@@ -122,7 +122,7 @@ _CHILD_HALVES = {
 
 
 @pytest.mark.parametrize("name", sorted(_CHILD_HALVES))
-def test_child_half_imports_only_the_standard_library(name: str) -> None:
+def test_child_half_imports_only_the_standard_library(name: str, tmp_path: Path) -> None:
     # What a worker pays to unpickle the watch in its spec: the module, nothing heavy.
     code = textwrap.dedent(
         f"""
@@ -132,8 +132,10 @@ def test_child_half_imports_only_the_standard_library(name: str) -> None:
         print(json.dumps(sorted(set(sys.modules) - before)))
         """
     )
+    # Every `-c` here runs in tmp_path: tox's working directory, the checkout's root, would
+    # be on its sys.path and shadow the installed spawnkit with the source tree.
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     loaded = json.loads(out)
     ours = {m for m in loaded if m.split(".")[0] == "spawnkit"}
@@ -147,7 +149,7 @@ def test_child_half_imports_only_the_standard_library(name: str) -> None:
     assert "pluggy" not in loaded
 
 
-def test_an_armed_worker_loads_no_plugin_machinery() -> None:
+def test_an_armed_worker_loads_no_plugin_machinery(tmp_path: Path) -> None:
     # From a `python -c` parent: a worker of a script parent re-imports the script (pytest's
     # own, when run as `pytest`), which would bring in what the script imports.
     code = textwrap.dedent(
@@ -161,7 +163,7 @@ def test_an_armed_worker_loads_no_plugin_machinery() -> None:
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     loaded = json.loads(out)
     assert set(loaded) == set(spawnkit.available_watches())
@@ -214,7 +216,11 @@ def test_forkserver_worker_keeps_nothing_that_holds_its_server_up() -> None:
     script.write_text(code)
     try:
         out = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, check=True
+            [sys.executable, str(script)],
+            cwd=script.parent,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         script.unlink()
@@ -324,7 +330,9 @@ def _windows_wait_exit(pid: int, timeout: float) -> bool:
 def test_killing_the_job_ends_its_workers(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(_WINDOWS_PARENT)
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
     assert parent.stdout is not None
     pids = [int(p) for p in parent.stdout.readline().split()]
     try:

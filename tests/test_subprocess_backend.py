@@ -218,11 +218,15 @@ def test_big_payloads_for_every_rank_arrive_intact_and_leave_no_writer_thread() 
 
 # -- the parent's __main__ ------------------------------------------------------------------
 
+# The workers write each line whole, in one write: print() writes its parts and the newline
+# one by one when PYTHONUNBUFFERED=1, and two ranks' lines would interleave.
 _SCRIPT = """
     import os
+    import sys
     import spawnkit
 
-    print("top level as", __name__, flush=True)
+    sys.stdout.write(f"top level as {__name__}\\n")
+    sys.stdout.flush()
 
     class Point:
         def __init__(self, x):
@@ -390,7 +394,14 @@ def test_module_in_the_parents_directory_is_found_from_another_cwd(tmp_path: Pat
 
 
 def test_spawnkit_run_finds_a_module_in_the_current_directory(tmp_path: Path) -> None:
-    _write(tmp_path / "greet.py", "def hello(rank, who):\n    print(rank, who, flush=True)\n")
+    greet = """
+        import sys
+
+        def hello(rank, who):
+            sys.stdout.write(f"{rank} {who}\\n")  # one write per line: see _SCRIPT
+            sys.stdout.flush()
+        """
+    _write(tmp_path / "greet.py", greet)
     command = ["-m", "spawnkit", "run", "-b", BACKEND, "-n", "2", "greet:hello", "you"]
     out = _python(*command, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
+import os
+
+from .._threads import start_thread
+
+__all__ = ["fd_identity", "start_thread"]
 
 
-def start_thread(wait: Callable[[], None]) -> None:
-    """Run a watch's blocking ``wait`` in a thread that does not keep the worker alive.
+def fd_identity(fd: int) -> tuple[int, int] | None:
+    """``(device, inode)`` of what ``fd`` names now, ``None`` if it is closed.
 
-    A bare ``_thread`` rather than ``threading.Thread``: ``start()`` waits until the new
-    thread has run, which costs a worker milliseconds of start-up when the GIL is busy.
+    A watch compares it with what it armed on before it trusts an event: user code may
+    close the watch's descriptor and open a file that gets the same number.
     """
-    import _thread
-
-    _thread.start_new_thread(wait, ())
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

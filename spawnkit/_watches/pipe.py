@@ -12,7 +12,7 @@ import os
 import sys
 
 from .._spec import PARENT_ONLY_FDS
-from . import start_thread
+from . import fd_identity, start_thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,14 +25,17 @@ def unavailable_reason() -> str | None:
     """Why this watch cannot run here, or ``None`` when it can."""
     if sys.platform == "win32":
         return "a lifeline descriptor cannot be handed to a Windows worker; use 'jobobject'"
-    return None
+    else:  # not a fall-through: mypy would call it unreachable on Windows
+        return None
 
 
 class PipeParent:
     """The job's side: one pipe per job, the read end forwarded to every rank."""
 
     def __init__(self) -> None:
-        self._read, self._write = os.pipe()
+        from .._fds import pipe
+
+        self._read, self._write = pipe()
         # Recorded now rather than when the job launches: a fork from another thread in
         # between would otherwise copy the write end into a process that outlives this one.
         PARENT_ONLY_FDS.add(self._write)
@@ -61,29 +64,43 @@ class PipeChild:
     name = "pipe"
 
     def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
-        import select
-
         (fd,) = fds
+        armed = fd_identity(fd)
         # End-of-file is level-triggered: a job that died before this point is seen now.
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        if poller.poll(0) and _at_eof(fd):
+        if _readable(fd) and _at_eof(fd):
             shutdown()
             return
 
         def wait() -> None:
             while True:
+                # User code may close our descriptor, or put a file of its own under its
+                # number: then keep watching another way.
+                replaced = fd_identity(fd) != armed
                 try:
-                    if _at_eof(fd):
+                    if not replaced and _at_eof(fd):
                         shutdown()
                         return
-                except OSError:  # user code closed our descriptor: keep watching another way
+                except OSError:
+                    replaced = True
+                if replaced:
                     from .poll import DEFAULT_INTERVAL, follow_parent_pid
 
                     follow_parent_pid(spec.parent_pid, DEFAULT_INTERVAL, shutdown, "pipe")
                     return
 
         start_thread(wait)
+
+
+def _readable(fd: int) -> bool:
+    """Whether a read from ``fd`` would not block."""
+    if sys.platform == "win32":
+        raise OSError(f"the pipe watch cannot run here: {unavailable_reason()}")
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
 
 def _at_eof(fd: int) -> bool:

@@ -28,7 +28,8 @@ def unavailable_reason() -> str | None:
     if sys.platform == "win32":
         # Windows never re-parents an orphan: getppid() keeps naming the dead parent.
         return "on Windows os.getppid() keeps returning a dead parent's pid; use 'jobobject'"
-    return None
+    else:  # not a fall-through: mypy would call it unreachable on Windows
+        return None
 
 
 def _interval_from_env() -> float:

@@ -19,6 +19,11 @@ import spawnkit
 from . import _targets as t
 from ._processes import descendants, infrastructure_pids, wait_for_files, wait_gone
 
+if sys.platform == "win32":  # no SIGKILL there; naming it would fail at import
+    _FATAL_SIGNALS = [signal.SIGABRT, signal.SIGSEGV]
+else:
+    _FATAL_SIGNALS = [signal.SIGABRT, signal.SIGKILL, signal.SIGSEGV]
+
 
 def _alive(pid: int) -> bool:
     return bool(wait_gone([pid], timeout=0))
@@ -38,16 +43,24 @@ def _run_script(
     """Run ``code`` in a new interpreter (as ``-c``, or as the script ``path``); its stdout.
 
     With ``stdin_open``, its stdin is a pipe that stays open and silent until it exits.
+    It runs in an empty temporary directory: ``-c`` puts the working directory on
+    ``sys.path``, and the caller's (a checkout's root, under tox) would shadow the
+    installed ``spawnkit`` with the source tree.
     """
     if path is not None:
         path.write_text(textwrap.dedent(code))
     argv = [sys.executable, *(["-c", textwrap.dedent(code)] if path is None else [str(path)])]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryDirectory(prefix="spawnkit-script-") as cwd,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
             stdout=out,
             stderr=err,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
         )
         try:
@@ -210,7 +223,7 @@ class BehaviourTests:
         assert isinstance(info.value.exception, KeyboardInterrupt)
         assert info.value.remote_traceback.rstrip().endswith("KeyboardInterrupt")
 
-    @pytest.mark.parametrize("signum", [signal.SIGABRT, signal.SIGKILL, signal.SIGSEGV])
+    @pytest.mark.parametrize("signum", _FATAL_SIGNALS)
     def test_death_by_signal_names_the_signal(self, backend: str, signum: int) -> None:
         with pytest.raises(spawnkit.ProcessExitedException) as info:
             spawnkit.spawn(t.kill_self, args=(int(signum),), backend=backend)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._death_targets import report
+from ._death_targets import posix_only, report
 from ._processes import descendants
 
 __all__ = ["Harness", "HarnessError", "run_harness"]
@@ -58,16 +58,23 @@ def become_subreaper() -> bool:
     """Adopt orphaned descendants instead of init (Linux); ``False`` where impossible."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes
+    else:  # not a fall-through: mypy would call it unreachable off Linux
+        import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    libc.prctl.restype = ctypes.c_int
-    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        libc.prctl.restype = ctypes.c_int
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 class Harness:
     """One scenario, played once; :meth:`run` returns what happened, as plain data."""
+
+    # Set by run(); declared here, as type checkers for Windows skip its POSIX body.
+    fifo: str
+    go: str
+    events_fd: int
+    go_fd: int
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -83,30 +90,33 @@ class Harness:
     # -- the scenario ------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        self.subreaper = become_subreaper()
-        self.result["subreaper"] = self.subreaper
-        self.fifo = os.path.join(self.tmp, "events")
-        self.go = os.path.join(self.tmp, "go")
-        os.mkfifo(self.fifo)
-        os.mkfifo(self.go)
-        # Read and write, so that neither end ever sees end-of-file while workers come
-        # and go, and no open() of these FIFOs ever blocks.
-        self.events_fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
-        self.go_fd = os.open(self.go, os.O_RDWR | os.O_NONBLOCK)
-        try:
-            self._start_parent()
-            getattr(self, f"_mode_{self.config['mode']}")()
-        except HarnessError as exc:
-            self.result["error"] = str(exc)
-        finally:
-            self._cleanup()
-        self._drain()
-        os.close(self.events_fd)
-        os.close(self.go_fd)
-        self.result["events"] = self.events
-        with open(os.path.join(self.tmp, "parent.out"), "rb") as f:
-            self.result["output"] = f.read().decode(errors="replace")[-8000:]
-        return self.result
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            self.subreaper = become_subreaper()
+            self.result["subreaper"] = self.subreaper
+            self.fifo = os.path.join(self.tmp, "events")
+            self.go = os.path.join(self.tmp, "go")
+            os.mkfifo(self.fifo)
+            os.mkfifo(self.go)
+            # Read and write, so that neither end ever sees end-of-file while workers come
+            # and go, and no open() of these FIFOs ever blocks.
+            self.events_fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
+            self.go_fd = os.open(self.go, os.O_RDWR | os.O_NONBLOCK)
+            try:
+                self._start_parent()
+                getattr(self, f"_mode_{self.config['mode']}")()
+            except HarnessError as exc:
+                self.result["error"] = str(exc)
+            finally:
+                self._cleanup()
+            self._drain()
+            os.close(self.events_fd)
+            os.close(self.go_fd)
+            self.result["events"] = self.events
+            with open(os.path.join(self.tmp, "parent.out"), "rb") as f:
+                self.result["output"] = f.read().decode(errors="replace")[-8000:]
+            return self.result
 
     def _start_parent(self) -> None:
         config = self.config
@@ -149,6 +159,7 @@ class Harness:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=self.tmp,  # not the caller's: see run_harness
                 env=env,
             )
         self.known.add(self.parent.pid)
@@ -184,27 +195,30 @@ class Harness:
         self._wait_parent_exit(time.monotonic() + SETUP_TIMEOUT)
 
     def _mode_signal(self) -> None:
-        armed = self._wait_for("armed", self._expected_workers())
-        family = [pid for e in armed for pid in [e["pid"], *e.get("children", [])]]
-        self._open_pidfds(family)
-        assert self.parent is not None
-        started = time.monotonic()
-        signum = signal.Signals[self.config["signal"]]
-        if signum == signal.SIGINT:
-            os.killpg(self.parent.pid, signum)  # what a terminal's Ctrl-C does
-        else:
-            os.kill(self.parent.pid, signum)
-        if self.config.get("twice"):
-            # Once every worker reported its SIGTERM, the parent is in the middle of the
-            # graceful stop: a second signal now is the impatient user's second Ctrl-C.
-            self._wait_for("cleanup", len(armed))
-            os.killpg(self.parent.pid, signum)
-        self._wait_parent_exit(started + self.config["bound"])
-        remaining, elapsed = self._wait_gone(family, started + self.config["bound"])
-        self.result["remaining"] = remaining
-        self.result["elapsed"] = elapsed
-        if not remaining:
-            self.result["strays"] = self._wait_no_descendants(started + self.config["bound"])
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            armed = self._wait_for("armed", self._expected_workers())
+            family = [pid for e in armed for pid in [e["pid"], *e.get("children", [])]]
+            self._open_pidfds(family)
+            assert self.parent is not None
+            started = time.monotonic()
+            signum = signal.Signals[self.config["signal"]]
+            if signum == signal.SIGINT:
+                os.killpg(self.parent.pid, signum)  # what a terminal's Ctrl-C does
+            else:
+                os.kill(self.parent.pid, signum)
+            if self.config.get("twice"):
+                # Once every worker reported its SIGTERM, the parent is in the middle of the
+                # graceful stop: a second signal now is the impatient user's second Ctrl-C.
+                self._wait_for("cleanup", len(armed))
+                os.killpg(self.parent.pid, signum)
+            self._wait_parent_exit(started + self.config["bound"])
+            remaining, elapsed = self._wait_gone(family, started + self.config["bound"])
+            self.result["remaining"] = remaining
+            self.result["elapsed"] = elapsed
+            if not remaining:
+                self.result["strays"] = self._wait_no_descendants(started + self.config["bound"])
 
     _mode_cli = _mode_signal
 
@@ -232,24 +246,27 @@ class Harness:
             self.known.update(event.get("children", []))
 
     def _wait_for(self, name: str, count: int) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + SETUP_TIMEOUT
-        poller = select.poll()
-        poller.register(self.events_fd, select.POLLIN)
-        assert self.parent is not None
-        while True:
-            self._drain()
-            found = self._events(name)
-            if len(found) >= count:
-                return found
-            if self.parent.poll() is not None:
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            deadline = time.monotonic() + SETUP_TIMEOUT
+            poller = select.poll()
+            poller.register(self.events_fd, select.POLLIN)
+            assert self.parent is not None
+            while True:
                 self._drain()
-                raise HarnessError(
-                    f"the parent exited ({self.parent.returncode}) after {len(found)} of "
-                    f"{count} {name!r} reports"
-                )
-            if time.monotonic() > deadline:
-                raise HarnessError(f"only {len(found)} of {count} workers reported {name!r}")
-            poller.poll(20)
+                found = self._events(name)
+                if len(found) >= count:
+                    return found
+                if self.parent.poll() is not None:
+                    self._drain()
+                    raise HarnessError(
+                        f"the parent exited ({self.parent.returncode}) after {len(found)} of "
+                        f"{count} {name!r} reports"
+                    )
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"only {len(found)} of {count} workers reported {name!r}")
+                poller.poll(20)
 
     def _wait_parent_exit(self, deadline: float) -> None:
         assert self.parent is not None
@@ -282,13 +299,16 @@ class Harness:
         return False
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            while True:
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
 
     def _wait_gone(self, pids: list[int], deadline: float) -> tuple[list[int], float | None]:
         """Wait until every pid has exited; ``(still running, seconds until the last)``."""
@@ -324,53 +344,59 @@ class Harness:
 
     def _ping(self, pids: list[int], deadline: float) -> list[int]:
         """Ask each pid to answer (SIGUSR1); return those that did, all after the parent died."""
-        before = len(self._events("alive"))
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
-        poller = select.poll()
-        poller.register(self.events_fd, select.POLLIN)
-        while True:
-            self._drain()
-            answered = {e["pid"] for e in self._events("alive")[before:]}
-            if answered >= set(pids) or time.monotonic() > deadline:
-                return sorted(answered & set(pids))
-            poller.poll(20)
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            before = len(self._events("alive"))
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+            poller = select.poll()
+            poller.register(self.events_fd, select.POLLIN)
+            while True:
+                self._drain()
+                answered = {e["pid"] for e in self._events("alive")[before:]}
+                if answered >= set(pids) or time.monotonic() > deadline:
+                    return sorted(answered & set(pids))
+                poller.poll(20)
 
     # -- cleanup -----------------------------------------------------------------------
 
     def _cleanup(self) -> None:
         """Kill and reap everything the scenario started, by process group and by pid."""
-        self._drain()
-        if self.parent is not None and self.parent.poll() is None:
-            self.parent.kill()
-            self.parent.wait()
-        killed: set[int] = set()
-        deadline = time.monotonic() + SWEEP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.subreaper:
-                below = set(self._living_descendants())
-            else:
-                self._reap()
-                below = {pid for pid in self.known if not self._gone(pid)}
-            if not below:
-                break
-            for pid in below:
-                try:
-                    if os.getpgid(pid) == pid:  # a worker's group: its children with it
-                        os.killpg(pid, signal.SIGKILL)
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            killed |= below
-            time.sleep(0.01)
-        self._reap()
-        self.result["swept"] = sorted(killed)
-        for fd in self.pidfds.values():
-            os.close(fd)
-        self.pidfds.clear()
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            self._drain()
+            if self.parent is not None and self.parent.poll() is None:
+                self.parent.kill()
+                self.parent.wait()
+            killed: set[int] = set()
+            deadline = time.monotonic() + SWEEP_TIMEOUT
+            while time.monotonic() < deadline:
+                if self.subreaper:
+                    below = set(self._living_descendants())
+                else:
+                    self._reap()
+                    below = {pid for pid in self.known if not self._gone(pid)}
+                if not below:
+                    break
+                for pid in below:
+                    try:
+                        if os.getpgid(pid) == pid:  # a worker's group: its children with it
+                            os.killpg(pid, signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                killed |= below
+                time.sleep(0.01)
+            self._reap()
+            self.result["swept"] = sorted(killed)
+            for fd in self.pidfds.values():
+                os.close(fd)
+            self.pidfds.clear()
 
 
 def _cmdline(pid: int) -> str:
@@ -457,33 +483,36 @@ def _hold_watches(config: dict[str, Any]) -> None:
 
 def _spawn_from_a_thread_that_exits(config: dict[str, Any], start: Any) -> None:
     """Spawn from a thread, wait until every worker armed, end the thread for good."""
-    own = os.path.join(config["tmp"], "parent-events")
-    os.mkfifo(own)
-    events = os.open(own, os.O_RDWR)
-    config["worker"]["fifos"] = [*config["worker"]["fifos"], own]
-    expected = sum(job["nprocs"] for job in config["jobs"])
-    native: list[int] = []
+    if sys.platform == "win32":
+        raise posix_only()
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        own = os.path.join(config["tmp"], "parent-events")
+        os.mkfifo(own)
+        events = os.open(own, os.O_RDWR)
+        config["worker"]["fifos"] = [*config["worker"]["fifos"], own]
+        expected = sum(job["nprocs"] for job in config["jobs"])
+        native: list[int] = []
 
-    def run() -> None:
-        native.append(threading.get_native_id())
-        start()
-        # The thread ends only after the watches are armed: PR_SET_PDEATHSIG fires for the
-        # exit of the thread that started a worker, and that is the trap to walk into.
-        seen = b""
-        while seen.count(b'"armed"') < expected:
-            seen += os.read(events, 4096)
+        def run() -> None:
+            native.append(threading.get_native_id())
+            start()
+            # The thread ends only after the watches are armed: PR_SET_PDEATHSIG fires for the
+            # exit of the thread that started a worker, and that is the trap to walk into.
+            seen = b""
+            while seen.count(b'"armed"') < expected:
+                seen += os.read(events, 4096)
 
-    thread = threading.Thread(target=run, name="short-lived-spawner")
-    thread.start()
-    thread.join()
-    os.close(events)
-    # join() returns before the kernel is done with the thread; the parent-death signal
-    # goes out when it is, and only then is the task gone from /proc.
-    task = f"/proc/self/task/{native[0]}"
-    deadline = time.monotonic() + SETUP_TIMEOUT
-    while os.path.exists(task) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    report([config["fifo"]], event="thread-gone", tid=native[0])
+        thread = threading.Thread(target=run, name="short-lived-spawner")
+        thread.start()
+        thread.join()
+        os.close(events)
+        # join() returns before the kernel is done with the thread; the parent-death signal
+        # goes out when it is, and only then is the task gone from /proc.
+        task = f"/proc/self/task/{native[0]}"
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        while os.path.exists(task) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        report([config["fifo"]], event="thread-gone", tid=native[0])
 
 
 def _foreground(config: dict[str, Any], fifos: list[str]) -> None:
@@ -556,7 +585,11 @@ def run_harness(
         **options,
     }
     command = [sys.executable, "-m", "spawnkit.testing._death_harness", json.dumps(config)]
-    harness = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # In the scenario's own folder: `-m` and `-c` put the working directory on sys.path, and
+    # the caller's (a checkout's root, under tox) would shadow the installed spawnkit.
+    harness = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=config["tmp"]
+    )
     try:
         out, err = harness.communicate(timeout=timeout)
     except BaseException:

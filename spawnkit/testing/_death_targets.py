@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -24,26 +25,37 @@ if TYPE_CHECKING:
 SIGTERM_MODES = ("handler", "default", "ignore", "catch", "linger")
 
 
+def posix_only() -> OSError:
+    """What the harness raises on Windows, where the suite skips it: no FIFOs, no fork()."""
+    return OSError(f"the parent-death harness runs on POSIX systems only, not {sys.platform}")
+
+
 def report(fifos: Sequence[str], **event: Any) -> None:
     """Send ``event`` to every FIFO; never blocks, and a FIFO nobody reads is skipped."""
-    data = (json.dumps(event) + "\n").encode()
-    for fifo in fifos:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:  # no reader: the harness is gone
-            continue
-        try:
-            os.write(fd, data)  # under PIPE_BUF: one atomic write, never interleaved
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+    if sys.platform == "win32":
+        raise posix_only()
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        data = (json.dumps(event) + "\n").encode()
+        for fifo in fifos:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader: the harness is gone
+                continue
+            try:
+                os.write(fd, data)  # under PIPE_BUF: one atomic write, never interleaved
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 def block_forever() -> NoReturn:
     """Sleep until a signal ends the process; signal handlers still run."""
-    while True:
-        signal.pause()
+    if sys.platform == "win32":
+        raise posix_only()
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        while True:
+            signal.pause()
 
 
 def _on_ping(fifos: Sequence[str]) -> Callable[[int, Any], None]:
@@ -55,30 +67,33 @@ def _on_ping(fifos: Sequence[str]) -> Callable[[int, Any], None]:
 
 def _grandchild(fifos: Sequence[str], rank: int, on_sigterm: str) -> int:
     """Fork a child that blocks forever; return its pid once its signal setup is done."""
-    ready_read, ready_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(ready_read)
-            if on_sigterm == "ignore":
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            else:
+    if sys.platform == "win32":
+        raise posix_only()
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        ready_read, ready_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(ready_read)
+                if on_sigterm == "ignore":
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                else:
 
-                def cleanup(signum: int, frame: Any) -> None:
-                    report(fifos, event="cleanup", rank=rank, pid=os.getpid(), grandchild=True)
-                    os._exit(0)
+                    def cleanup(signum: int, frame: Any) -> None:
+                        report(fifos, event="cleanup", rank=rank, pid=os.getpid(), grandchild=True)
+                        os._exit(0)
 
-                signal.signal(signal.SIGTERM, cleanup)
-            signal.signal(signal.SIGUSR1, _on_ping(fifos))
-            os.write(ready_write, b".")
-            os.close(ready_write)
-            block_forever()
-        finally:
-            os._exit(1)
-    os.close(ready_write)
-    os.read(ready_read, 1)
-    os.close(ready_read)
-    return pid
+                    signal.signal(signal.SIGTERM, cleanup)
+                signal.signal(signal.SIGUSR1, _on_ping(fifos))
+                os.write(ready_write, b".")
+                os.close(ready_write)
+                block_forever()
+            finally:
+                os._exit(1)
+        os.close(ready_write)
+        os.read(ready_read, 1)
+        os.close(ready_read)
+        return pid
 
 
 def _wait_for_go(path: str) -> None:
@@ -99,42 +114,45 @@ def worker(rank: int, config: dict[str, Any]) -> int:
     grandchildren), ``child_sigterm`` (``"handler"`` or ``"ignore"``), ``sigterm`` (one
     of :data:`SIGTERM_MODES` per rank, cycled), ``go`` (a FIFO to wait on, then return).
     """
-    fifos = config["fifos"]
-    modes = config.get("sigterm") or ["handler"]
-    mode = modes[rank % len(modes)]
-    children = [
-        _grandchild(fifos, rank, config.get("child_sigterm", "handler"))
-        for _ in range(config.get("children", 0))
-    ]
-    if mode == "default":
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    elif mode == "ignore":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, _on_ping(fifos))
-    try:
-        # Inside the try: the harness may kill the parent the moment this report is out,
-        # and the SIGTERM that follows can land before report() has returned.
-        report(
-            fifos,
-            event="armed",
-            tag=config.get("tag", ""),
-            rank=rank,
-            pid=os.getpid(),
-            pgid=os.getpgid(0),
-            children=children,
-        )
-        if config.get("go"):
-            _wait_for_go(config["go"])
-            return os.getpid()
-        block_forever()
-    except BaseException:  # Terminated, from the watch or from terminate()
-        report(fifos, event="cleanup", rank=rank, pid=os.getpid(), grandchild=False)
-        if mode == "catch":
-            return -1
-        if mode == "linger":
+    if sys.platform == "win32":
+        raise posix_only()
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        fifos = config["fifos"]
+        modes = config.get("sigterm") or ["handler"]
+        mode = modes[rank % len(modes)]
+        children = [
+            _grandchild(fifos, rank, config.get("child_sigterm", "handler"))
+            for _ in range(config.get("children", 0))
+        ]
+        if mode == "default":
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        elif mode == "ignore":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, _on_ping(fifos))
+        try:
+            # Inside the try: the harness may kill the parent the moment this report is out,
+            # and the SIGTERM that follows can land before report() has returned.
+            report(
+                fifos,
+                event="armed",
+                tag=config.get("tag", ""),
+                rank=rank,
+                pid=os.getpid(),
+                pgid=os.getpgid(0),
+                children=children,
+            )
+            if config.get("go"):
+                _wait_for_go(config["go"])
+                return os.getpid()
             block_forever()
-        raise
+        except BaseException:  # Terminated, from the watch or from terminate()
+            report(fifos, event="cleanup", rank=rank, pid=os.getpid(), grandchild=False)
+            if mode == "catch":
+                return -1
+            if mode == "linger":
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                block_forever()
+            raise
 
 
 def cli_worker(rank: int, config_json: str) -> int:
@@ -175,13 +193,16 @@ class HeldChild:
         self.name = f"held-{inner.name}"
 
     def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
-        report(self.fifos, event="holding", pid=os.getpid(), pgid=os.getpgid(0))
-        deadline = time.monotonic() + 60
-        while os.getppid() == spec.parent_pid or _exists(spec.job_pid):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the harness did not kill the job within 60 s")
-            time.sleep(0.002)
-        self.inner.arm(fds, spec, shutdown)
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            report(self.fifos, event="holding", pid=os.getpid(), pgid=os.getpgid(0))
+            deadline = time.monotonic() + 60
+            while os.getppid() == spec.parent_pid or _exists(spec.job_pid):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the harness did not kill the job within 60 s")
+                time.sleep(0.002)
+            self.inner.arm(fds, spec, shutdown)
 
 
 def _exists(pid: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -113,9 +114,13 @@ def wait_for_files(*paths: Path, timeout: float = 30.0) -> None:
 
 def kill_all(pids: Iterable[int]) -> None:
     """SIGKILL ``pids`` and reap the ones that are this process's children."""
+    if sys.platform == "win32":  # no SIGKILL; os.kill() terminates outright anyway
+        kill = signal.SIGTERM
+    else:
+        kill = signal.SIGKILL
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, kill)
         except (ProcessLookupError, PermissionError):
             pass
     for pid in pids:

@@ -11,6 +11,7 @@ import pytest
 from ._behaviour import BehaviourTests
 from ._parent_death import ParentDeathTests
 from ._processes import descendants, leak_guard
+from ._robustness import RobustnessTests
 
 __all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch_params"]
 
@@ -56,7 +57,7 @@ def watch_params() -> list[Any]:
     return params
 
 
-class BackendSuite(BehaviourTests, ParentDeathTests):
+class BackendSuite(BehaviourTests, RobustnessTests, ParentDeathTests):
     """Subclass in a test module to run every conformance test against ``backends``."""
 
     backends: ClassVar[Sequence[str] | None] = None

@@ -31,7 +31,10 @@ def echo(rank: int, *args: Any) -> tuple[int, tuple[Any, ...]]:
 
 
 def identity(rank: int) -> dict[str, int]:
-    return {"rank": rank, "pid": os.getpid(), "pgid": os.getpgid(0)}
+    if sys.platform == "win32":
+        raise OSError("Windows has no process groups")
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        return {"rank": rank, "pid": os.getpid(), "pgid": os.getpgid(0)}
 
 
 def loaded_modules(rank: int) -> list[str]:
@@ -183,3 +186,125 @@ def finish_unless(rank: int, blocked_rank: int) -> int:
 
 def read_stdin(rank: int) -> str:
     return sys.stdin.read() if sys.stdin is not None else ""
+
+
+# -- descriptors, reporting and signals (the robustness tests) ---------------------------
+
+
+def close_fds_and_return(rank: int, log: str) -> dict[str, int]:
+    """Close every descriptor, then open the user's log under the freed numbers."""
+    os.closerange(0, 1024)
+    for _ in range(64):  # the result channel's and the watch's numbers are among these
+        os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.write(0, f"rank {rank} wrote this\n".encode())
+    return {"rank": rank}
+
+
+def descriptors(rank: int) -> list[int]:
+    """The descriptors this process has open (without the listing's own)."""
+    names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
+    open_fds = []
+    for name in names:
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue
+        open_fds.append(int(name))
+    return sorted(open_fds)
+
+
+def _explode(kind: str, text: str) -> NoReturn:
+    raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}[kind](text)
+
+
+class ExplodesOnLoad:
+    """Pickles fine; unpickling it raises ``kind`` (SystemExit or KeyboardInterrupt)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_explode, (self.kind, "a value that ends the unpickler"))
+
+
+class ExplodingError(Exception):
+    """An exception whose unpickling raises ``args[0]`` (SystemExit or KeyboardInterrupt)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_explode, (self.args[0], "an error that ends the unpickler"))
+
+
+def return_exploding(rank: int, kind: str) -> ExplodesOnLoad:
+    return ExplodesOnLoad(kind)
+
+
+def raise_exploding(rank: int, kind: str) -> None:
+    raise ExplodingError(kind)
+
+
+class ReportedAfterTheStopError(Exception):
+    """Raised before the stop; its report goes out only once SIGTERM has reached the rank."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from spawnkit import _child
+
+        (Path(self.args[0]) / "raised").touch()
+        deadline = time.monotonic() + 60
+        while not _child._stop_requested and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return (type(self), self.args)
+
+
+def raise_reported_after_the_stop(rank: int, directory: str, sibling_fails: bool) -> None:
+    """Rank 0 raises an error whose report waits for the stop; rank 1 blocks, or fails
+    once rank 0 has raised (``sibling_fails``)."""
+    if rank == 0:
+        raise ReportedAfterTheStopError(directory)
+    if sibling_fails:
+        deadline = time.monotonic() + 60
+        while not (Path(directory) / "raised").exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        raise ValueError("rank 1 failed too")
+    block_forever()
+
+
+def leave_grandchild_and_return(rank: int, directory: str, ignore_sigterm: bool) -> int:
+    """Fork a child that stays in this rank's group and sleeps; return at once."""
+    if sys.platform == "win32":
+        raise OSError("Windows has no fork()")
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(ready_r)
+                if ignore_sigterm:
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                os.write(ready_w, b".")
+                block_forever()
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.read(ready_r, 1)  # its signal setup is done
+        os.close(ready_r)
+        partial = Path(directory) / f"{rank}.grandchild.partial"
+        partial.write_text(str(pid))
+        os.replace(partial, Path(directory) / f"{rank}.grandchild")
+        return rank
+
+
+def fail_while_sibling_lingers(rank: int, directory: str) -> None:
+    """Rank 1 outlasts SIGTERM (noting it); rank 0 fails once rank 1 is ready."""
+    folder = Path(directory)
+    if rank == 1:
+
+        def noted(signum: int, frame: object) -> None:
+            (folder / "1.sigterm").touch()
+
+        signal.signal(signal.SIGTERM, noted)
+        (folder / "1.ready").touch()
+        block_forever()
+    deadline = time.monotonic() + 60
+    while not (folder / "1.ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    raise ValueError("rank 0 failed")

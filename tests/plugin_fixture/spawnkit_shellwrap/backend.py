@@ -6,7 +6,6 @@ import os
 import pickle
 import subprocess
 import sys
-import threading
 from typing import IO, final
 
 import spawnkit
@@ -47,13 +46,14 @@ class ShellWrapHandle:
     def __init__(self, process: subprocess.Popen[bytes], bootstrap: bytes) -> None:
         self._process = process
         self._sentinel, self._ended = os.pipe()
-        self._relay = threading.Thread(
-            target=self._feed_and_reap,
-            args=(process.stdin, bootstrap),
+        # spawnkit's helper thread takes no signals: SIGTERM to the program reaches its
+        # main thread, and a worker that dies before reading costs EPIPE, not SIGPIPE.
+        self._relay = spawnkit.start_helper_thread(
+            self._feed_and_reap,
+            process.stdin,
+            bootstrap,
             name=f"spawnkit-shellwrap-{process.pid}",
-            daemon=True,
         )
-        self._relay.start()
 
     def _feed_and_reap(self, stdin: IO[bytes] | None, bootstrap: bytes) -> None:
         # In a thread, so start() returns before a big payload has gone down the pipe.

@@ -1,0 +1,42 @@
+"""Descriptors spawnkit hands to workers: never 0, 1 or 2.
+
+A program started with a standard stream closed (``python job.py <&-``) gets those numbers
+back from the next ``pipe()``; a backend that gives its worker a fresh stdin would then
+replace the channel with ``/dev/null``, and code that writes to "stdout" would write into it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["above_stdio", "pipe"]
+
+
+def above_stdio(fd: int) -> int:
+    """``fd`` itself, or a non-inheritable duplicate numbered 3 or more (``fd`` closed)."""
+    if sys.platform != "win32" and fd <= 2:  # platform test first: mypy skips this on Windows
+        import fcntl
+
+        try:
+            return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        finally:
+            os.close(fd)
+    return fd
+
+
+def pipe() -> tuple[int, int]:
+    """``os.pipe()`` whose ends are never standard-stream numbers."""
+    read_end, write_end = os.pipe()
+    if read_end > 2 and write_end > 2:
+        return read_end, write_end
+    try:
+        read_end = above_stdio(read_end)
+    except BaseException:
+        os.close(write_end)
+        raise
+    try:
+        return read_end, above_stdio(write_end)
+    except BaseException:
+        os.close(read_end)
+        raise

@@ -1,0 +1,140 @@
+"""How ``fn`` and ``args`` are pickled for a new interpreter: as ``multiprocessing`` does.
+
+The job is pickled with ``multiprocessing``'s ``ForkingPickler`` while a spawning context is
+active, exactly as ``Process.start()`` pickles a process's arguments. So what
+``multiprocessing`` lets cross into a new process crosses here too: queues, pipes, locks,
+events, ``Value``/``Array``, manager proxies, and whatever a library registered with
+``ForkingPickler.register`` (torch's tensors in shared memory). The descriptors those
+objects carry are recorded and travel with the rank's other descriptors.
+
+A function that a new interpreter cannot import by name (a lambda, a nested function, one
+defined in a ``__main__`` that is no file) is sent by value with ``cloudpickle`` when it is
+installed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from multiprocessing import context as _mp_context
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+from ._child import CarriedFd
+
+__all__ = ["PickledJob", "by_value_reason", "dumps_job", "main_unimportable"]
+
+PROTOCOL = 5  # every Python spawnkit supports reads it
+
+
+def main_unimportable() -> str | None:
+    """Why a new interpreter cannot import what ``__main__`` defines, or ``None``."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(getattr(main, "__spec__", None), "name", None):
+        return None
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return "the program has no file (python -c, a notebook or an interactive session)"
+    if path == "<stdin>" or not os.path.isfile(path):
+        return f"the program was read from standard input ({path!r}), not from a file"
+    return None
+
+
+def by_value_reason(obj: Any) -> str | None:
+    """Why a new interpreter cannot import function or class ``obj`` by name, or ``None``."""
+    qualname = getattr(obj, "__qualname__", "")
+    if "<lambda>" in qualname:
+        return "it is a lambda"
+    if "<locals>" in qualname:
+        return "it is defined inside a function"
+    if getattr(obj, "__module__", None) == "__main__":
+        why = main_unimportable()
+        return None if why is None else f"it is defined in the main program, and {why}"
+    return None
+
+
+class _Recorder:
+    """Stands in for ``multiprocessing``'s spawning Popen while the job is pickled.
+
+    ``DupFd`` (what a queue, pipe or shared array reduces its descriptor to) asks it to
+    hand a descriptor to the child: it notes the descriptor, and the pickle refers to it by
+    its place in that list; the worker finds it at that place among the spec's descriptors.
+    """
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def duplicate_for_child(self, fd: int) -> int:
+        if fd in self.fds:
+            return self.fds.index(fd)
+        self.fds.append(fd)
+        return len(self.fds) - 1
+
+    DupFd = CarriedFd
+
+
+class _JobPickler(ForkingPickler):
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, PROTOCOL)
+        self.uses_main: object = None
+        self.by_value: list[tuple[object, str]] = []
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, type) and not callable(obj):
+            return NotImplemented
+        if self.uses_main is None and getattr(obj, "__module__", None) == "__main__":
+            self.uses_main = obj
+        why = by_value_reason(obj) if _is_function_or_class(obj) else None
+        if why is None:
+            return NotImplemented
+        try:
+            import cloudpickle
+        except ImportError:
+            self.by_value.append((obj, why))
+            return NotImplemented  # the plain pickler fails or the check below refuses
+        return (_load_by_value, (cloudpickle.dumps(obj, protocol=PROTOCOL),))
+
+
+def _is_function_or_class(obj: object) -> bool:
+    import types
+
+    return isinstance(obj, (types.FunctionType, type))
+
+
+def _load_by_value(data: bytes) -> Any:
+    import pickle
+
+    return pickle.loads(data)
+
+
+class PickledJob:
+    """The pickled ``(fn, args)``; ``fds`` are the descriptors the pickle refers to."""
+
+    __slots__ = ("by_value_missing", "data", "fds", "uses_main")
+
+    def __init__(
+        self,
+        data: bytes,
+        fds: list[int],
+        uses_main: object,
+        by_value_missing: list[tuple[object, str]],
+    ) -> None:
+        self.data = data
+        self.fds = tuple(fds)
+        self.uses_main = uses_main
+        self.by_value_missing = by_value_missing
+
+
+def dumps_job(job: object) -> PickledJob:
+    """Pickle ``job`` as ``multiprocessing`` pickles a new process's arguments."""
+    buffer = io.BytesIO()
+    pickler = _JobPickler(buffer)
+    recorder = _Recorder()
+    previous = _mp_context.get_spawning_popen()
+    _mp_context.set_spawning_popen(recorder)
+    try:
+        pickler.dump(job)
+    finally:
+        _mp_context.set_spawning_popen(previous)
+    return PickledJob(buffer.getvalue(), recorder.fds, pickler.uses_main, pickler.by_value)

@@ -1,0 +1,326 @@
+"""Conformance tests that try to break the promises: nothing lost, nothing hung, no stray write.
+
+Each one plays, as a real job, something a program or its environment does to spawnkit:
+closing descriptors, a closed stdin, a missing ``__main__`` guard, a signal at the worst
+moment, a grandchild left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import spawnkit
+
+from . import _targets as t
+from ._behaviour import _pickles, _run_script
+from ._processes import wait_for_files, wait_gone
+
+__all__ = ["RobustnessTests"]
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors and signals")
+linux_only = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="lists descriptors through /proc"
+)
+
+
+def _fresh_interpreter(backend: str) -> bool:
+    """Whether the backend's workers start a new interpreter (and import ``__main__``)."""
+    return _pickles(backend)
+
+
+class RobustnessTests:
+    """What no program may break, whatever its workers do."""
+
+    # -- the result channel -------------------------------------------------------------
+
+    @posix_only
+    def test_a_worker_that_closes_every_descriptor_loses_no_result_silently(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        log = tmp_path / "user.log"
+        log.touch()
+        with pytest.raises(spawnkit.ProcessExitedException) as info:
+            spawnkit.spawn(t.close_fds_and_return, args=(str(log),), nprocs=2, backend=backend)
+        # Not a success with value None, not a rank "killed by SIGTERM" through a watch
+        # descriptor that now names the log: a failure that says what happened.
+        assert info.value.exit_code == 85, str(info.value)
+        assert "closed or replaced spawnkit's result channel" in str(info.value)
+        # Nothing of spawnkit's went into the file that took the channel's number.
+        lines = sorted(log.read_bytes().splitlines())
+        assert lines in ([b"rank 0 wrote this"], [b"rank 1 wrote this"]) or lines == [
+            b"rank 0 wrote this",
+            b"rank 1 wrote this",
+        ], lines
+
+    def test_a_value_whose_unpickling_raises_system_exit_is_that_ranks_failure(
+        self, backend: str
+    ) -> None:
+        for kind in ("SystemExit", "KeyboardInterrupt"):
+            with pytest.raises(spawnkit.ProcessRaisedException) as info:
+                spawnkit.spawn(t.return_exploding, args=(kind,), backend=backend)
+            assert "returned a value the parent cannot unpickle" in str(info.value)
+            assert kind in str(info.value)
+
+    def test_an_error_whose_unpickling_raises_keyboard_interrupt_keeps_its_text(
+        self, backend: str
+    ) -> None:
+        for kind in ("SystemExit", "KeyboardInterrupt"):
+            with pytest.raises(spawnkit.ProcessRaisedException) as info:
+                spawnkit.spawn(t.raise_exploding, args=(kind,), backend=backend)
+            assert info.value.exception is None
+            assert info.value.remote_traceback.rstrip().endswith(f"ExplodingError: {kind}")
+
+    # -- a rank stopped while its own error is on the way ----------------------------------
+
+    @posix_only
+    def test_an_error_raised_just_before_terminate_is_still_reported(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        ctx = spawnkit.spawn(
+            t.raise_reported_after_the_stop,
+            args=(str(tmp_path), False),
+            nprocs=2,
+            join=False,
+            backend=backend,
+        )
+        wait_for_files(tmp_path / "raised")
+        ctx.terminate(grace_period=30)
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            ctx.join()
+        assert info.value.error_index == 0
+        assert isinstance(info.value.exception, t.ReportedAfterTheStopError)
+        assert [f.error_index for f in info.value.failures] == [0]
+
+    @posix_only
+    def test_an_error_raised_just_before_a_siblings_failure_stops_it_is_kept(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        with pytest.raises(spawnkit.ProcessRaisedException) as info:
+            spawnkit.spawn(
+                t.raise_reported_after_the_stop,
+                args=(str(tmp_path), True),
+                nprocs=2,
+                backend=backend,
+                grace_period=30,
+            )
+        assert sorted(f.error_index for f in info.value.failures) == [0, 1]
+
+    # -- signals -------------------------------------------------------------------------
+
+    @posix_only
+    def test_sigterm_right_after_the_start_reaches_every_ranks_main_thread(
+        self, backend: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Stopped at once, every rank must end on SIGTERM: one whose SIGTERM landed on a
+        # helper thread would sleep on in signal.pause() until the SIGKILL.
+        caplog.set_level(logging.WARNING, logger="spawnkit")
+        for _ in range(12):
+            ctx = spawnkit.spawn(t.block, nprocs=4, join=False, backend=backend)
+            ctx.terminate(grace_period=30)
+        forced = [r.getMessage() for r in caplog.records if "SIGKILL" in r.getMessage()]
+        assert forced == []
+
+    @posix_only
+    def test_sigpipe_at_its_default_does_not_kill_the_parent(self, backend: str) -> None:
+        if not _pickles(backend):
+            pytest.skip(f"{backend!r} hands the arguments over in memory: nothing to write")
+        # A big argument goes down a pipe while the worker reads it; the worker is
+        # killed before it has read it all.
+        out = _run_script(
+            f"""
+            import signal, spawnkit
+            from spawnkit.testing import _targets as t
+            if __name__ == "__main__":
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                for _ in range(3):
+                    ctx = spawnkit.spawn(t.big_payload, args=(b"x" * (16 << 20),), nprocs=2,
+                                         join=False, backend={backend!r})
+                    ctx.terminate(grace_period=0)
+                print("alive")
+            """
+        )
+        assert out.strip() == "alive"
+
+    @posix_only
+    def test_a_signal_during_the_stop_after_a_failure_takes_its_course(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        out = _run_script(
+            f"""
+            import os, pathlib, signal, threading, time, spawnkit
+            from spawnkit.testing import _targets as t
+
+            def interrupt_during_the_stop():
+                flag = pathlib.Path({str(tmp_path)!r}) / "1.sigterm"
+                while not flag.exists():
+                    time.sleep(0.002)
+                os.kill(os.getpid(), signal.SIGINT)
+
+            if __name__ == "__main__":
+                threading.Thread(target=interrupt_during_the_stop, daemon=True).start()
+                try:
+                    spawnkit.spawn(t.fail_while_sibling_lingers, args=({str(tmp_path)!r},),
+                                   nprocs=2, backend={backend!r}, grace_period=1)
+                except KeyboardInterrupt as exc:
+                    print("interrupted after", type(exc.__cause__).__name__)
+                except spawnkit.ProcessException:
+                    print("the signal was lost")
+            """
+        )
+        assert out.strip() == "interrupted after ProcessRaisedException"
+
+    # -- process groups ------------------------------------------------------------------
+
+    @posix_only
+    @pytest.mark.parametrize("ignore_sigterm", [False, True], ids=["obeys", "ignores-sigterm"])
+    def test_a_successful_rank_leaves_no_grandchild(
+        self, backend: str, tmp_path: Path, ignore_sigterm: bool
+    ) -> None:
+        got = spawnkit.spawn(
+            t.leave_grandchild_and_return,
+            args=(str(tmp_path), ignore_sigterm),
+            nprocs=2,
+            backend=backend,
+            grace_period=1,
+        )
+        assert got == [0, 1]
+        grandchildren = [int((tmp_path / f"{r}.grandchild").read_text()) for r in range(2)]
+        assert wait_gone(grandchildren, timeout=10) == set()
+
+    # -- descriptors ---------------------------------------------------------------------
+
+    @posix_only
+    @pytest.mark.parametrize("watch_name", ["pidfd", "pipe", "auto"])
+    def test_a_parent_with_stdin_closed(
+        self, backend: str, watch_name: str, tmp_path: Path
+    ) -> None:
+        from .._registry import plugins
+
+        watch = watch_name
+        if watch != "auto" and plugins().watches[watch].unavailable:
+            pytest.skip(f"watch {watch!r} cannot run here")
+        script = tmp_path / "job.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                import spawnkit
+                from spawnkit.testing import _targets as t
+                if __name__ == "__main__":
+                    print(spawnkit.spawn(t.times, args=(5,), nprocs=2, backend={backend!r},
+                                         watch={watch!r}))
+                """
+            )
+        )
+        proc = subprocess.run(
+            ["/bin/sh", "-c", f'exec "{sys.executable}" "{script}" <&-'],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "[0, 5]"
+
+    # -- __main__ ------------------------------------------------------------------------
+
+    @posix_only
+    def test_a_script_without_the_main_guard_fails_once_naming_it(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        if not _fresh_interpreter(backend):
+            pytest.skip(f"{backend!r} workers do not import the main script")
+        script = tmp_path / "unguarded.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                import spawnkit
+
+                def work(rank):
+                    return rank
+
+                print("starting", flush=True)
+                spawnkit.spawn(work, nprocs=2, backend={backend!r})
+                """
+            )
+        )
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert proc.returncode != 0
+        # The parent and each worker ran the script once; no worker started a job.
+        assert proc.stdout.count("starting") <= 3, proc.stdout
+        last = proc.stderr.strip().splitlines()[-1]
+        assert 'if __name__ == "__main__":' in last, proc.stderr[-3000:]
+
+    @posix_only
+    def test_a_program_read_from_stdin(self, backend: str, tmp_path: Path) -> None:
+        program = textwrap.dedent(
+            f"""
+            import spawnkit
+            from spawnkit.testing import _targets as t
+
+            def here(rank):
+                return rank
+
+            if __name__ == "__main__":
+                print(spawnkit.spawn(t.times, args=(2,), nprocs=2, backend={backend!r}))
+                try:
+                    print(spawnkit.spawn(here, nprocs=2, backend={backend!r}))
+                except spawnkit.NotPicklableError as exc:
+                    print("refused:", exc)
+            """
+        )
+        proc = subprocess.run(
+            [sys.executable, "-"],
+            input=program,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=tmp_path,
+            check=False,
+        )
+        if not _fresh_interpreter(backend):
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.splitlines() == ["[0, 2]", "[0, 1]"]
+            return
+        if proc.returncode != 0:
+            # multiprocessing re-runs the main file in every worker: refused up front.
+            assert "read from standard input" in proc.stderr, proc.stderr[-3000:]
+            assert "'fork'" in proc.stderr
+            return
+        first, second = proc.stdout.splitlines()
+        assert first == "[0, 2]"
+        assert second.startswith("refused:")
+        assert "standard input" in second
+        assert "'fork'" in second
+
+    @linux_only
+    def test_fork_workers_hold_none_of_the_parents_descriptors(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        if _pickles(backend):
+            pytest.skip(f"{backend!r} workers start a new interpreter: they inherit nothing")
+        # Descriptors the parent holds for other purposes: another job's, a pipe of its own.
+        other = spawnkit.spawn(t.block, nprocs=1, join=False, backend=backend)
+        unrelated = os.pipe()
+        try:
+            (seen,) = spawnkit.spawn(t.descriptors, backend=backend, watch="pipe")
+        finally:
+            for fd in unrelated:
+                os.close(fd)
+            other.terminate()
+        assert seen[:3] == [0, 1, 2]
+        assert not set(unrelated) & set(seen), seen

@@ -1,0 +1,259 @@
+"""Core promises under attack, where one backend stands for all: stray writes, a dead fork
+server, ignored SIGCHLD, a user's exception during launch, a foreign fork of the parent."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import spawnkit
+from spawnkit.testing import _death_targets as d
+from spawnkit.testing import _targets as t
+from spawnkit.testing import wait_for_files
+from spawnkit.testing._processes import descendants, kill_all, wait_gone
+
+posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors and signals")
+
+
+def _script(tmp_path: Path, code: str, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a script; output goes to files, since a process it leaves behind
+    (on purpose, in some tests) would keep a pipe open."""
+    path = tmp_path / "job.py"
+    path.write_text(textwrap.dedent(code))
+    out, err = tmp_path / "job.out", tmp_path / "job.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.run(
+            [sys.executable, str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=timeout,
+            cwd=tmp_path,
+            check=False,
+        )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text())
+
+
+# -- no stray writes -----------------------------------------------------------------------
+
+
+def test_terminate_after_the_job_was_released_writes_nothing(tmp_path: Path) -> None:
+    with spawnkit.spawn(t.times, args=(2,), nprocs=2, join=False, backend="fork") as ctx:
+        assert ctx.results() == [0, 2]
+    # The job's descriptors are closed: the program's next files get their numbers.
+    files = [open(tmp_path / f"{i}", "wb") for i in range(8)]  # noqa: SIM115
+    try:
+        ctx.terminate()
+        ctx.wake()
+    finally:
+        for f in files:
+            f.close()
+    assert all((tmp_path / f"{i}").read_bytes() == b"" for i in range(8))
+
+
+# -- a fork server that dies mid-job -----------------------------------------------------
+
+
+def _kill_fork_server() -> int:
+    from multiprocessing import forkserver
+
+    server: int = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    os.kill(server, signal.SIGKILL)
+    return server
+
+
+@posix
+def test_results_that_arrived_survive_the_fork_servers_death(tmp_path: Path) -> None:
+    from multiprocessing import forkserver
+
+    ctx = spawnkit.spawn(
+        d.check_in_and_wait, args=(str(tmp_path),), nprocs=2, join=False, backend="forkserver"
+    )
+    try:
+        wait_for_files(tmp_path / "started-0", tmp_path / "started-1")
+        _kill_fork_server()
+        (tmp_path / "go").touch()  # both return normally now, after their server died
+        assert ctx.results() == [0, 1]
+    finally:
+        ctx.terminate(grace_period=5)
+        forkserver.ensure_running()  # reaps the dead server and starts the next one
+
+
+@posix
+def test_a_rank_whose_outcome_died_with_the_fork_server_names_it(tmp_path: Path) -> None:
+    from multiprocessing import forkserver
+
+    ctx = spawnkit.spawn(t.block, nprocs=1, join=False, backend="forkserver")
+    try:
+        (pid,) = ctx.pids()
+        server = _kill_fork_server()
+        assert ctx.join(timeout=0.2) is False  # the rank still runs: not "ended with 255"
+        os.kill(pid, signal.SIGKILL)  # it dies without a word: its outcome is unknowable
+        with pytest.raises(spawnkit.ProcessExitedException) as info:
+            ctx.join(timeout=30)
+        assert f"the fork server (pid {server})" in str(info.value)
+        assert "died" in str(info.value)
+    finally:
+        ctx.terminate(grace_period=5)
+        forkserver.ensure_running()
+
+
+# -- the parent's signal dispositions ----------------------------------------------------
+
+
+@posix
+def test_an_ignored_sigchld_is_refused_before_anything_starts() -> None:
+    before = set(descendants())
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with pytest.raises(spawnkit.ConfigError) as info:
+            spawnkit.spawn(t.times, args=(1,), nprocs=2, backend="fork")
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert "SIGCHLD" in str(info.value)
+    assert "signal.signal(signal.SIGCHLD, signal.SIG_DFL)" in str(info.value)
+    assert set(descendants()) == before
+
+
+# -- a launch interrupted by the program's own exception ---------------------------------
+
+
+class UsersError(Exception):
+    pass
+
+
+class UsersInterrupt(KeyboardInterrupt):
+    pass
+
+
+def _backend_raising_at_rank_1(monkeypatch: pytest.MonkeyPatch, raising: Any) -> str:
+    """A copy of 'fork' whose start() for rank 1 runs ``raising()`` first."""
+    from spawnkit._registry import plugins
+
+    registry = plugins()
+    fork = registry.backend("fork")
+
+    class Starter:
+        def __init__(self) -> None:
+            self.inner = fork.factory()
+
+        def start(self, spec: spawnkit.WorkerSpec) -> spawnkit.WorkerHandle:
+            if spec.rank == 1:
+                raising()
+            return self.inner.start(spec)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    monkeypatch.setitem(
+        registry.backends,
+        "fork-raising",
+        dataclasses.replace(fork, name="fork-raising", factory=Starter),
+    )
+    return "fork-raising"
+
+
+@posix
+@pytest.mark.parametrize("error", [UsersError, UsersInterrupt])
+def test_the_programs_own_exception_during_launch_comes_out_unchanged(
+    monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise error("from the program's signal handler")
+
+    def signal_self() -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        for _ in range(1000):  # the handler runs, and raises, between two of these
+            pass
+
+    backend = _backend_raising_at_rank_1(monkeypatch, signal_self)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(error, match="from the program's signal handler"):
+            spawnkit.spawn(t.block, nprocs=3, backend=backend)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    # Rank 0 had started: it was stopped, not leaked (the leak guard checks the rest).
+
+
+@posix
+def test_a_start_that_fails_is_a_launch_error_naming_the_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail() -> None:
+        raise OSError(24, "Too many open files")
+
+    backend = _backend_raising_at_rank_1(monkeypatch, fail)
+    with pytest.raises(spawnkit.LaunchError) as info:
+        spawnkit.spawn(t.block, nprocs=3, backend=backend)
+    assert str(info.value) == (
+        "backend 'fork-raising' could not start rank 1 of 3: "
+        "OSError: [Errno 24] Too many open files"
+    )
+
+
+# -- the lifeline and a fork of the parent that is not a worker --------------------------
+
+
+@posix
+@pytest.mark.parametrize("how", ["os.fork", "multiprocessing"])
+def test_the_pipe_watch_survives_a_fork_of_the_parent(tmp_path: Path, how: str) -> None:
+    fork_child = (
+        "pid = os.fork()\n"
+        "            if pid == 0:\n"
+        "                signal.pause()\n"
+        "                os._exit(0)"
+        if how == "os.fork"
+        else "p = multiprocessing.get_context('fork').Process(target=signal.pause)\n"
+        "            p.start()\n"
+        "            pid = p.pid"
+    )
+    proc = _script(
+        tmp_path,
+        f"""
+        import multiprocessing, os, signal, spawnkit
+        from spawnkit.testing import _targets as t
+        if __name__ == "__main__":
+            ctx = spawnkit.spawn(t.block, nprocs=2, join=False, backend="spawn", watch="pipe")
+            {fork_child}
+            print(*ctx.pids(), pid, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """,
+    )
+    *workers, stranger = [int(p) for p in proc.stdout.split()]
+    try:
+        # The program's own child holds no copy of the lifeline's write end.
+        assert wait_gone(workers, timeout=15) == set()
+    finally:
+        kill_all([*workers, stranger])
+
+
+# -- no pidfds: waiting must not depend on a descriptor a grandchild holds ---------------
+
+
+@posix
+@pytest.mark.parametrize("backend", ["fork", "spawn"])
+def test_without_pidfds_a_grandchild_does_not_hold_up_join(tmp_path: Path, backend: str) -> None:
+    proc = _script(
+        tmp_path,
+        f"""
+        import os
+        if hasattr(os, "pidfd_open"):
+            del os.pidfd_open  # as on macOS, the BSDs and Linux before 5.3
+        import spawnkit
+        from spawnkit.testing import _targets as t
+        if __name__ == "__main__":
+            print(spawnkit.spawn(t.leave_grandchild_and_return, args=({str(tmp_path)!r}, False),
+                                 nprocs=2, backend={backend!r}, watch="pipe", grace_period=60))
+        """,
+        timeout=45,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 1]"
