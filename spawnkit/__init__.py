@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
+    "ENV_VAR_PARALLEL_START",
     "Backend",
     "BackendInfo",
     "BackendRegistry",
@@ -51,6 +52,7 @@ __all__ = [
 
 _ERRORS = "spawnkit._errors"
 _WHERE = {
+    "ENV_VAR_PARALLEL_START": "spawnkit._api",
     "Backend": "spawnkit._protocols",
     "BackendInfo": "spawnkit._registry",
     "BackendRegistry": "spawnkit._registry",
@@ -91,7 +93,13 @@ _WHERE = {
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._api import available_backends, available_watches, spawn, start_processes
+    from ._api import (
+        ENV_VAR_PARALLEL_START,
+        available_backends,
+        available_watches,
+        spawn,
+        start_processes,
+    )
     from ._child import Terminated, run_worker
     from ._context import ProcessContext
     from ._errors import (
@@ -130,7 +138,13 @@ def __getattr__(name: str) -> object:
     elif name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
     else:
-        raise AttributeError(f"module 'spawnkit' has no attribute {name!r}")
+        # torch.multiprocessing re-exports multiprocessing (get_context, SimpleQueue...),
+        # and code ported by swapping the import uses those names through it.
+        import multiprocessing
+
+        if name not in multiprocessing.__all__:
+            raise AttributeError(f"module 'spawnkit' has no attribute {name!r}")
+        value = getattr(multiprocessing, name)
     globals()[name] = value
     return value
 

@@ -15,16 +15,25 @@ from ._errors import (
     NotPicklableError,
     UnknownOptionError,
 )
-from ._pickling import PickledJob, dumps_job, main_unimportable
+from ._pickling import PickledJob, dumps_job
 from ._registry import BackendInfo, plugins
 from ._signals import foreground
 
 if TYPE_CHECKING:
     from types import FrameType
 
-__all__ = ["available_backends", "available_watches", "spawn", "start_processes"]
+__all__ = [
+    "ENV_VAR_PARALLEL_START",
+    "available_backends",
+    "available_watches",
+    "spawn",
+    "start_processes",
+]
 
 BACKEND_ENV = "SPAWNKIT_BACKEND"
+# torch's switch for starting forkserver ranks in parallel. spawnkit starts every backend's
+# ranks in parallel always: the variable is accepted and changes nothing.
+ENV_VAR_PARALLEL_START = "TORCH_MP_PARALLEL_START"
 DEFAULT_BACKEND = "spawn"
 DEFAULT_GRACE = 5.0
 
@@ -51,45 +60,49 @@ def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -
     try:
         job = dumps_job((fn, args))
     except Exception as whole:
-        culprit, error = "fn", whole
+        culprit, error, found = "fn", whole, fn
         for label, obj in [("fn", fn), *((f"args[{i}]", a) for i, a in enumerate(args))]:
             try:
                 dumps_job(obj)
             except Exception as exc:  # noqa: BLE001
-                culprit, error = f"{label} {_describe(obj)}", exc
+                culprit, error, found = f"{label} {_describe(obj)}", exc, obj
                 break
         raise NotPicklableError(
             f"cannot pickle {culprit} for backend {info.name!r}: {error}. Backend "
-            f"{info.name!r} sends fn and args to a new interpreter, so they must be picklable: "
-            "define functions at module level of an importable module (not a lambda, a nested "
-            f"function or a class defined inside one){_fixes(job_has_by_value=True)}"
+            f"{info.name!r} sends fn and args to a new interpreter, so they must be picklable"
+            f"{_fixes(by_value=_is_code(found))}"
         ) from whole
     if job.by_value_missing:
+        # Pickled by name, which a new interpreter could not resolve: refused here, before
+        # any process starts, rather than failing in every worker.
         obj, why = job.by_value_missing[0]
         raise NotPicklableError(
             f"cannot send {_describe(obj)} to backend {info.name!r}: {why}, so a new "
-            f"interpreter cannot import it by name{_fixes(job_has_by_value=True)}"
-        )
-    why = main_unimportable() if job.uses_main is not None else None
-    if why is not None:
-        raise NotPicklableError(
-            f"cannot send {_describe(job.uses_main)} to backend {info.name!r}: it is defined "
-            f"in the main program, and {why}, so a new interpreter cannot import it"
-            f"{_fixes(job_has_by_value=False)}"
+            f"interpreter cannot import it by name{_fixes(by_value=True)}"
         )
     return job
 
 
-def _fixes(*, job_has_by_value: bool) -> str:
-    fixes = ["move it to a module file"]
-    if job_has_by_value:
-        fixes.append(
-            'install cloudpickle (pip install "spawnkit[cloudpickle]") to send it by value'
-        )
+def _is_code(obj: object) -> bool:
+    import types
+
+    return isinstance(obj, (types.FunctionType, types.MethodType, type))
+
+
+def _fixes(*, by_value: bool) -> str:
+    fixes = []
+    if by_value:
+        fixes.append("define it at module level of a module file")
+        try:
+            import cloudpickle  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+        except ImportError:
+            fixes.append(
+                'install cloudpickle (pip install "spawnkit[cloudpickle]") to send it by value'
+            )
     in_memory = _in_memory()
     if in_memory:
         fixes.append(f"use a backend that does not pickle: {', '.join(map(repr, in_memory))}")
-    return "; fixes: " + "; ".join(fixes)
+    return "; fixes: " + "; ".join(fixes) if fixes else ""
 
 
 def _carried_fds(args: tuple[Any, ...]) -> tuple[int, ...]:
@@ -356,8 +369,16 @@ def start_processes(
     nprocs: int = 1,
     join: bool = True,
     daemon: bool = False,
-    start_method: str = "spawn",
+    start_method: str | None = "spawn",
     **options: Any,
 ) -> list[Any] | ProcessContext:
-    """``torch.multiprocessing.start_processes``: :func:`spawn` with ``start_method`` as backend."""
+    """``torch.multiprocessing.start_processes``: :func:`spawn` with ``start_method`` as backend.
+
+    ``start_method=None`` means what it means to ``multiprocessing.get_context(None)``, as
+    under torch: the platform's default start method (fork on Linux before Python 3.14).
+    """
+    if start_method is None:
+        import multiprocessing
+
+        start_method = multiprocessing.get_context().get_start_method()
     return spawn(fn, args, nprocs, join, daemon, backend=start_method, **options)

@@ -81,19 +81,20 @@ def _own_group() -> int | None:
     Only a group the worker leads is its own to signal: any other would be the job's, or
     the shell's that started the job.
     """
-    if not hasattr(os, "killpg"):
+    if sys.platform == "win32":  # no process groups: the worker is signalled alone
         return None
-    pid = os.getpid()
-    try:
-        return pid if os.getpgid(0) == pid else None
-    except OSError:
-        return None
+    else:  # a platform branch type checkers understand
+        pid = os.getpid()
+        try:
+            return pid if os.getpgid(0) == pid else None
+        except OSError:
+            return None
 
 
 def _signal_group(signum: int) -> None:
     group = _own_group()
     try:
-        if group is None:
+        if sys.platform == "win32" or group is None:
             os.kill(os.getpid(), signum)
         else:
             os.killpg(group, signum)
@@ -130,55 +131,63 @@ def parent_gone(grace_period: float) -> None:
 
 
 def _start_reaper(group: int, grace_period: float) -> bool:
-    try:
-        pid = os.fork()
-    except (AttributeError, OSError):
+    if sys.platform == "win32":  # no fork; no process group to reap there either
         return False
-    if pid == 0:
+    else:  # a platform branch type checkers understand
         try:
-            _reap(group, grace_period)
-        finally:
-            os._exit(0)
-    try:
-        # Both sides move the reaper, so it is out of the group before the SIGTERM below,
-        # whichever of the two runs first.
-        os.setpgid(pid, pid)
-    except OSError:
-        pass
-    return True
+            pid = os.fork()
+        except (AttributeError, OSError):
+            return False
+        if pid == 0:
+            try:
+                _reap(group, grace_period)
+            finally:
+                os._exit(0)
+        try:
+            # Both sides move the reaper, so it is out of the group before the SIGTERM below,
+            # whichever of the two runs first.
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        return True
 
 
 def _reap(group: int, grace_period: float) -> None:
     # Forked from a thread of a multithreaded worker, the reaper could in theory deadlock
     # on a lock some other thread held; SIGALRM's default action bounds its life anyway.
-    if hasattr(signal, "alarm"):
-        signal.alarm(int(grace_period) + 2)
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    # That thread (the watch's) blocks every signal, and a fork keeps its mask.
+    if sys.platform == "win32":  # never forked there (see _start_reaper)
+        return
+    else:  # a platform branch type checkers understand
+        if hasattr(signal, "alarm") and hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            signal.alarm(int(grace_period) + 2)
         try:
-            signal.signal(signum, signal.SIG_IGN)
-        except ValueError:  # not Python's main thread after all: still bounded by the grace
-            pass
-    _close_all_fds()
-    deadline = time.monotonic() + grace_period
-    while True:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:  # the group is empty: nothing left to kill
-            return
+            os.setpgid(0, 0)
         except OSError:
             pass
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        time.sleep(min(left, 0.01))
-    try:
-        os.killpg(group, _SIGKILL)
-    except OSError:
-        pass
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except ValueError:  # not Python's main thread after all: still bounded by the grace
+                pass
+        _close_all_fds()
+        deadline = time.monotonic() + grace_period
+        while True:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:  # the group is empty: nothing left to kill
+                return
+            except OSError:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, 0.01))
+        try:
+            os.killpg(group, _SIGKILL)
+        except OSError:
+            pass
 
 
 def _close_all_fds() -> None:

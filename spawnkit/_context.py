@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import wait as _wait_ready
@@ -36,14 +37,23 @@ if TYPE_CHECKING:
 
     from ._protocols import Backend, ParentWatch, WorkerHandle
 
-__all__ = ["Interrupted", "ProcessContext", "check_seconds", "launch"]
+__all__ = ["Interrupted", "ProcessContext", "RankProcess", "check_seconds", "launch"]
 
 _LONGEST_WAIT = 86400.0
 # After SIGKILL a process normally vanishes at once; one stuck in uninterruptible sleep
 # (a hung NFS read) may not. Waiting is still bounded: past this, join gives up on it.
 KILL_WAIT = 10.0
 
-logger = logging.getLogger("spawnkit")
+
+def _logger() -> logging.Logger:
+    """``spawnkit``'s logger; torch's, once the program has imported torch.
+
+    A program ported from ``torch.multiprocessing`` may watch torch's logger for the stop
+    messages (its tests do): with torch loaded they go where torch would put them.
+    """
+    if "torch" in sys.modules:
+        return logging.getLogger("torch.multiprocessing.spawn")
+    return logging.getLogger("spawnkit")
 
 
 def signal_name(signum: int) -> str:
@@ -134,6 +144,7 @@ class ProcessContext:
         self._wake_open = True
         self._extra_wake: list[int] = []  # more pipes that wake join() (signal wakeup fd)
         self.interrupted: int | None = None
+        self._processes: list[RankProcess] | None = None
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -146,8 +157,20 @@ class ProcessContext:
     # -- public API ----------------------------------------------------------------------
 
     @property
-    def processes(self) -> list[WorkerHandle]:
-        """The backend's handles, index = rank."""
+    def processes(self) -> list[RankProcess]:
+        """One ``multiprocessing.Process``-like view per rank, index = rank.
+
+        ``pid``, ``exitcode``, ``is_alive()``, ``join(timeout)``, ``terminate()``,
+        ``kill()``, ``name``, ``daemon`` and ``sentinel``, as code written for
+        ``torch.multiprocessing`` uses them, whatever the backend.
+        """
+        if self._processes is None:
+            self._processes = [RankProcess(self, r) for r in self._ranks]
+        return list(self._processes)
+
+    @property
+    def handles(self) -> list[WorkerHandle]:
+        """The backend's own handles, index = rank."""
         return [r.handle for r in self._ranks]
 
     def pids(self) -> list[int]:
@@ -310,6 +333,27 @@ class ProcessContext:
             if status is not None:
                 self._ended(r, status)
 
+    def _wait_for_rank(self, r: _Rank, timeout: float | None) -> None:
+        """Block until rank ``r`` ended or ``timeout`` passed (for ``RankProcess.join``)."""
+        check_seconds("timeout", timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._take_outcomes()
+                if r.status is not None or self._released:
+                    return
+                waitables: list[Any] = [r.handle.sentinel]
+                if not r.inbox.eof:
+                    waitables.append(r.inbox.fd)
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            _wait_ready(waitables, self._timeout(deadline))
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if not self._released:
+                self._take_outcomes()
+
     def _wait_until(self, deadline: float) -> None:
         while self._running() and time.monotonic() < deadline:
             self._collect(deadline)
@@ -423,7 +467,7 @@ class ProcessContext:
         targets = self._running()
         for r in targets:
             r.killed = True
-            logger.warning("Terminating process %s via signal SIGTERM", r.handle.pid)
+            _logger().warning("Terminating process %s via signal SIGTERM", r.handle.pid)
             r.handle.send_signal(signal.SIGTERM)
             # A worker stopped by job control (SIGTTIN from a read of the terminal, SIGSTOP)
             # acts on SIGTERM only once it runs again.
@@ -434,16 +478,16 @@ class ProcessContext:
         # is still in its dead parent's group, and that group id stays reserved while it is.
         for r in targets:
             if r.status is None:
-                logger.warning(
+                _logger().warning(
                     "Unable to shutdown process %s via SIGTERM , forcefully exiting via SIGKILL",
                     r.handle.pid,
                 )
-            r.handle.send_signal(signal.SIGKILL)
+            r.handle.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
         self._wait_until(time.monotonic() + KILL_WAIT)
         for r in self._running():
             # Not even SIGKILL ended it (uninterruptible sleep): give up on it rather than
             # wait without bound. It counts as killed by spawnkit.
-            logger.error(
+            _logger().error(
                 "process %s of rank %s survived SIGKILL for %s s; no longer waiting for it",
                 r.handle.pid,
                 r.rank,
@@ -488,8 +532,8 @@ class ProcessContext:
             _close_inbox(r.inbox)
             try:
                 r.handle.close()
-            except Exception:  # one handle's trouble must not leak the others
-                logger.exception("closing the handle of rank %s failed", r.rank)
+            except Exception:  # noqa: BLE001 - one handle's trouble must not leak the others
+                _logger().exception("closing the handle of rank %s failed", r.rank)
         with self._wake_lock:
             self._wake_open = False
             for fd in (self._wake_r, self._wake_w):
@@ -500,6 +544,65 @@ class ProcessContext:
         self._watch.close()
         self._backend.close()
         _live.discard(self)
+
+
+@final
+class RankProcess:
+    """One rank of a job, as a ``multiprocessing.Process``-like object (``ctx.processes``).
+
+    Reads go through the job, so the rank's outcome is recorded once, whoever looks first.
+    """
+
+    def __init__(self, ctx: ProcessContext, rank: _Rank) -> None:
+        self._ctx = ctx
+        self._rank = rank
+
+    def __repr__(self) -> str:
+        state = "started" if self.exitcode is None else f"stopped exitcode={self.exitcode}"
+        return f"<RankProcess name={self.name!r} pid={self.pid} {state}>"
+
+    @property
+    def name(self) -> str:
+        return f"spawnkit-rank-{self._rank.rank}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._rank.handle.pid
+
+    @property
+    def ident(self) -> int | None:
+        return self.pid
+
+    @property
+    def daemon(self) -> bool:
+        return self._ctx.daemon
+
+    @property
+    def sentinel(self) -> int:
+        return self._rank.handle.sentinel
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit status once the rank ended (``-N``: signal ``N``), else ``None``."""
+        self._ctx._refresh()
+        return self._rank.status
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until this rank ends, or ``timeout`` seconds pass."""
+        self._ctx._wait_for_rank(self._rank, timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM to this rank (and its process group), as ``Process.terminate()``."""
+        if self.exitcode is None:
+            self._rank.handle.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL to this rank (and its process group), as ``Process.kill()``."""
+        if self.exitcode is None:
+            self._rank.handle.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def check_seconds(name: str, value: object) -> None:

@@ -116,7 +116,17 @@ class ProcessException(SpawnError):
     ranks that spawnkit stopped after the first failure are never listed.
     """
 
-    def __init__(self, msg: str, error_index: int, pid: int | None) -> None:
+    def __init__(
+        self,
+        msg: str,
+        error_index: int,
+        pid: int | None = None,
+        *,
+        error_pid: int | None = None,
+    ) -> None:
+        # torch names the pid `pid` in some versions and `error_pid` in others: take both.
+        if pid is None:
+            pid = error_pid
         super().__init__(msg)
         self.msg = msg
         self.error_index = error_index

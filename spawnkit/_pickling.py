@@ -83,15 +83,17 @@ class _JobPickler(ForkingPickler):
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, type) and not callable(obj):
             return NotImplemented
-        if self.uses_main is None and getattr(obj, "__module__", None) == "__main__":
-            self.uses_main = obj
         why = by_value_reason(obj) if _is_function_or_class(obj) else None
         if why is None:
+            if self.uses_main is None and getattr(obj, "__module__", None) == "__main__":
+                self.uses_main = obj  # by name: the worker imports the parent's script
             return NotImplemented
         try:
-            import cloudpickle
+            import cloudpickle  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             self.by_value.append((obj, why))
+            if self.uses_main is None and getattr(obj, "__module__", None) == "__main__":
+                self.uses_main = obj
             return NotImplemented  # the plain pickler fails or the check below refuses
         return (_load_by_value, (cloudpickle.dumps(obj, protocol=PROTOCOL),))
 

@@ -40,7 +40,12 @@ def signal_process_group(pid: int, signum: int, *, reaped: bool = False) -> None
 
 
 def group_has_members(pgid: int) -> bool:
-    """Whether process group ``pgid`` still has a member (zombies count until reaped)."""
+    """Whether process group ``pgid`` still has a member that runs.
+
+    ``killpg(pgid, 0)`` also counts zombies: a grandchild that has exited but that nobody
+    reaped yet (its parent, the rank, is gone, and a subreaper may take its time). Where
+    ``/proc`` tells, those do not count: there is nothing left to stop in them.
+    """
     if not hasattr(os, "killpg") or pgid <= 0:
         return False
     try:
@@ -49,4 +54,23 @@ def group_has_members(pgid: int) -> bool:
         return False
     except PermissionError:  # a group of someone else's: not what we are waiting for
         return False
-    return True
+    return _running_member(pgid)
+
+
+def _running_member(pgid: int) -> bool:
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (macOS, BSD): trust killpg
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):  # gone while we looked
+            continue
+        # After the command: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False

@@ -36,11 +36,14 @@ class _Carrier:
         self.size = size
 
     def __reduce__(self) -> Any:
-        from multiprocessing.reduction import DupFd
+        if sys.platform == "win32":  # DupFd is POSIX-only: Windows passes handles instead
+            raise OSError("multiprocessing cannot pass a worker its descriptors on Windows")
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            from multiprocessing.reduction import DupFd
 
-        payload = None if self.payload_fd is None else DupFd(self.payload_fd)
-        fds = [DupFd(fd) for fd in self.spec.fds]
-        return (_Carried, (self.spec, fds, payload, self.size))
+            payload = None if self.payload_fd is None else DupFd(self.payload_fd)
+            fds = [DupFd(fd) for fd in self.spec.fds]
+            return (_Carried, (self.spec, fds, payload, self.size))
 
 
 class _Carried:
@@ -88,16 +91,16 @@ def _start_without_sigpipe(process: BaseProcess) -> None:
     """
     import signal
 
-    if not hasattr(signal, "pthread_sigmask"):
+    if sys.platform == "win32" or not hasattr(signal, "pthread_sigmask"):  # no SIGPIPE
         process.start()
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
-    try:
-        process.start()
-    finally:
-        if signal.SIGPIPE not in previous and signal.SIGPIPE in signal.sigpending():
-            signal.sigwait({signal.SIGPIPE})  # pending: returns at once
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    else:  # a platform branch type checkers understand
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+        try:
+            process.start()
+        finally:
+            if signal.SIGPIPE not in previous and signal.SIGPIPE in signal.sigpending():
+                signal.sigwait({signal.SIGPIPE})  # pending: returns at once
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _drop_fork_server_lifeline() -> None:
@@ -154,9 +157,15 @@ class MultiprocessingHandle:
                 self._pidfd = os.pidfd_open(process.pid)
             except OSError:
                 self._pidfd = None
-        if self._pidfd is None and own_child and process.pid is not None:
+        if (
+            sys.platform != "win32"
+            and self._pidfd is None
+            and own_child
+            and process.pid is not None
+        ):
             # No pidfd (macOS, BSD, Linux < 5.3): a thread waits for the worker's exit
             # without reaping it, then closes a pipe of ours, which no grandchild holds.
+            # (Windows has no waitid; multiprocessing's sentinel there is a process handle.)
             self._ended_r, ended_w = os.pipe()
             spawnkit.start_helper_thread(
                 _close_when_ended, process.pid, ended_w, name=f"spawnkit-wait-{process.pid}"
@@ -199,21 +208,24 @@ class MultiprocessingHandle:
         """
         if self._server_pid is None:
             return True
-        import time
+        if sys.platform == "win32":  # no waitid (nor fork server) there: not known to be gone
+            return False
+        else:  # a platform branch type checkers understand
+            import time
 
-        deadline = time.monotonic() + 1.0
-        while True:
-            try:
-                # WNOWAIT: only look; multiprocessing reaps its server itself.
-                if os.waitid(os.P_PID, self._server_pid, _WAIT_FLAGS) is not None:
+            deadline = time.monotonic() + 1.0
+            while True:
+                try:
+                    # WNOWAIT: only look; multiprocessing reaps its server itself.
+                    if os.waitid(os.P_PID, self._server_pid, _WAIT_FLAGS) is not None:
+                        return True
+                except ChildProcessError:  # reaped already
                     return True
-            except ChildProcessError:  # reaped already
-                return True
-            except OSError:
-                return False
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
+                except OSError:
+                    return False
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.005)
 
     def send_signal(self, signum: int) -> None:
         if self._pid is not None:
@@ -240,7 +252,8 @@ _WAIT_FLAGS = getattr(os, "WEXITED", 4) | getattr(os, "WNOHANG", 1) | getattr(os
 
 def _close_when_ended(pid: int, ended_w: int) -> None:
     try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        if sys.platform != "win32":  # no waitid there (nor is this thread started there)
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
     except (ChildProcessError, OSError, AttributeError):
         pass
     finally:
@@ -248,11 +261,14 @@ def _close_when_ended(pid: int, ended_w: int) -> None:
 
 
 def _readable(fd: int) -> bool:
-    import select
+    if sys.platform == "win32":  # only ever asked about a pidfd, which Windows has not
+        raise OSError("select.poll() is not available on Windows")
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        import select
 
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
 
 class MultiprocessingBackend:

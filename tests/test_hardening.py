@@ -257,3 +257,69 @@ def test_without_pidfds_a_grandchild_does_not_hold_up_join(tmp_path: Path, backe
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 1]"
+
+
+# -- every wait bounded ------------------------------------------------------------------
+
+
+@posix
+def test_a_worker_that_survives_sigkill_is_given_up_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process stuck in the kernel ignores even SIGKILL: the stop must still end."""
+    from spawnkit import _context
+    from spawnkit._registry import plugins
+
+    registry = plugins()
+    fork = registry.backend("fork")
+
+    class Unkillable:
+        """Wraps a real rank's handle, but its process never seems to end."""
+
+        def __init__(self, inner: spawnkit.WorkerHandle) -> None:
+            self.inner = inner
+            self.never_r, self.never_w = os.pipe()
+
+        @property
+        def pid(self) -> int | None:
+            return self.inner.pid
+
+        @property
+        def sentinel(self) -> int:
+            return self.never_r
+
+        def poll(self) -> int | None:
+            self.inner.poll()  # reaps the real one once it is gone
+            return None
+
+        def send_signal(self, signum: int) -> None:
+            self.inner.send_signal(signum)
+
+        def close(self) -> None:
+            self.inner.close()
+            os.close(self.never_r)
+            os.close(self.never_w)
+
+    class Starter:
+        def __init__(self) -> None:
+            self.inner = fork.factory()
+
+        def start(self, spec: spawnkit.WorkerSpec) -> spawnkit.WorkerHandle:
+            return Unkillable(self.inner.start(spec))
+
+        def close(self) -> None:
+            self.inner.close()
+
+    monkeypatch.setitem(
+        registry.backends,
+        "unkillable",
+        dataclasses.replace(fork, name="unkillable", factory=Starter),
+    )
+    monkeypatch.setattr(_context, "KILL_WAIT", 0.5)
+    ctx = spawnkit.spawn(t.block, nprocs=1, join=False, backend="unkillable")
+    (pid,) = ctx.pids()
+    ctx.terminate(grace_period=0.2)  # returns: SIGTERM, 0.2 s, SIGKILL, 0.5 s, given up
+    with pytest.raises(spawnkit.JobTerminatedError):
+        ctx.join(timeout=5)
+    assert any("survived SIGKILL" in r.getMessage() for r in caplog.records)
+    assert wait_gone([pid], timeout=10) == set()  # the real process did die

@@ -139,7 +139,13 @@ def test_child_half_imports_only_the_standard_library(name: str, tmp_path: Path)
     ).stdout
     loaded = json.loads(out)
     ours = {m for m in loaded if m.split(".")[0] == "spawnkit"}
-    assert ours <= {"spawnkit", "spawnkit._spec", "spawnkit._watches", f"spawnkit._watches.{name}"}
+    assert ours <= {
+        "spawnkit",
+        "spawnkit._spec",
+        "spawnkit._threads",
+        "spawnkit._watches",
+        f"spawnkit._watches.{name}",
+    }
     stdlib = getattr(sys, "stdlib_module_names", None)
     if stdlib is not None:
         foreign = [m for m in set(loaded) - ours if m.split(".")[0] not in stdlib]

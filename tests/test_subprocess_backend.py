@@ -357,8 +357,11 @@ def test_error_while_importing_the_main_script_is_the_ranks_error(tmp_path: Path
 
 
 def test_function_from_python_dash_c_gives_an_error_that_says_what_to_do(tmp_path: Path) -> None:
+    # Without cloudpickle (hidden here) the function cannot travel: refused before any start.
     out = _python_c(
         """
+        import sys
+        sys.modules["cloudpickle"] = None
         import spawnkit
 
         def work(rank):
@@ -366,16 +369,34 @@ def test_function_from_python_dash_c_gives_an_error_that_says_what_to_do(tmp_pat
 
         try:
             spawnkit.spawn(work, backend="subprocess")
-        except spawnkit.ProcessRaisedException as exc:
+        except spawnkit.NotPicklableError as exc:
             print(exc)
         """,
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
-    assert last.startswith("ImportError: 'work' is looked up in the parent's __main__")
-    assert "the parent runs code given with `python -c`" in last
-    assert "Define 'work' in a module file" in last
+    assert last.startswith("cannot send <function work")
+    assert "the program has no file (python -c" in last
+    assert "define it at module level of a module file" in last
+    assert 'install cloudpickle (pip install "spawnkit[cloudpickle]")' in last
+
+
+def test_function_from_python_dash_c_travels_by_value_with_cloudpickle(tmp_path: Path) -> None:
+    pytest.importorskip("cloudpickle", reason="the cloudpickle extra is not installed")
+    out = _python_c(
+        """
+        import spawnkit
+
+        def work(rank):
+            return rank * 2
+
+        print(spawnkit.spawn(work, nprocs=2, backend="subprocess"))
+        """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0, 2]"
 
 
 def test_module_in_the_parents_directory_is_found_from_another_cwd(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,10 +20,10 @@ import pytest
 import spawnkit
 
 from . import _targets as t
-from ._behaviour import _pickles, _run_script
+from ._behaviour import _has_cloudpickle, _pickles, _run_script
 from ._processes import wait_for_files, wait_gone
 
-__all__ = ["RobustnessTests"]
+__all__ = ["DropInTests", "RobustnessTests"]
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors and signals")
 linux_only = pytest.mark.skipif(
@@ -303,6 +304,9 @@ class RobustnessTests:
             return
         first, second = proc.stdout.splitlines()
         assert first == "[0, 2]"
+        if _has_cloudpickle():
+            assert second == "[0, 1]"  # sent by value
+            return
         assert second.startswith("refused:")
         assert "standard input" in second
         assert "'fork'" in second
@@ -324,3 +328,124 @@ class RobustnessTests:
             other.terminate()
         assert seen[:3] == [0, 1, 2]
         assert not set(unrelated) & set(seen), seen
+
+
+class DropInTests:
+    """What code written for ``torch.multiprocessing.spawn`` and ``multiprocessing`` expects."""
+
+    @posix_only
+    def test_multiprocessing_objects_cross_into_the_workers(self, backend: str) -> None:
+        import multiprocessing
+
+        mp = multiprocessing.get_context("spawn")
+        with mp.Manager() as manager:
+            queue, event, lock = mp.SimpleQueue(), mp.Event(), mp.Lock()
+            value, array = mp.Value("i", 0), mp.Array("i", 3)
+            reader, writer = mp.Pipe(duplex=False)
+            proxy = manager.dict()
+            ctx = spawnkit.spawn(
+                t.use_multiprocessing_objects,
+                args=(queue, event, value, array, lock, writer, proxy),
+                nprocs=3,
+                join=False,
+                backend=backend,
+            )
+            try:
+                queued = sorted(queue.get() for _ in range(3))
+                sent = sorted(reader.recv() for _ in range(3))
+                event.set()
+                assert ctx.results() == [0, 1, 2]
+            finally:
+                ctx.terminate()
+            assert queued == [("queued", 0), ("queued", 1), ("queued", 2)]
+            assert sent == [0, 1, 2]
+            assert value.value == 1 + 2 + 3
+            assert array[:] == [0, 10, 20]
+            assert dict(proxy) == {r: f"rank {r}" for r in range(3)}
+
+    def test_reducers_registered_with_forking_pickler_apply_both_ways(self, backend: str) -> None:
+        from multiprocessing.reduction import ForkingPickler
+
+        ForkingPickler.register(t.Reduced, t.reduce_reduced)
+        try:
+            got = spawnkit.spawn(t.bounce_reduced, args=(t.Reduced(10),), nprocs=2, backend=backend)
+        finally:
+            ForkingPickler._extra_reducers.pop(t.Reduced, None)  # type: ignore[attr-defined]
+        assert [g.value for g in got] == [10, 11]
+        for g in got:
+            if _pickles(backend):
+                # Into the worker through the reducer, back through it again.
+                assert g.via[0].startswith("rebuilt in ")
+                assert g.via[-1] == f"rebuilt in {os.getpid()}"
+            else:  # a fork worker had the object in memory; only the way back is pickled
+                assert g.via[-1] == f"rebuilt in {os.getpid()}"
+
+    def test_lambdas_and_closures_run_when_cloudpickle_is_installed(self, backend: str) -> None:
+        pytest.importorskip("cloudpickle", reason="the cloudpickle extra is not installed")
+        scale = 3
+
+        def closure(rank: int) -> int:
+            return rank * scale
+
+        assert spawnkit.spawn(closure, nprocs=2, backend=backend) == [0, 3]
+        assert spawnkit.spawn(lambda rank: rank + 1, nprocs=2, backend=backend) == [1, 2]
+
+    def test_functions_of_a_program_without_a_file_run_with_cloudpickle(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        pytest.importorskip("cloudpickle", reason="the cloudpickle extra is not installed")
+        out = _run_script(
+            f"""
+            import spawnkit
+
+            def here(rank):
+                return rank * 5
+
+            if __name__ == "__main__":
+                print(spawnkit.spawn(here, nprocs=2, backend={backend!r}))
+            """
+        )
+        assert out.strip() == "[0, 5]"
+
+    @posix_only
+    def test_processes_behave_like_multiprocessing_processes(self, backend: str) -> None:
+        ctx = spawnkit.spawn(t.finish_unless, args=(1,), nprocs=2, join=False, backend=backend)
+        try:
+            first, second = ctx.processes
+            first.join(timeout=60)  # rank 0 returns at once
+            assert first.exitcode == 0
+            assert not first.is_alive()
+            assert second.is_alive()
+            assert second.exitcode is None
+            second.join(timeout=0.05)  # still running: returns after the timeout
+            assert second.is_alive()
+            assert [p.pid for p in ctx.processes] == ctx.pids()
+            assert [p.name for p in ctx.processes] == ["spawnkit-rank-0", "spawnkit-rank-1"]
+            assert all(p.daemon is False for p in ctx.processes)
+            assert isinstance(second.sentinel, int)
+            second.terminate()
+            second.join(timeout=60)
+            assert second.exitcode == -signal.SIGTERM
+            assert not second.is_alive()
+        finally:
+            ctx.terminate()
+        # A rank stopped through its process is a failure, as under torch.
+        with pytest.raises(spawnkit.ProcessExitedException, match="signal SIGTERM"):
+            ctx.join()
+        assert not any(p.is_alive() for p in ctx.processes)  # still answers after the job
+
+    @posix_only
+    def test_kill_through_the_process_view(self, backend: str, tmp_path: Path) -> None:
+        ctx = spawnkit.spawn(
+            t.note_sigterm_and_block, args=(str(tmp_path),), join=False, backend=backend
+        )
+        try:
+            wait_for_files(tmp_path / "0.ready")
+            (process,) = ctx.processes
+            process.kill()
+            process.join(timeout=60)
+            assert process.exitcode == -int(getattr(signal, "SIGKILL", 9))
+        finally:
+            ctx.terminate()
+        with pytest.raises(spawnkit.ProcessExitedException, match="signal SIGKILL"):
+            ctx.join()

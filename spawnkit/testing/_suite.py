@@ -11,7 +11,7 @@ import pytest
 from ._behaviour import BehaviourTests
 from ._parent_death import ParentDeathTests
 from ._processes import descendants, leak_guard
-from ._robustness import RobustnessTests
+from ._robustness import DropInTests, RobustnessTests
 
 __all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch_params"]
 
@@ -57,7 +57,7 @@ def watch_params() -> list[Any]:
     return params
 
 
-class BackendSuite(BehaviourTests, RobustnessTests, ParentDeathTests):
+class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTests):
     """Subclass in a test module to run every conformance test against ``backends``."""
 
     backends: ClassVar[Sequence[str] | None] = None

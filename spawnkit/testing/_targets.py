@@ -308,3 +308,57 @@ def fail_while_sibling_lingers(rank: int, directory: str) -> None:
     while not (folder / "1.ready").exists() and time.monotonic() < deadline:
         time.sleep(0.002)
     raise ValueError("rank 0 failed")
+
+
+# -- multiprocessing objects and reducers (the drop-in tests) -----------------------------
+
+
+def use_multiprocessing_objects(
+    rank: int, queue: Any, event: Any, value: Any, array: Any, lock: Any, conn: Any, proxy: Any
+) -> int:
+    """Touch every kind of multiprocessing object the parent handed over."""
+    with lock:
+        value.value += rank + 1
+    array[rank] = rank * 10
+    proxy[rank] = f"rank {rank}"
+    queue.put(("queued", rank))
+    conn.send(rank)
+    if not event.wait(60):
+        raise TimeoutError("the parent never set the event")
+    return rank
+
+
+class Reduced:
+    """Carries ``value``; a reducer registered with ``ForkingPickler`` says how it travels."""
+
+    def __init__(self, value: Any, via: tuple[str, ...] = ()) -> None:
+        self.value = value
+        self.via = via
+
+
+def _rebuild_reduced(value: Any, via: tuple[str, ...]) -> Reduced:
+    return Reduced(value, (*via, f"rebuilt in {os.getpid()}"))
+
+
+def reduce_reduced(obj: Reduced) -> tuple[Any, ...]:
+    """The reducer a test registers: every trip leaves a mark in ``via``."""
+    return (_rebuild_reduced, (obj.value, obj.via))
+
+
+def bounce_reduced(rank: int, obj: Reduced) -> Reduced:
+    from multiprocessing.reduction import ForkingPickler
+
+    # A worker that uses such a type has imported the library that registers its reducer.
+    ForkingPickler.register(Reduced, reduce_reduced)
+    return Reduced(obj.value + rank, (*obj.via, f"returned by {os.getpid()}"))
+
+
+def put_rank(rank: int, queue: Any) -> None:
+    queue.put(rank)
+
+
+def exit_unless(rank: int, code: int) -> None:
+    """Rank 0 exits with ``code``; the others block."""
+    if rank == 0:
+        sys.exit(code)
+    block_forever()
