@@ -50,7 +50,7 @@ def _run_script(
     if path is not None:
         path.write_text(textwrap.dedent(code))
     argv = [sys.executable, *(["-c", textwrap.dedent(code)] if path is None else [str(path)])]
-    # noqa below: one parenthesized `with` would be Python 3.10+ syntax.
+    # Two nested `with`s: one parenthesized `with` is Python 3.10+ syntax.
     with tempfile.TemporaryDirectory(prefix="spawnkit-script-") as cwd:  # noqa: SIM117
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
