@@ -70,9 +70,61 @@ def reporting_ready() -> bool:
 
 def _on_sigterm(signum: int, frame: object) -> None:
     global _stop_requested
+    if _stop_requested:
+        return  # raised once: a nudge (below) or a second SIGTERM changes nothing
     _stop_requested = True
     if _phase != _REPORTING:
         raise Terminated("worker received SIGTERM")
+
+
+def _arm_sigterm_nudge() -> None:
+    """Make sure a SIGTERM that reached the worker also reaches Python code.
+
+    Python runs a handler only when the main thread next executes bytecode. A signal that
+    arrives between that check and a blocking call (``signal.pause()``, ``time.sleep()``)
+    is noted, but the call goes on sleeping, and the worker would sleep through its stop
+    until the SIGKILL. The interpreter writes every caught signal to the wakeup
+    descriptor; a thread reading it sends SIGTERM to the main thread again, at growing
+    intervals, until the handler has run. The handler raises only once.
+    """
+    if sys.platform != "win32":  # Windows: no pthread_kill, and no SIGTERM to mend
+        import _thread
+
+        from ._fds import pipe
+        from ._threads import start_thread
+
+        read_end, write_end = pipe()
+        os.set_blocking(write_end, False)
+        try:
+            signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # not the main thread
+            os.close(read_end)
+            os.close(write_end)
+        else:
+            start_thread(_nudge, read_end, _thread.get_ident())
+
+
+def _nudge(read_end: int, main_thread: int) -> None:
+    while True:
+        try:
+            noted = os.read(read_end, 64)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not noted:
+            return
+        delay = 0.005
+        while signal.SIGTERM in noted and not _stop_requested:
+            time.sleep(delay)
+            if _stop_requested or signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+                break
+            try:
+                if sys.platform != "win32":
+                    signal.pthread_kill(main_thread, signal.SIGTERM)
+            except OSError:  # the main thread is gone: the process is ending
+                return
+            delay = min(delay * 2, 0.1)
 
 
 def _own_group() -> int | None:
@@ -262,6 +314,11 @@ def _identity(fd: int) -> tuple[int, int, int] | None:
 def _setup(spec: WorkerSpec) -> None:
     global _channel, _phase
     if spec.target is not None:  # a copy of the parent: it inherited the parent's table
+        try:
+            # The parent's signal wakeup descriptor, if it had one, is about to be closed.
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # not the main thread
+            pass
         _close_inherited(spec)
     else:
         PARENT_ONLY_FDS.clear()
@@ -274,6 +331,7 @@ def _setup(spec: WorkerSpec) -> None:
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _on_sigterm)
+            _arm_sigterm_nudge()
     except ValueError:  # not the main thread: a backend running ranks in threads
         pass
     _phase = _RUNNING

@@ -45,21 +45,19 @@ def _table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _list(kind: str) -> int:
+def _list(kind: str, check: bool) -> int:
     loaded = plugins()
     infos: list[BackendInfo | WatchInfo] = list(
         loaded.backends.values() if kind == "backends" else loaded.watches.values()
     )
     rows = [dict(describe(info)) for info in sorted(infos, key=lambda i: i.name)]
     print(_table(rows, ["name", "status", "distribution", "description"]))
-    prefix = f"{kind[:-1]}:"
-    for key, owners in sorted(loaded.conflicts.items()):
-        if key.startswith(prefix):
-            dists = " and ".join(repr(dist) for dist, _ in owners)
-            print(f"conflict: {kind[:-1]} {key[len(prefix) :]!r} is registered by {dists}")
+    conflicts = sorted((c for c in loaded.conflicts if c.kind == kind[:-1]), key=lambda c: c.name)
+    for conflict in conflicts:
+        print(f"conflict: {conflict}")
     for broken in loaded.broken:
         print(f"broken: {broken}")
-    return 0
+    return 1 if check and (conflicts or loaded.broken) else 0
 
 
 def _exit_status(exc: ProcessException) -> int:
@@ -99,8 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-w", "--watch", default="auto", help="parent watch (default: auto)")
     run.add_argument("target", metavar="TARGET", help="package.module:function")
     run.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="string arguments")
-    sub.add_parser("backends", help="list backends: available or why not, and who provides them")
-    sub.add_parser("watches", help="list parent-death watches")
+    check = "exit with status 1 if a plugin is broken or shares a name with another (for CI)"
+    backends = sub.add_parser(
+        "backends", help="list backends: available or why not, and who provides them"
+    )
+    backends.add_argument("--check", action="store_true", help=check)
+    watches = sub.add_parser("watches", help="list parent-death watches")
+    watches.add_argument("--check", action="store_true", help=check)
     return parser
 
 
@@ -110,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "run":
             return _run(ns)
-        return _list(ns.command)
+        return _list(ns.command, ns.check)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except SpawnError as exc:

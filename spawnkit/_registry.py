@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
+import inspect
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, final
+import traceback
+import types
+import warnings
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from ._errors import (
     BackendUnavailableError,
@@ -18,6 +24,8 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
+    from importlib.metadata import Distribution
+
     import pluggy
 
     from ._protocols import Backend, ParentWatch
@@ -26,6 +34,7 @@ __all__ = [
     "BackendInfo",
     "BackendRegistry",
     "BrokenPlugin",
+    "Conflict",
     "Plugins",
     "WatchInfo",
     "WatchRegistry",
@@ -74,41 +83,109 @@ class WatchInfo:
 @final
 @dataclass(frozen=True)
 class BrokenPlugin:
-    """A plugin that could not be loaded or whose hook failed; the others still work."""
+    """A plugin that could not be loaded or whose hook failed; the others still work.
+
+    ``filename`` and ``lineno`` point at the plugin's own line that failed (or led to the
+    failure), or at the offending hook's definition.
+    """
 
     name: str
     distribution: str | None
     error: str
+    filename: str | None = None
+    lineno: int | None = None
 
     def __str__(self) -> str:
-        return f"plugin {self.name!r} from {_dist(self.distribution)} failed: {self.error}"
+        where = f" at {self.filename}:{self.lineno}" if self.filename else ""
+        return f"plugin {self.name!r} from {_dist(self.distribution)} failed{where}: {self.error}"
+
+
+@final
+@dataclass(frozen=True)
+class Conflict:
+    """A backend or watch name that more than one plugin registered.
+
+    Every claimant stays reachable as ``<distribution>:<name>``. When one of them is spawnkit
+    itself, its built-in keeps the plain name; otherwise the plain name raises
+    :class:`PluginError` until all but one plugin are gone.
+    """
+
+    kind: str  # "backend" or "watch"
+    name: str
+    # (distribution, entry point) of each plugin that registered the name
+    claimants: tuple[tuple[str | None, str], ...]
+
+    @property
+    def builtin_kept(self) -> bool:
+        """Whether spawnkit's own entry keeps the plain name."""
+        return [d for d, _ in self.claimants].count(_CORE) == 1
+
+    @property
+    def qualified(self) -> list[str]:
+        """``<distribution>:<name>`` of each claimant that the distribution tells apart."""
+        dists = [d for d, _ in self.claimants]
+        return [f"{d}:{self.name}" for d in dists if d is not None and dists.count(d) == 1]
+
+    def __str__(self) -> str:
+        dists = " and ".join(repr(d) for d, _ in self.claimants)
+        text = f"{self.kind} {self.name!r} is registered by {dists}"
+        if not self.builtin_kept:
+            return f"{text}; pick one by its full name: {_either(self.qualified)}"
+        others = _either(q for q in self.qualified if q != f"{_CORE}:{self.name}")
+        return f"{text}; {self.name!r} stays spawnkit's own, reach the plugin's as {others}"
 
 
 def _dist(distribution: str | None) -> str:
     return f"distribution {distribution!r}" if distribution else "an unknown distribution"
 
 
+def _either(names: Iterable[str]) -> str:
+    return " or ".join(repr(n) for n in names) or "none"
+
+
+_R = TypeVar("_R", bound="_Registry")
+
+
 class _Registry:
     _kind = ""
 
     def __init__(self) -> None:
-        self._entries: dict[str, Any] = {}
-        # name -> (distribution, plugin name) of every plugin that registered it
-        self._owners: dict[str, list[tuple[str | None, str]]] = {}
+        # name -> (distribution, plugin name, entry) for every plugin that registered it
+        self._claims: dict[str, list[tuple[str | None, str, Any]]] = {}
         self._distribution: str | None = None
         self._plugin = ""
 
+    def _on_behalf_of(self: _R, distribution: str | None, plugin: str) -> _R:
+        """The registry one plugin's hook gets: what it adds is that plugin's claim."""
+        view = copy.copy(self)  # shares the claims
+        view._distribution, view._plugin = distribution, plugin
+        return view
+
     def _add(self, name: str, entry: Any) -> None:
-        if not isinstance(name, str) or not name or name == "auto":
+        if not isinstance(name, str) or not name or name == "auto" or ":" in name:
             raise PluginError(
                 f"{self._kind} name {name!r} from {_dist(self._distribution)} is invalid; "
-                "use a non-empty string other than 'auto'"
+                "use a non-empty string other than 'auto' and without ':' (which separates "
+                "a distribution from a name)"
             )
-        self._owners.setdefault(name, []).append((self._distribution, self._plugin))
-        self._entries.setdefault(name, entry)
+        self._claims.setdefault(name, []).append((self._distribution, self._plugin, entry))
 
-    def _conflicts(self) -> dict[str, list[tuple[str | None, str]]]:
-        return {n: owners for n, owners in self._owners.items() if len(owners) > 1}
+    def _settle(self, store: dict[str, Any], conflicts: list[Conflict]) -> None:
+        """Put each name in ``store``; a name with several claimants becomes a conflict."""
+        for name, claimed in self._claims.items():
+            if len(claimed) == 1:
+                store[name] = claimed[0][2]
+                continue
+            # spawnkit's own first, then in entry-point order, whatever order pluggy called in
+            claims = sorted(claimed, key=lambda c: (c[0] != _CORE, c[1], c[0] or ""))
+            conflict = Conflict(self._kind, name, tuple((d, p) for d, p, _ in claims))
+            conflicts.append(conflict)
+            for distribution, _, entry in claims:
+                qualified = f"{distribution}:{name}"
+                if qualified in conflict.qualified:
+                    store[qualified] = replace(entry, name=qualified)
+                if distribution == _CORE and conflict.builtin_kept:
+                    store[name] = entry
 
 
 @final
@@ -200,6 +277,20 @@ def _suggest(name: str, names: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_Info = TypeVar("_Info", BackendInfo, WatchInfo)
+
+
+def _lookup(store: Mapping[str, _Info], name: str) -> _Info | None:
+    """``store[name]``, where ``<distribution>:<name>`` also finds an unclashing ``name``."""
+    info = store.get(name)
+    if info is None:
+        distribution, qualified, plain = name.partition(":")
+        info = store.get(plain) if qualified else None
+        if info is not None and info.distribution != distribution:
+            return None
+    return info
+
+
 @final
 @dataclass
 class Plugins:
@@ -208,8 +299,9 @@ class Plugins:
     backends: dict[str, BackendInfo] = field(default_factory=dict)
     watches: dict[str, WatchInfo] = field(default_factory=dict)
     broken: list[BrokenPlugin] = field(default_factory=list)
-    # "backend:name" / "watch:name" -> (distribution, plugin name) of each claimant
-    conflicts: dict[str, list[tuple[str | None, str]]] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
+    # the installed entry points SPAWNKIT_DISABLE_PLUGINS blocked
+    disabled: tuple[str, ...] = ()
 
     def _broken_note(self) -> str:
         if not self.broken:
@@ -217,22 +309,38 @@ class Plugins:
         return "; " + "; ".join(str(b) for b in self.broken)
 
     def _check_conflict(self, kind: str, name: str) -> None:
-        owners = self.conflicts.get(f"{kind}:{name}")
-        if owners:
-            raise PluginError(
-                f"{kind} {name!r} is registered by more than one plugin: "
-                + " and ".join(f"entry point {p!r} of {_dist(d)}" for d, p in owners)
-                + f"; uninstall one of them or block one with {DISABLE_ENV}=<entry point>"
+        for conflict in self.conflicts:
+            if conflict.kind == kind and conflict.name == name and not conflict.builtin_kept:
+                claimants = (f"entry point {p!r} of {_dist(d)}" for d, p in conflict.claimants)
+                raise PluginError(
+                    f"{kind} {name!r} is registered by more than one plugin: "
+                    f"{' and '.join(claimants)}; pick one by its full name "
+                    f"({_either(conflict.qualified)}), uninstall one of them or block one with "
+                    f"{DISABLE_ENV}=<entry point>"
+                )
+
+    def _unknown(self, kind: str, name: str, names: Iterable[str], installed: str) -> str:
+        if name in self.disabled:
+            return (
+                f"{kind} {name!r} is disabled by {DISABLE_ENV}={','.join(self.disabled)}; "
+                f"take {name!r} out of it to use the {kind}; installed: {installed}"
+                f"{self._broken_note()}"
             )
+        return (
+            f"unknown {kind} {name!r}{_suggest(name, names)}; installed: {installed}"
+            f"{self._broken_note()}"
+        )
 
     def backend(self, name: str) -> BackendInfo:
-        """The backend called ``name``, usable here; raises a clear error otherwise."""
+        """The backend called ``name``, usable here; raises a clear error otherwise.
+
+        ``<distribution>:<name>`` picks the backend ``name`` of that distribution.
+        """
         self._check_conflict("backend", name)
-        info = self.backends.get(name)
+        info = _lookup(self.backends, name)
         if info is None:
             raise UnknownBackendError(
-                f"unknown backend {name!r}{_suggest(name, self.backends)}; "
-                f"installed: {_quote(self.backends)}{self._broken_note()}"
+                self._unknown("backend", name, self.backends, _quote(self.backends))
             )
         if info.unavailable is not None:
             usable = [n for n, b in self.backends.items() if b.available]
@@ -254,11 +362,10 @@ class Plugins:
                 )
             return max(candidates, key=lambda w: w.priority)
         self._check_conflict("watch", name)
-        info = self.watches.get(name)
+        info = _lookup(self.watches, name)
         if info is None:
             raise UnknownWatchError(
-                f"unknown watch {name!r}{_suggest(name, self.watches)}; "
-                f"installed: 'auto', {_quote(self.watches)}{self._broken_note()}"
+                self._unknown("watch", name, self.watches, f"'auto', {_quote(self.watches)}")
             )
         if info.unavailable is not None:
             usable = [n for n, w in self.watches.items() if w.available]
@@ -269,58 +376,297 @@ class Plugins:
         return info
 
 
-def _entry_points() -> list[tuple[str, str | None, Any]]:
-    """``(name, distribution, entry point)`` for the ``spawnkit`` group, one per name+dist."""
+def _entry_points() -> list[tuple[str, str | None, Any, Distribution]]:
+    """``(name, distribution name, entry point, distribution)`` for the ``spawnkit`` group,
+    one per name+distribution."""
     from importlib.metadata import distributions
 
-    found: dict[tuple[str, str | None], Any] = {}
+    found: dict[tuple[str, str | None], tuple[Any, Distribution]] = {}
     for dist in distributions():
         dist_name = dist.metadata["Name"]
         for ep in dist.entry_points:
             if ep.group == _CORE:
-                found.setdefault((ep.name, dist_name), ep)
-    return [(name, dist, ep) for (name, dist), ep in sorted(found.items(), key=lambda kv: kv[0][0])]
+                found.setdefault((ep.name, dist_name), (ep, dist))
+    return [
+        (name, dist_name, ep, dist)
+        for (name, dist_name), (ep, dist) in sorted(found.items(), key=lambda kv: kv[0][0])
+    ]
 
 
-def _expected(pm: pluggy.PluginManager, hook_name: str) -> str:
-    caller = getattr(pm.hook, hook_name, None)
-    if caller is None or caller.spec is None:
-        hooks = [n for n in dir(pm.hook) if n.startswith("spawnkit_")]
-        return f"a hook named one of {_quote(hooks)}"
-    return f"{hook_name}({', '.join(caller.spec.argnames)})"
+def _disabled(known: Iterable[str]) -> tuple[str, ...]:
+    """The installed entry points ``SPAWNKIT_DISABLE_PLUGINS`` names; warns of any other name."""
+    entry_points = sorted(set(known))
+    names = os.environ.get(DISABLE_ENV, "").split(",")
+    disabled = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+    for name in disabled:
+        if name not in entry_points:
+            warnings.warn(
+                f"{DISABLE_ENV} names {name!r}, which is no installed plugin's entry point"
+                f"{_suggest(name, entry_points)}, so it disables nothing; the entry points "
+                f"are {_quote(entry_points)}",
+                UserWarning,
+                # Plugins load lazily, in whichever call first needs them: no caller's line
+                # would say more than this one.
+                stacklevel=1,
+            )
+    return tuple(name for name in disabled if name in entry_points)
 
 
-def _mismatch(pm: pluggy.PluginManager, plugin: object, exc: Exception) -> str:
-    """Say which hook does not fit its spec, showing both signatures."""
-    import inspect
+def _own_files(module: str, distribution: Distribution | None) -> list[str]:
+    """Where a plugin's code lives: its top-level package (or module) and the Python files its
+    distribution installed, normalized for :func:`_inside`."""
+    import importlib.util
 
-    hook = str(exc).split("hook '", 1)[-1].split("'", 1)[0]
-    caller = getattr(pm.hook, hook, None)
-    function = getattr(plugin, hook, None)
-    if caller is None or caller.spec is None or not callable(function):
-        return f"{exc}; the hooks spawnkit knows are " + ", ".join(_expected(pm, h) for h in _HOOKS)
-    params = list(inspect.signature(function).parameters)
-    extra = [p for p in params if p not in caller.spec.argnames]
-    return (
-        f"its hook {hook}({', '.join(params)}) asks for {', '.join(extra) or 'arguments'}, "
-        f"which spawnkit does not pass; the hookspec is {_expected(pm, hook)}"
-    )
-
-
-def _register(
-    pm: pluggy.PluginManager, plugin: object, name: str, dist: str | None, result: Plugins
-) -> bool:
-    import pluggy
-
+    found: list[str] = []
     try:
-        pm.register(plugin, name=name)
-    except pluggy.PluginValidationError as exc:
-        result.broken.append(BrokenPlugin(name, dist, _mismatch(pm, plugin, exc)))
-        return False
-    except ValueError as exc:  # the same plugin object or name registered twice
-        result.broken.append(BrokenPlugin(name, dist, str(exc)))
-        return False
-    return True
+        spec = importlib.util.find_spec(module.partition(".")[0])
+    except (ImportError, ValueError):  # a module without a spec, a name that cannot be one
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        found += spec.submodule_search_locations
+    elif spec is not None and spec.origin:
+        found.append(spec.origin)
+    if distribution is not None:
+        found += [
+            str(distribution.locate_file(path))
+            for path in distribution.files or ()
+            if path.suffix == ".py"
+        ]
+    return [os.path.normcase(os.path.abspath(path)) for path in found]
+
+
+def _inside(filename: str, roots: Iterable[str]) -> bool:
+    path = os.path.normcase(os.path.abspath(filename))
+    return any(path == root or path.startswith(root + os.sep) for root in roots)
+
+
+def _failed_at(
+    exc: BaseException, module: str, distribution: Distribution | None
+) -> tuple[str | None, int | None]:
+    """Where ``exc`` happened: the innermost line in the plugin's own files (its line that led
+    into a library or into spawnkit), else the innermost line of all."""
+    if isinstance(exc, SyntaxError) and exc.filename:  # its traceback ends in the import system
+        return exc.filename, exc.lineno
+    frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(exc.__traceback__)]
+    if not frames:
+        return None, None
+    roots = _own_files(module, distribution)
+    own = [(filename, line) for filename, line in frames if _inside(filename, roots)]
+    return (own or frames)[-1]
+
+
+def _defined_at(function: object) -> tuple[str | None, int | None]:
+    if callable(function):
+        function = inspect.unwrap(function)
+    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return None, None
+    return code.co_filename, code.co_firstlineno
+
+
+def _parameters(function: Callable[..., Any]) -> tuple[list[str], list[str]]:
+    """A hook function's parameter names, and those pluggy fills positionally (no default)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: pluggy passes nothing
+        return [], []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p.name for p in parameters if p.kind in positional and p.default is p.empty]
+    return [p.name for p in parameters], required
+
+
+def _is_wrapper(opts: pluggy.HookimplOpts) -> bool:
+    return bool(opts.get("wrapper") or opts.get("hookwrapper"))
+
+
+@final
+class _Loader:
+    """Registers plugins with pluggy, each one checked first and every hook of it guarded: a
+    plugin that is wrong or whose hook raises is reported, and the others work as if it were
+    not installed."""
+
+    def __init__(self, pm: pluggy.PluginManager, result: Plugins) -> None:
+        from . import hookspecs
+
+        self._pm = pm
+        self._result = result
+        self._loaded: list[tuple[object, str]] = []  # (plugin object, plugin name)
+        # each hook spawnkit calls -> its spec function and the arguments spawnkit passes
+        self._specs: dict[str, tuple[object, tuple[str, ...]]] = {}
+        for name in dir(hookspecs):
+            if pm.parse_hookspec_opts(hookspecs, name) is None:
+                continue
+            spec = getattr(pm.hook, name).spec
+            if spec is not None:
+                self._specs[name] = (getattr(hookspecs, name), tuple(spec.argnames))
+
+    def add(
+        self,
+        plugin: object,
+        name: str,
+        distribution: str | None,
+        module: str,
+        files: Distribution | None,
+    ) -> None:
+        """Register ``plugin`` (the object its entry point names) as ``name``, or report it."""
+        import pluggy
+
+        from .hookspecs import hookimpl
+
+        for loaded, loaded_name in self._loaded:
+            if loaded is plugin:
+                self._broken(
+                    BrokenPlugin(
+                        name,
+                        distribution,
+                        f"its entry point names the object of plugin {loaded_name!r} again; "
+                        "keep one of the two entry points",
+                    )
+                )
+                return
+        problem = self._check(plugin)
+        if problem is not None:
+            error, function = problem
+            self._broken(BrokenPlugin(name, distribution, error, *_defined_at(function)))
+            return
+        # pluggy calls these stand-ins, which carry the plugin's own hook options (tryfirst,
+        # trylast, wrapper, specname), so it orders them exactly as it would the plugin.
+        guarded = types.SimpleNamespace()
+        for attr in dir(plugin):
+            opts = self._pm.parse_hookimpl_opts(plugin, attr)
+            if opts is not None:
+                hook = opts.get("specname") or attr
+                function = getattr(plugin, attr)
+                guard = self._guard(function, hook, opts, name, distribution, module, files)
+                setattr(guarded, attr, hookimpl(guard, **opts))
+        try:
+            self._pm.register(guarded, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:  # what _check cannot foresee
+            self._broken(BrokenPlugin(name, distribution, str(exc)))
+            return
+        self._loaded.append((plugin, name))
+
+    def _broken(self, broken: BrokenPlugin) -> None:
+        self._result.broken.append(broken)
+
+    def _signatures(self) -> str:
+        return ", ".join(f"{hook}({', '.join(args)})" for hook, (_, args) in self._specs.items())
+
+    def _check(self, plugin: object) -> tuple[str, object] | None:
+        """What pluggy would reject in ``plugin``, or silently never call, said for its author.
+
+        Checked before registering, from the hook options and the hookspecs, so that the
+        message can name the hook, its nearest spec and both signatures.
+        """
+        for attr in dir(plugin):
+            opts = self._pm.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                found = inspect.getattr_static(plugin, attr, None)
+                spec = self._specs.get(attr)
+                if spec is not None and callable(found) and found is not spec[0]:
+                    return (
+                        f"its function {attr} is not marked as a hook, so spawnkit would never "
+                        "call it; mark it with @spawnkit.hookimpl",
+                        found,
+                    )
+                continue
+            function = getattr(plugin, attr)
+            hook = opts.get("specname") or attr
+            if hook not in self._specs:
+                if opts.get("optionalhook"):
+                    continue
+                return (
+                    f"unknown hook {hook!r}{_suggest(hook, self._specs)}; the hooks spawnkit "
+                    f"knows are {self._signatures()}",
+                    function,
+                )
+            argnames = self._specs[hook][1]
+            names, required = _parameters(function)
+            extra = [n for n in required if n not in argnames]
+            if extra:
+                return (
+                    f"its hook {hook}({', '.join(names)}) asks for {', '.join(extra)}, which "
+                    f"spawnkit does not pass; the hookspec is {hook}({', '.join(argnames)})",
+                    function,
+                )
+            if _is_wrapper(opts) and not inspect.isgeneratorfunction(inspect.unwrap(function)):
+                return (
+                    f"its hook {hook} is marked as a wrapper but never yields; a wrapper yields "
+                    "once, where the hooks it wraps run",
+                    function,
+                )
+        return None
+
+    def _guard(
+        self,
+        function: Callable[..., Any],
+        hook: str,
+        opts: pluggy.HookimplOpts,
+        name: str,
+        distribution: str | None,
+        module: str,
+        files: Distribution | None,
+    ) -> Callable[..., Any]:
+        """``function`` as pluggy calls it: handed a registry that credits this plugin, and
+        reporting an exception as a broken plugin instead of ending the hook call."""
+
+        def own(args: tuple[Any, ...]) -> list[Any]:
+            return [
+                arg._on_behalf_of(distribution, name) if isinstance(arg, _Registry) else arg
+                for arg in args
+            ]
+
+        def fail(exc: BaseException) -> None:
+            filename, lineno = _failed_at(exc, module, files)
+            if filename is None:
+                filename, lineno = _defined_at(function)
+            error = f"{hook}: {exc!r}"
+            self._broken(BrokenPlugin(name, distribution, error, filename, lineno))
+
+        if not _is_wrapper(opts):
+
+            @functools.wraps(function)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return function(*own(args), **kwargs)
+                except Exception as exc:  # noqa: BLE001 - reported; the other hooks still run
+                    fail(exc)
+                    return None
+
+            return call
+
+        @functools.wraps(function)
+        def wrap(*args: Any, **kwargs: Any) -> Generator[None, Any, Any]:
+            # Either wrapper style: the code before its yield, the wrapped hooks, the code
+            # after. A part that fails is reported; the result passes through unchanged.
+            try:
+                inner = function(*own(args), **kwargs)
+                next(inner)
+            except StopIteration:
+                fail(RuntimeError("the wrapper returned without yielding"))
+                return (yield)
+            except Exception as exc:  # noqa: BLE001 - reported; the wrapped hooks still run
+                fail(exc)
+                return (yield)
+            try:
+                sent = yield
+            except BaseException:
+                # The wrapped hooks are guarded: only what must end the whole call (say
+                # KeyboardInterrupt) gets here. The wrapper's finally blocks run; it goes on.
+                inner.close()
+                raise
+            try:
+                inner.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            except Exception as exc:  # noqa: BLE001 - reported; the result stands
+                fail(exc)
+                return sent
+            inner.close()
+            fail(RuntimeError("the wrapper yielded a second time"))
+            return sent
+
+        return wrap
 
 
 def _load() -> Plugins:
@@ -328,69 +674,38 @@ def _load() -> Plugins:
 
     from . import _builtin_watches, hookspecs
 
-    result = Plugins()
+    entries = _entry_points()
+    result = Plugins(disabled=_disabled(name for name, *_ in entries))
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    for blocked in os.environ.get(DISABLE_ENV, "").split(","):
-        if blocked.strip():
-            pm.set_blocked(blocked.strip())
+    for name in result.disabled:
+        pm.set_blocked(name)
 
-    dists: dict[str, str | None] = {}
-    if _register(pm, _builtin_watches, "spawnkit.watches", _CORE, result):
-        dists["spawnkit.watches"] = _CORE
-    for ep_name, dist, ep in _entry_points():
+    loader = _Loader(pm, result)
+    loader.add(_builtin_watches, "spawnkit.watches", _CORE, _builtin_watches.__name__, None)
+    for ep_name, dist_name, ep, dist in entries:
         if pm.is_blocked(ep_name):
             continue
-        name = f"{ep_name} ({dist})" if pm.has_plugin(ep_name) else ep_name
+        name = f"{ep_name} ({dist_name})" if pm.has_plugin(ep_name) else ep_name
+        module = ep.value.partition(":")[0].strip()
         try:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
-            result.broken.append(BrokenPlugin(name, dist, f"import failed: {exc!r}"))
+            where = _failed_at(exc, module, dist)
+            result.broken.append(BrokenPlugin(name, dist_name, f"import failed: {exc!r}", *where))
             continue
-        if _register(pm, plugin, name, dist, result):
-            dists[name] = dist
+        loader.add(plugin, name, dist_name, module, dist)
 
-    while True:  # check_pending() reports one offender at a time
-        try:
-            pm.check_pending()
-            break
-        except pluggy.PluginValidationError as exc:
-            plugin_name = pm.get_name(exc.plugin) or "?"
-            pm.unregister(exc.plugin)
-            unknown = str(exc).split("unknown hook '", 1)[-1].split("'", 1)[0]
-            result.broken.append(
-                BrokenPlugin(
-                    plugin_name,
-                    dists.pop(plugin_name, None),
-                    f"unknown hook {unknown!r}{_suggest(unknown, _HOOKS)}; the hooks spawnkit "
-                    "knows are " + ", ".join(_expected(pm, h) for h in _HOOKS),
-                )
-            )
-
-    for hook_name, registry, store, kind in (
-        ("spawnkit_register_backends", BackendRegistry(), result.backends, "backend"),
-        ("spawnkit_register_watches", WatchRegistry(), result.watches, "watch"),
-    ):
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            registry._distribution = dists.get(impl.plugin_name)
-            registry._plugin = impl.plugin_name
-            try:
-                impl.function(**dict.fromkeys(impl.argnames, registry))
-            except Exception as exc:  # noqa: BLE001 - reported, and the other plugins still load
-                result.broken.append(
-                    BrokenPlugin(impl.plugin_name, registry._distribution, f"{hook_name}: {exc!r}")
-                )
-        for name, owners in registry._conflicts().items():
-            result.conflicts[f"{kind}:{name}"] = owners
-        store.update(
-            (name, entry)
-            for name, entry in registry._entries.items()
-            if f"{kind}:{name}" not in result.conflicts
-        )
+    # One pluggy call per hook, so pluggy orders the hooks (tryfirst, trylast, wrappers); the
+    # loader's guards keep one that raises from ending the call for the others.
+    backends, watches = BackendRegistry(), WatchRegistry()
+    pm.hook.spawnkit_register_backends(registry=backends)
+    pm.hook.spawnkit_register_watches(registry=watches)
+    backends._settle(result.backends, result.conflicts)
+    watches._settle(result.watches, result.conflicts)
     return result
 
 
-_HOOKS = ("spawnkit_register_backends", "spawnkit_register_watches")
 _lock = threading.Lock()
 _loaded: Plugins | None = None
 

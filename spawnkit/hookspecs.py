@@ -6,7 +6,9 @@ A plugin is any module or object named by an entry point in the ``spawnkit`` gro
     mybackend = "spawnkit_mybackend"
 
 with a function marked ``@spawnkit.hookimpl`` for one or both hooks below. spawnkit loads
-plugins lazily, once, in the parent only; workers never import pluggy.
+plugins lazily, once, in the parent only; workers never import pluggy. Each hook runs as one
+pluggy call over all plugins (``tryfirst``, ``trylast`` and wrappers work); a hook that raises
+is reported as a broken plugin, and the others still run.
 """
 
 from __future__ import annotations

@@ -195,10 +195,24 @@ class MultiprocessingHandle:
                     f"the fork server (pid {self._server_pid}) that started it died while "
                     "the job ran, and the worker's exit status died with it"
                 )
+        if status is None and self._own_child and self._gone_unreaped():
+            # It has ended, yet multiprocessing's waitpid() finds no child: another part of
+            # the program reaped it (os.waitpid(-1) or os.wait()) and took its status.
+            self.status_lost = (
+                "the worker ended, but its exit status was collected by other code in this "
+                "process (os.wait() or os.waitpid(-1, ...)) before spawnkit could read it"
+            )
+            status = 255
         if self.status_lost is not None and self._pidfd is not None:
             status = 255 if _readable(self._pidfd) else None  # ended, how is unknown
         self._ended = status is not None
         return status
+
+    def _gone_unreaped(self) -> bool:
+        ended = self._pidfd if self._pidfd is not None else self._ended_r
+        if ended is None or not _readable(ended):
+            return False
+        return self._process.exitcode is None  # looked again: still nothing to read
 
     def _server_gone(self) -> bool:
         """Whether the fork server has exited; bounded wait for one that is exiting.

@@ -323,3 +323,12 @@ def test_a_worker_that_survives_sigkill_is_given_up_on(
         ctx.join(timeout=5)
     assert any("survived SIGKILL" in r.getMessage() for r in caplog.records)
     assert wait_gone([pid], timeout=10) == set()  # the real process did die
+
+
+@posix
+def test_a_worker_reaped_by_the_programs_own_wait_is_a_failure_not_a_hang() -> None:
+    ctx = spawnkit.spawn(t.exit_with, args=(3, "os._exit"), nprocs=1, join=False, backend="fork")
+    (pid,) = ctx.pids()
+    os.waitpid(pid, 0)  # the program's own wait takes the status first
+    with pytest.raises(spawnkit.ProcessExitedException, match="collected by other code"):
+        ctx.join(timeout=30)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import spawnkit
+from spawnkit._registry import _load, plugins
 
 SHELLWRAP_DIST = "spawnkit-shellwrap"
 SHELLWRAP_DESCRIPTION = "each rank exec'd by a POSIX shell, tagged SPAWNKIT_SHELLWRAP_RANK"
@@ -93,6 +94,18 @@ def backends_cli(root: Path, env: Mapping[str, str] | None = None) -> list[str]:
     return result.stdout.splitlines()
 
 
+def cli_status(root: Path, *args: str, env: Mapping[str, str] | None = None) -> int:
+    """The exit status of ``python -m spawnkit ARGS``."""
+    return python(root, "-m", "spawnkit", *args, env=env).returncode
+
+
+def at(root: Path, module: str, text: str) -> str:
+    """``path:line`` of the first line of ``module`` (laid out by add_dist) that holds ``text``."""
+    path = root / f"{module}.py"
+    lines = path.read_text().splitlines()
+    return f"{path}:{next(n for n, line in enumerate(lines, 1) if text in line)}"
+
+
 def rows(lines: list[str]) -> dict[str, dict[str, str]]:
     """``name -> {column: value}`` from the table, cut at the header's column starts."""
     header = lines[0]
@@ -127,14 +140,16 @@ def spawn_error(root: Path, backend: str, env: Mapping[str, str] | None = None) 
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-def shellwrap_job(root: Path, env: Mapping[str, str] | None = None) -> str:
+def shellwrap_job(
+    root: Path, env: Mapping[str, str] | None = None, backend: str = "shellwrap"
+) -> str:
     """Run a two-rank shellwrap job in a fresh interpreter; its printed results."""
     (root / "shelljob.py").write_text(JOB)
     result = run_code(
         root,
-        """
+        f"""
         import spawnkit, shelljob
-        print(spawnkit.spawn(shelljob.tag, nprocs=2, backend="shellwrap"))
+        print(spawnkit.spawn(shelljob.tag, nprocs=2, backend={backend!r}))
         """,
         env,
     )
@@ -205,16 +220,114 @@ def test_spawnkit_backends_lists_the_plugin_with_its_distribution(tmp_path: Path
     }
     assert rows(lines)["spawn"]["distribution"] == "spawnkit"
     assert not [line for line in lines if line.startswith(("broken: ", "conflict: "))]
+    assert cli_status(tmp_path, "backends", "--check") == 0
+    assert cli_status(tmp_path, "watches", "--check") == 0
 
 
 def test_disable_plugins_hides_the_plugin(tmp_path: Path) -> None:
     lines = backends_cli(tmp_path, {"SPAWNKIT_DISABLE_PLUGINS": "shellwrap"})
     assert "shellwrap" not in rows(lines)
     assert "spawn" in rows(lines)  # the others still load
-    error = spawn_error(tmp_path, "shellwrap", {"SPAWNKIT_DISABLE_PLUGINS": "other, shellwrap"})
+    error = spawn_error(tmp_path, "shellwrap", {"SPAWNKIT_DISABLE_PLUGINS": "fork, shellwrap"})
     assert error["type"] == "UnknownBackendError"
     assert "'shellwrap'" not in error["installed"]
-    assert error["message"] == f"unknown backend 'shellwrap'; installed: {error['installed']}"
+    assert "'fork'" not in error["installed"]
+    assert error["message"] == (
+        "backend 'shellwrap' is disabled by SPAWNKIT_DISABLE_PLUGINS=fork,shellwrap; take "
+        f"'shellwrap' out of it to use the backend; installed: {error['installed']}"
+    )
+
+
+def test_disable_plugins_warns_of_a_name_no_entry_point_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPAWNKIT_DISABLE_PLUGINS", "shellwrp, fork")
+    with pytest.warns(UserWarning, match="^SPAWNKIT_DISABLE_PLUGINS names 'shellwrp'") as record:
+        loaded = _load()  # what plugins() does once per process, here with this environment
+    [warning] = record
+    message = str(warning.message)
+    assert message.startswith(
+        "SPAWNKIT_DISABLE_PLUGINS names 'shellwrp', which is no installed plugin's entry point "
+        "(did you mean 'shellwrap'?), so it disables nothing; the entry points are 'fork', "
+    )
+    for builtin in ("fork", "forkserver", "spawn", "subprocess", "shellwrap"):
+        assert repr(builtin) in message
+    assert loaded.disabled == ("fork",)
+    assert "shellwrap" in loaded.backends
+    assert "fork" not in loaded.backends
+    installed = ", ".join(repr(name) for name in sorted(loaded.backends))
+    with pytest.raises(spawnkit.UnknownBackendError) as disabled:
+        loaded.backend("fork")
+    assert str(disabled.value) == (
+        "backend 'fork' is disabled by SPAWNKIT_DISABLE_PLUGINS=fork; take 'fork' out of it to "
+        f"use the backend; installed: {installed}"
+    )
+    with pytest.raises(spawnkit.UnknownBackendError) as unknown:
+        loaded.backend("shellwrp")
+    assert str(unknown.value) == (
+        f"unknown backend 'shellwrp' (did you mean 'shellwrap'?); installed: {installed}"
+    )
+
+
+def test_a_backend_is_also_found_as_distribution_colon_name() -> None:
+    loaded = plugins()
+    assert loaded.backend("spawnkit:spawn") is loaded.backend("spawn")
+    assert loaded.backend("spawnkit-shellwrap:shellwrap") is loaded.backends["shellwrap"]
+    assert "spawnkit:spawn" not in loaded.backends  # listed once, by its plain name
+    with pytest.raises(
+        spawnkit.UnknownBackendError, match=r"^unknown backend 'spawnkit:shellwrap'"
+    ):
+        loaded.backend("spawnkit:shellwrap")  # the name exists, from another distribution
+
+
+@needs_sh
+def test_a_job_runs_on_a_backend_named_by_distribution_colon_name() -> None:
+    results = spawnkit.spawn(shell_tag, nprocs=2, backend="spawnkit-shellwrap:shellwrap")
+    assert results == [("0", os.getpid()), ("1", os.getpid())]
+
+
+# -- a plugin and a built-in, one backend name ---------------------------------------------
+
+
+def test_a_plugin_taking_a_builtin_name_leaves_the_builtin_in_place(tmp_path: Path) -> None:
+    add_dist(
+        tmp_path,
+        "spawnkit-imposter",
+        {"imposter": "imposter_plugin"},
+        imposter_plugin=registering("spawn"),
+    )
+    lines = backends_cli(tmp_path)
+    assert rows(lines)["spawn"]["distribution"] == "spawnkit"
+    assert rows(lines)["spawnkit:spawn"]["distribution"] == "spawnkit"
+    assert rows(lines)["spawnkit-imposter:spawn"] == {
+        "status": "available",
+        "distribution": "spawnkit-imposter",
+        "description": "a throwaway plugin",
+    }
+    assert (
+        "conflict: backend 'spawn' is registered by 'spawnkit' and 'spawnkit-imposter'; "
+        "'spawn' stays spawnkit's own, reach the plugin's as 'spawnkit-imposter:spawn'"
+    ) in lines
+    assert cli_status(tmp_path, "backends", "--check") == 1
+    assert cli_status(tmp_path, "watches", "--check") == 0  # a backend's clash, not a watch's
+    # The default backend still runs jobs, and the plugin's backend is one name away.
+    result = run_code(
+        tmp_path,
+        """
+        import operator, spawnkit
+        from spawnkit._registry import plugins
+
+        print(spawnkit.spawn(operator.neg, nprocs=2))
+        print(plugins().backend("spawnkit-imposter:spawn").factory is object)
+        print([(c.kind, c.name, c.claimants, c.builtin_kept) for c in plugins().conflicts])
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[0, -1]",
+        "True",
+        "[('backend', 'spawn', (('spawnkit', 'spawn'), ('spawnkit-imposter', 'imposter')), True)]",
+    ]
 
 
 # -- two plugins, one backend name --------------------------------------------------------
@@ -222,7 +335,8 @@ def test_disable_plugins_hides_the_plugin(tmp_path: Path) -> None:
 CONFLICT = (
     "backend 'shellwrap' is registered by more than one plugin: entry point 'shellwrap' of "
     "distribution 'spawnkit-shellwrap' and entry point 'shellwrap_clone' of distribution "
-    "'shellwrap-clone'; uninstall one of them or block one with "
+    "'shellwrap-clone'; pick one by its full name ('spawnkit-shellwrap:shellwrap' or "
+    "'shellwrap-clone:shellwrap'), uninstall one of them or block one with "
     "SPAWNKIT_DISABLE_PLUGINS=<entry point>"
 )
 
@@ -244,9 +358,24 @@ def test_two_plugins_with_one_backend_name_name_both_distributions(tmp_path: Pat
     assert error["message"] == CONFLICT
     lines = backends_cli(tmp_path)
     assert "shellwrap" not in rows(lines)  # neither one is picked silently
+    assert rows(lines)["spawnkit-shellwrap:shellwrap"]["distribution"] == SHELLWRAP_DIST
+    assert rows(lines)["shellwrap-clone:shellwrap"] == {
+        "status": "available",
+        "distribution": "shellwrap-clone",
+        "description": "a throwaway plugin",
+    }
     assert (
-        "conflict: backend 'shellwrap' is registered by 'spawnkit-shellwrap' and 'shellwrap-clone'"
+        "conflict: backend 'shellwrap' is registered by 'spawnkit-shellwrap' and "
+        "'shellwrap-clone'; pick one by its full name: 'spawnkit-shellwrap:shellwrap' or "
+        "'shellwrap-clone:shellwrap'"
     ) in lines
+    assert cli_status(tmp_path, "backends", "--check") == 1
+
+
+@needs_sh
+def test_each_plugin_of_a_conflict_stays_reachable_by_its_full_name(tmp_path: Path) -> None:
+    add_clone(tmp_path)
+    assert shellwrap_job(tmp_path, backend="spawnkit-shellwrap:shellwrap") == "['0', '1']\n"
 
 
 @needs_sh
@@ -271,16 +400,58 @@ def test_a_plugin_whose_import_fails_is_reported_and_the_others_still_work(
         gpu_plugin="raise ImportError('libcuda.so.1: cannot open shared object file')\n",
     )
     report = (
-        "plugin 'gpu' from distribution 'spawnkit-gpu' failed: import failed: "
-        "ImportError('libcuda.so.1: cannot open shared object file')"
+        f"plugin 'gpu' from distribution 'spawnkit-gpu' failed at {tmp_path / 'gpu_plugin.py'}:1: "
+        "import failed: ImportError('libcuda.so.1: cannot open shared object file')"
     )
     lines = backends_cli(tmp_path)
     assert lines[-1] == f"broken: {report}"
     assert rows(lines)["shellwrap"]["distribution"] == SHELLWRAP_DIST
+    assert cli_status(tmp_path, "backends", "--check") == 1
+    assert cli_status(tmp_path, "watches", "--check") == 1  # its watches are missing too
     error = spawn_error(tmp_path, "gpu")
     assert error["type"] == "UnknownBackendError"
     assert error["message"] == f"unknown backend 'gpu'; installed: {error['installed']}; {report}"
     assert shellwrap_job(tmp_path) == "['0', '1']\n"
+
+
+# Where an import failed: the plugin's own line, also when the error comes from deeper down.
+IMPORT_FAILURES = {
+    "in-a-library-it-imports": (
+        "import os\nimport fakecuda  # the plugin's line\n",
+        "import fakecuda",
+        "ImportError('libcuda.so.1')",
+    ),
+    "syntax-error": (
+        "import os\ndef spawnkit_register_backends(registry:\n",
+        "def spawnkit_register_backends",
+        "SyntaxError(",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPORT_FAILURES))
+def test_an_import_failure_is_reported_at_the_plugins_own_line(tmp_path: Path, case: str) -> None:
+    source, line, error = IMPORT_FAILURES[case]
+    # fakecuda belongs to no plugin: the failure's innermost frame, but not the plugin's.
+    (tmp_path / "fakecuda.py").write_text("import os\nraise ImportError('libcuda.so.1')\n")
+    add_dist(tmp_path, "spawnkit-gpu", {"gpu": "gpu_plugin"}, gpu_plugin=source)
+    broken = backends_cli(tmp_path)[-1]
+    prefix = "broken: plugin 'gpu' from distribution 'spawnkit-gpu' failed at "
+    assert broken.startswith(f"{prefix}{at(tmp_path, 'gpu_plugin', line)}: import failed: {error}")
+
+
+def test_an_entry_point_naming_no_module_is_reported_at_the_innermost_line(
+    tmp_path: Path,
+) -> None:
+    add_dist(tmp_path, "spawnkit-gone", {"gone": "gone_plugin.plugins"})
+    broken = backends_cli(tmp_path)[-1]
+    # No line of the plugin's own ran: the import system's line that gave up is the one left.
+    assert broken.startswith(
+        "broken: plugin 'gone' from distribution 'spawnkit-gone' failed at <frozen importlib."
+    )
+    assert broken.endswith(
+        ": import failed: ModuleNotFoundError(\"No module named 'gone_plugin'\")"
+    )
 
 
 def test_a_hookimpl_with_a_wrong_signature_is_rejected_showing_the_expected_one(
@@ -302,7 +473,8 @@ def test_a_hookimpl_with_a_wrong_signature_is_rejected_showing_the_expected_one(
     assert "extra" not in rows(lines)
     assert rows(lines)["shellwrap"]["distribution"] == SHELLWRAP_DIST
     assert "\n".join(lines).split("\nbroken: ", 1)[1] == (
-        "plugin 'extra' from distribution 'spawnkit-extra' failed: its hook "
+        "plugin 'extra' from distribution 'spawnkit-extra' failed at "
+        f"{at(tmp_path, 'extra_plugin', '@spawnkit.hookimpl')}: its hook "
         "spawnkit_register_backends(registry, options) asks for options, which spawnkit does "
         "not pass; the hookspec is spawnkit_register_backends(registry)"
     )
@@ -326,32 +498,281 @@ def test_a_hookimpl_for_an_unknown_hook_is_rejected_listing_the_real_ones(
     lines = backends_cli(tmp_path)
     assert "typo" not in rows(lines)
     assert lines[-1] == (
-        "broken: plugin 'typo' from distribution 'spawnkit-typo' failed: unknown hook "
+        "broken: plugin 'typo' from distribution 'spawnkit-typo' failed at "
+        f"{at(tmp_path, 'typo_plugin', '@spawnkit.hookimpl')}: unknown hook "
         "'spawnkit_register_backend' (did you mean 'spawnkit_register_backends'?); the hooks "
         "spawnkit knows are spawnkit_register_backends(registry), "
         "spawnkit_register_watches(registry)"
     )
 
 
-def test_a_hook_that_raises_is_reported_and_the_others_still_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hook", ["spawnkit_register_backends", "spawnkit_register_watches"])
+def test_a_hook_function_without_the_marker_is_reported_naming_the_fix(
+    tmp_path: Path, hook: str
+) -> None:
+    add_dist(
+        tmp_path,
+        "spawnkit-unmarked",
+        {"unmarked": "unmarked_plugin"},
+        unmarked_plugin=f"""
+            import spawnkit
+
+            def {hook}(registry):
+                registry.add("unmarked", object)
+            """,
+    )
+    lines = backends_cli(tmp_path)
+    assert "unmarked" not in rows(lines)
+    assert lines[-1] == (
+        "broken: plugin 'unmarked' from distribution 'spawnkit-unmarked' failed at "
+        f"{at(tmp_path, 'unmarked_plugin', 'def ')}: its function {hook} is not marked as a "
+        "hook, so spawnkit would never call it; mark it with @spawnkit.hookimpl"
+    )
+    assert cli_status(tmp_path, "backends", "--check") == 1
+
+
+def test_a_wrapper_that_never_yields_is_rejected(tmp_path: Path) -> None:
+    add_dist(
+        tmp_path,
+        "spawnkit-flat",
+        {"flat": "flat_plugin"},
+        flat_plugin="""
+            import spawnkit
+
+            @spawnkit.hookimpl(wrapper=True)
+            def spawnkit_register_backends(registry):
+                registry.add("flat", object)
+            """,
+    )
+    lines = backends_cli(tmp_path)
+    assert "flat" not in rows(lines)
+    assert lines[-1] == (
+        "broken: plugin 'flat' from distribution 'spawnkit-flat' failed at "
+        f"{at(tmp_path, 'flat_plugin', '@spawnkit.hookimpl')}: its hook "
+        "spawnkit_register_backends is marked as a wrapper but never yields; a wrapper yields "
+        "once, where the hooks it wraps run"
+    )
+
+
+def test_what_pluggy_accepts_of_a_hook_is_accepted(tmp_path: Path) -> None:
+    add_dist(
+        tmp_path,
+        "spawnkit-options",
+        {"options": "options_plugin"},
+        options_plugin="""
+            import spawnkit
+            from spawnkit.hookspecs import spawnkit_register_watches  # the spec, not a hook
+
+            @spawnkit.hookimpl(specname="spawnkit_register_backends")
+            def register(registry, unused=None):
+                registry.add("specnamed", object, description="by specname")
+
+            @spawnkit.hookimpl(optionalhook=True)
+            def spawnkit_register_gpus(registry):
+                raise AssertionError("spawnkit has no such hook to call")
+            """,
+    )
+    lines = backends_cli(tmp_path)
+    assert rows(lines)["specnamed"]["distribution"] == "spawnkit-options"
+    assert not [line for line in lines if line.startswith(("broken: ", "conflict: "))]
+
+
+def test_two_entry_points_naming_one_module_load_it_once(tmp_path: Path) -> None:
+    add_dist(
+        tmp_path,
+        "spawnkit-twice",
+        {"twice": "twice_plugin", "twice_again": "twice_plugin"},
+        twice_plugin=registering("twice"),
+    )
+    lines = backends_cli(tmp_path)
+    assert rows(lines)["twice"]["distribution"] == "spawnkit-twice"  # no conflict with itself
+    assert lines[-1] == (
+        "broken: plugin 'twice_again' from distribution 'spawnkit-twice' failed: its entry "
+        "point names the object of plugin 'twice' again; keep one of the two entry points"
+    )
+
+
+# Where a hook failed: the plugin's own line, also when spawnkit raised the error.
+HOOK_FAILURES = {
+    "raises": (
+        'raise RuntimeError("no licence server")',
+        "RuntimeError('no licence server')",
+    ),
+    "bad-name": (
+        'registry.add("auto", object)',
+        "PluginError(\"backend name 'auto' from distribution 'spawnkit-raises' is invalid; use "
+        "a non-empty string other than 'auto' and without ':' (which separates a distribution "
+        'from a name)")',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOOK_FAILURES))
+def test_a_hook_that_raises_is_reported_and_the_others_still_work(
+    tmp_path: Path, case: str
+) -> None:
+    statement, error = HOOK_FAILURES[case]
     add_dist(
         tmp_path,
         "spawnkit-raises",
         {"raises": "raising_plugin"},
-        raising_plugin="""
+        raising_plugin=f"""
             import spawnkit
 
             @spawnkit.hookimpl
             def spawnkit_register_backends(registry):
-                raise RuntimeError("no licence server")
+                registry.add("raises", object)
+                {statement}
             """,
     )
     lines = backends_cli(tmp_path)
     assert lines[-1] == (
-        "broken: plugin 'raises' from distribution 'spawnkit-raises' failed: "
-        "spawnkit_register_backends: RuntimeError('no licence server')"
+        "broken: plugin 'raises' from distribution 'spawnkit-raises' failed at "
+        f"{at(tmp_path, 'raising_plugin', statement)}: spawnkit_register_backends: {error}"
     )
     assert rows(lines)["shellwrap"]["distribution"] == SHELLWRAP_DIST
+    assert rows(lines)["raises"]["distribution"] == "spawnkit-raises"  # added before it failed
+
+
+# -- the order pluggy calls hooks in --------------------------------------------------------
+
+
+def hook_printing(word: str, options: str = "") -> str:
+    """Source of a plugin whose backends hook prints ``word`` and registers it as a backend."""
+    return f"""
+        import spawnkit
+
+        @spawnkit.hookimpl({options})
+        def spawnkit_register_backends(registry):
+            print({word!r})
+            registry.add({word!r}, object)
+        """
+
+
+WRAPPER = """
+    import spawnkit
+
+    @spawnkit.hookimpl(wrapper=True)
+    def spawnkit_register_backends(registry):
+        print("wrap before")
+        result = yield
+        print("wrap after")
+        registry.add("wrapped", object)
+        return result
+    """
+
+OLD_STYLE_WRAPPER = """
+    import spawnkit
+
+    @spawnkit.hookimpl(hookwrapper=True)
+    def spawnkit_register_backends(registry):
+        print("old before")
+        outcome = yield
+        outcome.get_result()
+        print("old after")
+    """
+
+LOADED = """
+    from spawnkit._registry import plugins
+
+    loaded = plugins()
+    for name in ("early", "plain", "late", "wrapped"):
+        print(name, loaded.backends[name].distribution)
+    for broken in loaded.broken:
+        print(broken.name, broken.filename, broken.lineno)
+    """
+
+
+def test_hooks_run_in_pluggys_order_and_one_that_raises_stops_none(tmp_path: Path) -> None:
+    # Entry points load in name order, and pluggy calls the later-loaded first: without
+    # tryfirst, "early" would run last; without trylast, "late" would run first.
+    add_dist(
+        tmp_path,
+        "spawnkit-early",
+        {"a_early": "early"},
+        early=hook_printing("early", "tryfirst=True"),
+    )
+    add_dist(tmp_path, "spawnkit-plain", {"m_plain": "plain"}, plain=hook_printing("plain"))
+    add_dist(
+        tmp_path,
+        "spawnkit-boom",
+        {"n_boom": "boom"},
+        boom="""
+            import spawnkit
+
+            @spawnkit.hookimpl
+            def spawnkit_register_backends(registry):
+                print("boom")
+                raise RuntimeError("boom")
+            """,
+    )
+    add_dist(tmp_path, "spawnkit-oldwrap", {"o_oldwrap": "oldwrap"}, oldwrap=OLD_STYLE_WRAPPER)
+    add_dist(tmp_path, "spawnkit-wrap", {"w_wrap": "wrap"}, wrap=WRAPPER)
+    add_dist(
+        tmp_path, "spawnkit-late", {"z_late": "late"}, late=hook_printing("late", "trylast=True")
+    )
+    result = run_code(tmp_path, LOADED)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no PluggyTeardownRaisedWarning or any other
+    boom_line = at(tmp_path, "boom", "raise RuntimeError").rpartition(":")[2]
+    assert result.stdout.splitlines() == [
+        "wrap before",
+        "old before",
+        "early",
+        "boom",
+        "plain",
+        "late",
+        "old after",
+        "wrap after",
+        "early spawnkit-early",
+        "plain spawnkit-plain",
+        "late spawnkit-late",
+        "wrapped spawnkit-wrap",  # added after the yield, still credited to the wrapper's plugin
+        f"n_boom {tmp_path / 'boom.py'} {boom_line}",
+    ]
+
+
+# A wrapper that fails in each of its parts; the hooks it wraps still run.
+WRAPPER_FAILURES = {
+    "before-its-yield": (
+        'raise RuntimeError("before")\n    yield',
+        "RuntimeError('before')",
+        'raise RuntimeError("before")',
+    ),
+    "after-its-yield": (
+        'yield\n    raise RuntimeError("after")',
+        "RuntimeError('after')",
+        'raise RuntimeError("after")',
+    ),
+    "at-a-second-yield": (
+        "yield\n    yield",
+        "RuntimeError('the wrapper yielded a second time')",
+        "@spawnkit.hookimpl",
+    ),
+    "returning-before-its-yield": (
+        "return\n    yield",
+        "RuntimeError('the wrapper returned without yielding')",
+        "@spawnkit.hookimpl",
+    ),
+}
+
+
+@pytest.mark.parametrize("style", ["wrapper", "hookwrapper"])
+@pytest.mark.parametrize("case", sorted(WRAPPER_FAILURES))
+def test_a_wrapper_that_raises_is_reported_and_the_hooks_it_wraps_still_run(
+    tmp_path: Path, case: str, style: str
+) -> None:
+    body, error, line = WRAPPER_FAILURES[case]
+    source = f"import spawnkit\n\n@spawnkit.hookimpl({style}=True)\n"
+    source += f"def spawnkit_register_backends(registry):\n    {body}\n"
+    add_dist(tmp_path, "spawnkit-wrap", {"wrap": "wrap"}, wrap=source)
+    add_dist(tmp_path, "spawnkit-plain", {"plain": "plain"}, plain=registering("plain"))
+    lines = backends_cli(tmp_path)  # and nothing on stderr: no warning from pluggy either
+    assert rows(lines)["plain"]["distribution"] == "spawnkit-plain"
+    assert lines[-1] == (
+        f"broken: plugin 'wrap' from distribution 'spawnkit-wrap' failed at "
+        f"{at(tmp_path, 'wrap', line)}: spawnkit_register_backends: {error}"
+    )
 
 
 # -- loading ------------------------------------------------------------------------------

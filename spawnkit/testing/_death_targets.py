@@ -49,6 +49,26 @@ def report(fifos: Sequence[str], **event: Any) -> None:
                 os.close(fd)
 
 
+def signal_wakeup() -> int:
+    """A pipe the interpreter writes every caught signal to; its read end.
+
+    ``signal.pause()`` sleeps on if the signal arrives just before it is entered (Python
+    runs the handler only once pause() returns); a read of this pipe always returns, and
+    then the handler runs. Set up before the process says it is ready, so no signal can
+    come first. For the grandchildren, which have no spawnkit to nudge them.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    return read_end
+
+
+def wait_for_signals(read_end: int) -> NoReturn:
+    """Block until a signal's handler ends the process (see :func:`signal_wakeup`)."""
+    while True:
+        os.read(read_end, 64)
+
+
 def block_forever() -> NoReturn:
     """Sleep until a signal ends the process; signal handlers still run."""
     if sys.platform == "win32":
@@ -85,9 +105,10 @@ def _grandchild(fifos: Sequence[str], rank: int, on_sigterm: str) -> int:
 
                     signal.signal(signal.SIGTERM, cleanup)
                 signal.signal(signal.SIGUSR1, _on_ping(fifos))
+                wakeup = signal_wakeup()
                 os.write(ready_write, b".")
                 os.close(ready_write)
-                block_forever()
+                wait_for_signals(wakeup)
             finally:
                 os._exit(1)
         os.close(ready_write)
