@@ -27,7 +27,10 @@ def _main_module() -> tuple[str, str] | None:
         # `python -m pkg` runs pkg.__main__, which is never where a job's function lives.
         return None if name.split(".")[-1] == "__main__" else ("module", name)
     path = getattr(main, "__file__", None)
-    return ("path", os.path.abspath(path)) if isinstance(path, str) else None
+    # "<stdin>" for a program read from standard input: nothing a worker could load.
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return None
+    return ("path", os.path.abspath(path))
 
 
 def _bootstrap(spec: spawnkit.WorkerSpec) -> bytes:
