@@ -22,6 +22,20 @@ def block_forever() -> NoReturn:
             threading.Event().wait()
 
 
+def wait_for_own_handler() -> NoReturn:
+    """Block forever; a signal with a handler of the target's own always runs it.
+
+    ``signal.pause()`` sleeps on if the signal arrives just before it is entered. spawnkit
+    mends that for its own SIGTERM handler; a target that installs its own handler blocks
+    on the interpreter's wakeup descriptor instead, which a caught signal always writes to.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    while True:
+        os.read(read_end, 64)
+
+
 def times(rank: int, factor: int) -> int:
     return rank * factor
 
@@ -139,7 +153,7 @@ def note_sigterm_and_block(rank: int, directory: str) -> None:
 
     signal.signal(signal.SIGTERM, noted)
     (Path(directory) / f"{rank}.ready").touch()
-    block_forever()
+    wait_for_own_handler()
 
 
 def cleanup_on_exit(rank: int, directory: str) -> None:
@@ -303,7 +317,7 @@ def fail_while_sibling_lingers(rank: int, directory: str) -> None:
 
         signal.signal(signal.SIGTERM, noted)
         (folder / "1.ready").touch()
-        block_forever()
+        wait_for_own_handler()
     deadline = time.monotonic() + 60
     while not (folder / "1.ready").exists() and time.monotonic() < deadline:
         time.sleep(0.002)
