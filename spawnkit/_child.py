@@ -17,6 +17,10 @@ import time
 from . import _wire
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["CarriedFd", "Terminated", "parent_gone", "reporting_ready", "run_worker"]
 
 
@@ -77,35 +81,58 @@ def _on_sigterm(signum: int, frame: object) -> None:
         raise Terminated("worker received SIGTERM")
 
 
-def _arm_sigterm_nudge() -> None:
-    """Make sure a SIGTERM that reached the worker also reaches Python code.
+def _install_sigterm_handler() -> None:
+    """SIGTERM raises :class:`Terminated` in the main thread, and reliably so.
 
     Python runs a handler only when the main thread next executes bytecode. A signal that
     arrives between that check and a blocking call (``signal.pause()``, ``time.sleep()``)
     is noted, but the call goes on sleeping, and the worker would sleep through its stop
     until the SIGKILL. The interpreter writes every caught signal to the wakeup
     descriptor; a thread reading it sends SIGTERM to the main thread again, at growing
-    intervals, until the handler has run. The handler raises only once.
+    intervals, until the handler has run. The handler raises only once; an exception
+    Python drops (the handler ran inside a weakref callback or a ``__del__``) is raised
+    again.
     """
-    if sys.platform != "win32":  # Windows: no pthread_kill, and no SIGTERM to mend
-        import _thread
-
-        from ._fds import pipe
+    global _main_thread, _dropped_hook
+    if sys.platform == "win32":  # no pthread_kill, and no race to mend
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    else:
+        from ._fds import out_of_the_way, pipe
         from ._threads import start_thread
 
+        _main_thread = _thread.get_ident()
+        # Everything imported before the handler exists: an import runs callbacks.
         read_end, write_end = pipe()
+        read_end, write_end = out_of_the_way(read_end), out_of_the_way(write_end)
         os.set_blocking(write_end, False)
-        try:
-            signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-        except (ValueError, OSError):  # not the main thread
-            os.close(read_end)
-            os.close(write_end)
-        else:
-            start_thread(_nudge, read_end, _thread.get_ident())
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        _dropped_hook = sys.unraisablehook
+        sys.unraisablehook = _raise_dropped_terminated
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        start_thread(_nudge, read_end, _main_thread)
+
+
+_main_thread = 0
+_dropped_hook = sys.unraisablehook
+
+
+def _raise_dropped_terminated(unraisable: Any) -> None:
+    global _stop_requested
+    if isinstance(unraisable.exc_value, Terminated) and _phase != _REPORTING:
+        # Raised where Python drops exceptions: raise it again, from the main thread's
+        # next bytecode.
+        _stop_requested = False
+        if sys.platform != "win32":
+            signal.pthread_kill(_main_thread, signal.SIGTERM)
+        return
+    _dropped_hook(unraisable)
 
 
 def _nudge(read_end: int, main_thread: int) -> None:
+    ours = _identity(read_end)
     while True:
+        if _identity(read_end) != ours:
+            return  # user code closed it and put a file of its own there: never read that
         try:
             noted = os.read(read_end, 64)
         except InterruptedError:
@@ -330,8 +357,7 @@ def _setup(spec: WorkerSpec) -> None:
             pass
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-            _arm_sigterm_nudge()
+            _install_sigterm_handler()
     except ValueError:  # not the main thread: a backend running ranks in threads
         pass
     _phase = _RUNNING

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["above_stdio", "pipe"]
+__all__ = ["above_stdio", "out_of_the_way", "pipe"]
 
 
 def above_stdio(fd: int) -> int:
@@ -40,3 +40,31 @@ def pipe() -> tuple[int, int]:
     except BaseException:
         os.close(read_end)
         raise
+
+
+# `os.closerange(0, 1024)` (or 3, 1024) is how programs close "every" descriptor.
+_OUT_OF_REACH = 1024
+
+
+def out_of_the_way(fd: int) -> int:
+    """``fd``, moved to 1024 or above when the descriptor limit allows (``fd`` closed).
+
+    For a descriptor that something writes to without looking (the interpreter's signal
+    wakeup descriptor): user code that closes descriptors below 1024 and opens files
+    under the freed numbers cannot make that write land in one of its files.
+    """
+    if sys.platform == "win32":
+        return fd
+    else:
+        import fcntl
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft <= _OUT_OF_REACH + 64:
+            return above_stdio(fd)
+        try:
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _OUT_OF_REACH)
+        except OSError:
+            return above_stdio(fd)
+        os.close(fd)
+        return moved

@@ -200,9 +200,11 @@ def test_only_the_specs_descriptors_reach_the_worker(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert str(stray) not in held.values()
-    # stdio, the result pipe, the watch's descriptor; the spec pipe was closed after reading.
+    # stdio, the result pipe, the watch's descriptor, and both ends of the pipe the
+    # interpreter notes caught signals in (spawnkit's SIGTERM nudge); the spec pipe was
+    # closed after reading.
     extra = {n: target for n, target in held.items() if n > 2}
-    assert len(extra) <= 2, extra
+    assert len(extra) <= 4, extra
     assert all(t.startswith(("pipe:", "anon_inode:")) for t in extra.values()), extra
 
 
