@@ -47,15 +47,16 @@ def _script(tmp_path: Path, code: str, *, timeout: float = 60) -> subprocess.Com
 def test_terminate_after_the_job_was_released_writes_nothing(tmp_path: Path) -> None:
     with spawnkit.spawn(t.times, args=(2,), nprocs=2, join=False, backend="fork") as ctx:
         assert ctx.results() == [0, 2]
-    # The job's descriptors are closed: the program's next files get their numbers.
-    files = [open(tmp_path / f"{i}", "wb") for i in range(8)]  # noqa: SIM115
+    # The job's descriptors are closed: the program's next files get their numbers (enough
+    # files to take every number freed, whichever the job had).
+    files = [open(tmp_path / f"{i}", "wb") for i in range(128)]  # noqa: SIM115
     try:
         ctx.terminate()
         ctx.wake()
     finally:
         for f in files:
             f.close()
-    assert all((tmp_path / f"{i}").read_bytes() == b"" for i in range(8))
+    assert all((tmp_path / f"{i}").read_bytes() == b"" for i in range(128))
 
 
 # -- a fork server that dies mid-job -----------------------------------------------------
