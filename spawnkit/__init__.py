@@ -1,8 +1,9 @@
 """Run a function in N worker processes and treat them as one job.
 
 ``spawnkit.spawn(fn, args=(), nprocs=N)`` is a drop-in for ``torch.multiprocessing.spawn``
-without torch, with pluggable backends. Names are imported on first use, so a worker that
-imports ``spawnkit`` pays only for what it touches.
+without torch, with pluggable backends. This module is the user's API; plugin authors build
+on :mod:`spawnkit.plugin`. Names are imported on first use, so a worker that imports
+``spawnkit`` pays only for what it touches.
 """
 
 from __future__ import annotations
@@ -11,17 +12,12 @@ import importlib
 
 __all__ = [
     "ENV_VAR_PARALLEL_START",
-    "Backend",
-    "BackendInfo",
-    "BackendRegistry",
     "BackendUnavailableError",
-    "ChildWatch",
     "ConfigError",
     "InvalidArgumentError",
     "JobTerminatedError",
     "LaunchError",
     "NotPicklableError",
-    "ParentWatch",
     "PluginError",
     "ProcessContext",
     "ProcessException",
@@ -34,22 +30,16 @@ __all__ = [
     "UnknownBackendError",
     "UnknownOptionError",
     "UnknownWatchError",
-    "WatchInfo",
-    "WatchRegistry",
     "WatchUnavailableError",
-    "WorkerHandle",
-    "WorkerSpec",
     "__version__",
     "available_backends",
     "available_watches",
-    "hookimpl",
-    "run_worker",
-    "signal_process_group",
     "spawn",
-    "start_helper_thread",
     "start_processes",
 ]
 
+# The plugin API (spawnkit.plugin) is reachable here too, outside __all__: plugins written
+# before spawnkit.plugin existed use these names.
 _ERRORS = "spawnkit._errors"
 _WHERE = {
     "ENV_VAR_PARALLEL_START": "spawnkit._api",
@@ -100,7 +90,10 @@ if TYPE_CHECKING:
         spawn,
         start_processes,
     )
-    from ._child import Terminated, run_worker
+    from ._child import Terminated
+
+    # The plugin API, at its older address (see spawnkit.plugin).
+    from ._child import run_worker as run_worker
     from ._context import ProcessContext
     from ._errors import (
         BackendUnavailableError,
@@ -120,12 +113,19 @@ if TYPE_CHECKING:
         UnknownWatchError,
         WatchUnavailableError,
     )
-    from ._protocols import Backend, ChildWatch, ParentWatch, SpawnContext, WorkerHandle
-    from ._registry import BackendInfo, BackendRegistry, WatchInfo, WatchRegistry
-    from ._spec import WorkerSpec
-    from ._threads import start_helper_thread
-    from ._tree import signal_process_group
-    from .hookspecs import hookimpl
+    from ._protocols import Backend as Backend
+    from ._protocols import ChildWatch as ChildWatch
+    from ._protocols import ParentWatch as ParentWatch
+    from ._protocols import SpawnContext
+    from ._protocols import WorkerHandle as WorkerHandle
+    from ._registry import BackendInfo as BackendInfo
+    from ._registry import BackendRegistry as BackendRegistry
+    from ._registry import WatchInfo as WatchInfo
+    from ._registry import WatchRegistry as WatchRegistry
+    from ._spec import WorkerSpec as WorkerSpec
+    from ._threads import start_helper_thread as start_helper_thread
+    from ._tree import signal_process_group as signal_process_group
+    from .hookspecs import hookimpl as hookimpl
 
     __version__: str
 

@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import spawnkit
+from spawnkit import plugin
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -30,7 +31,7 @@ class _Carrier:
     inherited fd for ``spawn``, over SCM_RIGHTS for ``forkserver``).
     """
 
-    def __init__(self, spec: spawnkit.WorkerSpec, payload_fd: int | None, size: int) -> None:
+    def __init__(self, spec: plugin.WorkerSpec, payload_fd: int | None, size: int) -> None:
         self.spec = spec
         self.payload_fd = payload_fd
         self.size = size
@@ -47,7 +48,7 @@ class _Carrier:
 
 
 class _Carried:
-    def __init__(self, spec: spawnkit.WorkerSpec, fds: list[Any], payload: Any, size: int) -> None:
+    def __init__(self, spec: plugin.WorkerSpec, fds: list[Any], payload: Any, size: int) -> None:
         spec = spec.with_fds([fd.detach() for fd in fds])
         if payload is not None:
             spec = spec.with_payload(_read_exactly(payload.detach(), size))
@@ -123,9 +124,9 @@ def _drop_fork_server_lifeline() -> None:
             setattr(server, attr, None)
 
 
-def _worker(arg: spawnkit.WorkerSpec | _Carried) -> None:
+def _worker(arg: plugin.WorkerSpec | _Carried) -> None:
     _drop_fork_server_lifeline()
-    sys.exit(spawnkit.run_worker(arg.spec if isinstance(arg, _Carried) else arg))
+    sys.exit(plugin.run_worker(arg.spec if isinstance(arg, _Carried) else arg))
 
 
 class MultiprocessingHandle:
@@ -167,7 +168,7 @@ class MultiprocessingHandle:
             # without reaping it, then closes a pipe of ours, which no grandchild holds.
             # (Windows has no waitid; multiprocessing's sentinel there is a process handle.)
             self._ended_r, ended_w = os.pipe()
-            spawnkit.start_helper_thread(
+            plugin.start_helper_thread(
                 _close_when_ended, process.pid, ended_w, name=f"spawnkit-wait-{process.pid}"
             )
 
@@ -243,7 +244,7 @@ class MultiprocessingHandle:
 
     def send_signal(self, signum: int) -> None:
         if self._pid is not None:
-            spawnkit.signal_process_group(self._pid, signum, reaped=self._ended)
+            plugin.signal_process_group(self._pid, signum, reaped=self._ended)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -297,10 +298,10 @@ class MultiprocessingBackend:
         self._context: BaseContext = multiprocessing.get_context(method)
         # Loaded here, a fork child inherits the worker bootstrap instead of importing it
         # again in every rank.
-        self._run_worker = spawnkit.run_worker
+        self._run_worker = plugin.run_worker
 
-    def start(self, spec: spawnkit.WorkerSpec) -> MultiprocessingHandle:
-        arg: spawnkit.WorkerSpec | _Carrier = spec  # fork: inherited, fds keep their numbers
+    def start(self, spec: plugin.WorkerSpec) -> MultiprocessingHandle:
+        arg: plugin.WorkerSpec | _Carrier = spec  # fork: inherited, fds keep their numbers
         if self._method == "forkserver":
             spec = spec.with_parent_pid(_forkserver_pid())
         payload = spec.payload
@@ -325,7 +326,7 @@ class MultiprocessingBackend:
         if pipe is not None:
             assert payload is not None
             os.close(pipe[0])  # the child has its own copy now
-            writer = spawnkit.start_helper_thread(
+            writer = plugin.start_helper_thread(
                 _write_all, pipe[1], payload, name=f"spawnkit-payload-{spec.rank}"
             )
         own = self._method != "forkserver"

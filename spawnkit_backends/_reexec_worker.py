@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-    from spawnkit import WorkerSpec
+    from spawnkit.plugin import WorkerSpec
 
 MIN_PYTHON = (3, 9)
 _MAIN_MARK = "__spawnkit_main__"
@@ -60,10 +60,10 @@ def _import_spawnkit(where: list[str]) -> None:
     # packages' __path__ afterwards.
     sys.path[:0] = where
     try:
-        import spawnkit
+        import spawnkit.plugin
 
         # Load what the spec's pickle names while that directory is still on the path.
-        assert spawnkit.WorkerSpec is not None
+        assert spawnkit.plugin.WorkerSpec is not None
     finally:
         del sys.path[: len(where)]
 
@@ -261,9 +261,9 @@ def main(argv: list[str]) -> int:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         send_error(_descriptor(argv[3], os.O_WRONLY), exc, text)
         return 1
-    import spawnkit
+    from spawnkit.plugin import run_worker
 
-    return spawnkit.run_worker(spec)
+    return run_worker(spec)
 
 
 if __name__ == "__main__":

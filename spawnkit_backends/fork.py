@@ -6,7 +6,7 @@ import os
 import sys
 from functools import partial
 
-import spawnkit
+from spawnkit import plugin
 
 
 def _unavailable() -> str | None:
@@ -15,8 +15,8 @@ def _unavailable() -> str | None:
     return None
 
 
-@spawnkit.hookimpl
-def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     from ._mp import MultiprocessingBackend
 
     registry.add(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-import spawnkit
+from spawnkit import plugin
 
 
 def _unavailable() -> str | None:
@@ -20,7 +20,7 @@ def _unavailable() -> str | None:
 _WORKER_MODULES = ("spawnkit._child", "spawnkit_backends._mp", "spawnkit._watches.pidfd")
 
 
-def _backend() -> spawnkit.Backend:
+def _backend() -> plugin.Backend:
     from multiprocessing import forkserver
 
     from ._mp import MultiprocessingBackend
@@ -36,8 +36,8 @@ def _backend() -> spawnkit.Backend:
     return MultiprocessingBackend("forkserver")
 
 
-@spawnkit.hookimpl
-def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     registry.add(
         "forkserver",
         _backend,

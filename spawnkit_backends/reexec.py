@@ -2,7 +2,7 @@
 
 The parent starts ``python [interpreter_args] _reexec_worker.py RANK SPEC RESULT STARTED``
 (three descriptor numbers) and sends a header and the pickled spec down a socket pair that
-only that worker inherits; the worker reads them and calls :func:`spawnkit.run_worker`.
+only that worker inherits; the worker reads them and calls :func:`plugin.run_worker`.
 Options choose the interpreter, its flags, environment and working directory.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Union, final
 
 import spawnkit
+from spawnkit import plugin
 
 if TYPE_CHECKING:
     import socket
@@ -46,8 +47,8 @@ def _unavailable() -> str | None:
     return None
 
 
-@spawnkit.hookimpl
-def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     registry.add(
         NAME,
         SubprocessBackend,
@@ -336,7 +337,7 @@ def _send(end: int | socket.socket, chunks: list[bytes]) -> threading.Thread | N
         if not views:
             end.close()
             return None
-    return spawnkit.start_helper_thread(_write_rest, end, views, name="spawnkit-subprocess-spec")
+    return plugin.start_helper_thread(_write_rest, end, views, name="spawnkit-subprocess-spec")
 
 
 def _write_all(end: int | socket.socket, views: list[memoryview]) -> None:
@@ -408,7 +409,7 @@ class SubprocessHandle:
             # end when the worker has exited. Not a pipe the worker holds: a grandchild could
             # keep that open after the worker ended.
             self._sentinel, self._ended_w = os.pipe()
-            self._waiter = spawnkit.start_helper_thread(
+            self._waiter = plugin.start_helper_thread(
                 self._wait, name=f"spawnkit-subprocess-wait-{self._pid}"
             )
 
@@ -472,7 +473,7 @@ class SubprocessHandle:
     def send_signal(self, signum: int) -> None:
         # The group too, also after the worker ended: its children may still be in it.
         if not self._closed:
-            spawnkit.signal_process_group(
+            plugin.signal_process_group(
                 self._pid, signum, reaped=self._process.returncode is not None
             )
 
@@ -539,7 +540,7 @@ class SubprocessBackend:
             return self._env
         return _check_env_mapping(self._env(rank), f"env({rank})")
 
-    def start(self, spec: spawnkit.WorkerSpec) -> SubprocessHandle:
+    def start(self, spec: plugin.WorkerSpec) -> SubprocessHandle:
         import pickle
 
         env = self._env_for(spec.rank)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import partial
 
-import spawnkit
+from spawnkit import plugin
 
 
-@spawnkit.hookimpl
-def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     from ._mp import MultiprocessingBackend
 
     registry.add(

@@ -6,7 +6,7 @@ comment is an error mypy must report on the next line; nothing else may be repor
 
 from __future__ import annotations
 
-import spawnkit
+from spawnkit import plugin
 
 
 class BadHandle:
@@ -32,13 +32,13 @@ class BadBackend:
         pass
 
 
-@spawnkit.hookimpl
-def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     # E: Argument 2 to "add" of "BackendRegistry" has incompatible type "type[BadBackend]"; expected "Callable[..., Backend]"  # noqa: E501
     registry.add("bad", BadBackend)
 
 
 # E: Incompatible types in assignment (expression has type "BadHandle", variable has type "WorkerHandle")  # noqa: E501
-handle: spawnkit.WorkerHandle = BadHandle()
+handle: plugin.WorkerHandle = BadHandle()
 # E: Incompatible types in assignment (expression has type "BadBackend", variable has type "Backend")  # noqa: E501
-backend: spawnkit.Backend = BadBackend()
+backend: plugin.Backend = BadBackend()

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import spawnkit
+from spawnkit import plugin
 
 
 class Handle:
@@ -30,7 +31,7 @@ class Handle:
         return self._process.poll()
 
     def send_signal(self, signum: int) -> None:
-        spawnkit.signal_process_group(self._process.pid, signum)
+        plugin.signal_process_group(self._process.pid, signum)
 
     def close(self) -> None:
         os.close(self._sentinel)
@@ -40,7 +41,7 @@ class Backend:
     def __init__(self, python: str = sys.executable) -> None:
         self._python = python
 
-    def start(self, spec: spawnkit.WorkerSpec) -> Handle:
+    def start(self, spec: plugin.WorkerSpec) -> Handle:
         read_end, write_end = os.pipe()
         try:
             process = subprocess.Popen(
@@ -62,7 +63,7 @@ class ChildSide:
     name = "sample"
 
     def arm(
-        self, fds: Sequence[int], spec: spawnkit.WorkerSpec, shutdown: Callable[[], None]
+        self, fds: Sequence[int], spec: plugin.WorkerSpec, shutdown: Callable[[], None]
     ) -> None:
         if os.getppid() != spec.parent_pid:
             shutdown()
@@ -82,18 +83,18 @@ class ParentSide:
         pass
 
 
-@spawnkit.hookimpl
-def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     registry.add("sample", Backend, options=["python"], description="a typing sample")
 
 
-@spawnkit.hookimpl
-def spawnkit_register_watches(registry: spawnkit.WatchRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_watches(registry: plugin.WatchRegistry) -> None:
     registry.add("sample", ParentSide, priority=-10, description="a typing sample")
 
 
 # The protocols themselves, checked structurally.
-backend: spawnkit.Backend = Backend()
-handle: spawnkit.WorkerHandle = Handle(subprocess.Popen(["true"]), 0)
-parent_watch: spawnkit.ParentWatch = ParentSide()
-child_watch: spawnkit.ChildWatch = ChildSide()
+backend: plugin.Backend = Backend()
+handle: plugin.WorkerHandle = Handle(subprocess.Popen(["true"]), 0)
+parent_watch: plugin.ParentWatch = ParentSide()
+child_watch: plugin.ChildWatch = ChildSide()

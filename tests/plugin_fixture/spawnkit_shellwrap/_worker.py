@@ -34,9 +34,9 @@ def main() -> int:
     if main_module is not None:
         _load_main(*main_module)
 
-    import spawnkit
+    from spawnkit.plugin import run_worker
 
-    return spawnkit.run_worker(spec)
+    return run_worker(spec)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from typing import IO, final
 
 import spawnkit
+from spawnkit import plugin
 
 __all__ = ["RANK_ENV", "ShellWrapBackend", "ShellWrapHandle"]
 
@@ -33,7 +34,7 @@ def _main_module() -> tuple[str, str] | None:
     return ("path", os.path.abspath(path))
 
 
-def _bootstrap(spec: spawnkit.WorkerSpec) -> bytes:
+def _bootstrap(spec: plugin.WorkerSpec) -> bytes:
     # Two pickles: the worker needs this sys.path before it can import what the spec names.
     # A function from the user's script is pickled as `__main__.fn`; only then must the
     # worker load that script, which costs an import of everything the script imports.
@@ -51,7 +52,7 @@ class ShellWrapHandle:
         self._sentinel, self._ended = os.pipe()
         # spawnkit's helper thread takes no signals: SIGTERM to the program reaches its
         # main thread, and a worker that dies before reading costs EPIPE, not SIGPIPE.
-        self._relay = spawnkit.start_helper_thread(
+        self._relay = plugin.start_helper_thread(
             self._feed_and_reap,
             process.stdin,
             bootstrap,
@@ -83,7 +84,7 @@ class ShellWrapHandle:
 
     def send_signal(self, signum: int) -> None:
         # The group too, and also after the worker ended: its children may still be in it.
-        spawnkit.signal_process_group(self._process.pid, signum)
+        plugin.signal_process_group(self._process.pid, signum)
 
     def close(self) -> None:
         self._relay.join()
@@ -102,7 +103,7 @@ class ShellWrapBackend:
             )
         self._shell = shell
 
-    def start(self, spec: spawnkit.WorkerSpec) -> ShellWrapHandle:
+    def start(self, spec: plugin.WorkerSpec) -> ShellWrapHandle:
         argv = [self._shell, "-c", _SCRIPT, sys.executable, str(spec.rank)]
         argv += ["-m", "spawnkit_shellwrap._worker"]
         process = subprocess.Popen(

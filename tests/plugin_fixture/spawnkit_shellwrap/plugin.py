@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import spawnkit
+from spawnkit import plugin
 
 SHELL = "/bin/sh"
 
@@ -17,14 +17,14 @@ def _unavailable() -> str | None:
     return None
 
 
-def _factory(shell: str = SHELL) -> spawnkit.Backend:
+def _factory(shell: str = SHELL) -> plugin.Backend:
     from .backend import ShellWrapBackend
 
     return ShellWrapBackend(shell=shell)
 
 
-@spawnkit.hookimpl
-def spawnkit_register_backends(registry: spawnkit.BackendRegistry) -> None:
+@plugin.hookimpl
+def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     registry.add(
         "shellwrap",
         _factory,
