@@ -307,13 +307,15 @@ def leave_grandchild_and_return(rank: int, directory: str, ignore_sigterm: bool)
         return rank
 
 
-def fail_while_sibling_lingers(rank: int, directory: str) -> None:
-    """Rank 1 outlasts SIGTERM (noting it); rank 0 fails once rank 1 is ready."""
+def fail_while_sibling_lingers(rank: int, directory: str, job_pid: int) -> None:
+    """Rank 0 fails once rank 1 is ready; rank 1 outlasts the SIGTERM that stop brings,
+    sending the job SIGINT as it gets it: a Ctrl-C that certainly falls in the stop."""
     folder = Path(directory)
     if rank == 1:
 
         def noted(signum: int, frame: object) -> None:
             (folder / "1.sigterm").touch()
+            os.kill(job_pid, signal.SIGINT)
 
         signal.signal(signal.SIGTERM, noted)
         (folder / "1.ready").touch()
