@@ -71,6 +71,8 @@ _WHERE = {
     "WatchUnavailableError": _ERRORS,
     "WorkerHandle": "spawnkit._protocols",
     "WorkerSpec": "spawnkit._spec",
+    "mark_parent_only": "spawnkit._spec",
+    "unmark_parent_only": "spawnkit._spec",
     "available_backends": "spawnkit._api",
     "available_watches": "spawnkit._api",
     "hookimpl": "spawnkit.hookspecs",
@@ -123,6 +125,8 @@ if TYPE_CHECKING:
     from ._registry import WatchInfo as WatchInfo
     from ._registry import WatchRegistry as WatchRegistry
     from ._spec import WorkerSpec as WorkerSpec
+    from ._spec import mark_parent_only as mark_parent_only
+    from ._spec import unmark_parent_only as unmark_parent_only
     from ._threads import start_helper_thread as start_helper_thread
     from ._tree import signal_process_group as signal_process_group
     from .hookspecs import hookimpl as hookimpl

@@ -73,7 +73,8 @@ def reporting_ready() -> bool:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    global _stop_requested
+    global _stop_requested, _seen
+    _seen = True
     if _stop_requested:
         return  # raised once: a nudge (below) or a second SIGTERM changes nothing
     _stop_requested = True
@@ -93,9 +94,18 @@ def _install_sigterm_handler() -> None:
     Python drops (the handler ran inside a weakref callback or a ``__del__``) is raised
     again.
     """
-    global _main_thread, _dropped_hook
+    global _main_thread, _dropped_hook, _nudge_pipe
+    inherited = signal.getsignal(signal.SIGTERM)
+    if inherited is signal.SIG_DFL:
+        handler: Any = _on_sigterm
+    elif callable(inherited):
+        # A fork worker keeps the parent's own handler, as every fork child does; it gets
+        # the same protection against sleeping through its signal.
+        handler = _seeing(inherited)
+    else:
+        return  # SIG_IGN, or a handler installed from C: not ours to touch
     if sys.platform == "win32":  # no pthread_kill, and no race to mend
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, handler)
     else:
         from ._fds import out_of_the_way, pipe
         from ._threads import start_thread
@@ -104,16 +114,96 @@ def _install_sigterm_handler() -> None:
         # Everything imported before the handler exists: an import runs callbacks.
         read_end, write_end = pipe()
         read_end, write_end = out_of_the_way(read_end), out_of_the_way(write_end)
+        _nudge_pipe = (read_end, write_end)
         os.set_blocking(write_end, False)
         signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         _dropped_hook = sys.unraisablehook
         sys.unraisablehook = _raise_dropped_terminated
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, handler)
         start_thread(_nudge, read_end, _main_thread)
 
 
 _main_thread = 0
 _dropped_hook = sys.unraisablehook
+_nudge_pipe: tuple[int, int] | None = None
+# Whether a SIGTERM handler spawnkit watches over has run, and how many nudges it owes.
+_seen = False
+_nudges = 0
+
+
+def _seeing(handler: Any) -> Any:
+    """``handler``, noting that it ran; repeats caused by a nudge do not reach it."""
+
+    def on_sigterm(signum: int, frame: object) -> Any:
+        global _seen, _nudges
+        if _seen and _nudges:
+            _nudges -= 1
+            return None
+        _seen = True
+        return handler(signum, frame)
+
+    on_sigterm.__wrapped__ = handler  # type: ignore[attr-defined]
+    return on_sigterm
+
+
+def _ours(handler: object) -> bool:
+    return handler is _on_sigterm or hasattr(handler, "__wrapped__")
+
+
+def _forget_in_child() -> None:
+    # A process the worker forks (its own child, or the reaper) is not a rank: it must not
+    # write its signals into the worker's nudge pipe, nor raise Terminated.
+    global _main_thread, _nudge_pipe
+    if _nudge_pipe is None:
+        return
+    try:
+        previous = signal.set_wakeup_fd(-1)
+        if previous != _nudge_pipe[1]:  # the program's own: leave it
+            signal.set_wakeup_fd(previous)
+        if _ours(signal.getsignal(signal.SIGTERM)):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread
+        pass
+    sys.unraisablehook = _dropped_hook
+    for fd in _nudge_pipe:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _nudge_pipe = None
+    _main_thread = 0
+
+
+# The forking thread's mask before _hold_sigterm, by thread.
+_held: dict[int, Any] = {}
+
+
+def _hold_sigterm() -> None:
+    # Between the fork and _forget_in_child, a SIGTERM for the child would still go through
+    # the worker's handler and into the worker's nudge pipe, and stop the worker: hold it
+    # back until the child has its own disposition.
+    if _nudge_pipe is not None and sys.platform != "win32":
+        _held[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _release_sigterm() -> None:
+    previous = _held.pop(_thread.get_ident(), None)
+    if previous is not None and sys.platform != "win32":
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _forget_and_release() -> None:
+    _forget_in_child()
+    previous = _held.pop(_thread.get_ident(), None)
+    _held.clear()
+    if previous is not None and sys.platform != "win32":
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_hold_sigterm, after_in_parent=_release_sigterm, after_in_child=_forget_and_release
+    )
 
 
 def _raise_dropped_terminated(unraisable: Any) -> None:
@@ -122,13 +212,14 @@ def _raise_dropped_terminated(unraisable: Any) -> None:
         # Raised where Python drops exceptions: raise it again, from the main thread's
         # next bytecode.
         _stop_requested = False
-        if sys.platform != "win32":
+        if sys.platform != "win32" and _main_thread:
             signal.pthread_kill(_main_thread, signal.SIGTERM)
         return
     _dropped_hook(unraisable)
 
 
 def _nudge(read_end: int, main_thread: int) -> None:
+    global _nudges
     ours = _identity(read_end)
     while True:
         if _identity(read_end) != ours:
@@ -142,10 +233,11 @@ def _nudge(read_end: int, main_thread: int) -> None:
         if not noted:
             return
         delay = 0.005
-        while signal.SIGTERM in noted and not _stop_requested:
+        while signal.SIGTERM in noted and not _seen:
             time.sleep(delay)
-            if _stop_requested or signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+            if _seen or not _ours(signal.getsignal(signal.SIGTERM)):
                 break
+            _nudges += 1
             try:
                 if sys.platform != "win32":
                     signal.pthread_kill(main_thread, signal.SIGTERM)
@@ -283,53 +375,6 @@ def _close_all_fds() -> None:
             pass
 
 
-def _close_inherited(spec: WorkerSpec) -> None:
-    """A fork child keeps only what it needs of the descriptors it inherited.
-
-    Kept: standard streams, the spec's own, those the arguments carry (queues, pipes),
-    those marked inheritable (what an exec'd child would get too), the streams of logging
-    handlers, and multiprocessing's resource tracker. Everything else belongs to the
-    parent: another job's channels or a backend's sentinel pipe, held open here, would keep
-    that job's join() waiting for this worker, and a lifeline would hide the parent's death.
-    """
-    PARENT_ONLY_FDS.clear()
-    keep = {0, 1, 2, *spec.fds, *_library_fds()}
-    try:
-        names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
-        open_fds = sorted(int(name) for name in names)
-    except OSError:  # no fd listing: close the parent's side of running jobs at least
-        return
-    for fd in open_fds:
-        if fd in keep:
-            continue
-        try:
-            if os.get_inheritable(fd):
-                continue
-            os.close(fd)
-        except OSError:  # the listing's own descriptor, gone already
-            pass
-
-
-def _library_fds() -> list[int]:
-    # sys.stdin may be another descriptor than 0: multiprocessing gives a fork child
-    # /dev/null as stdin under a new number.
-    streams: list[object] = [sys.stdin, sys.stdout, sys.stderr]
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        streams += [getattr(ref(), "stream", None) for ref in getattr(logging, "_handlerList", ())]
-    found: list[int] = []
-    for stream in streams:
-        try:
-            found.append(stream.fileno())  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001, S112 - not a stream with a descriptor
-            continue
-    tracker = sys.modules.get("multiprocessing.resource_tracker")
-    fd = getattr(getattr(tracker, "_resource_tracker", None), "_fd", None)
-    if isinstance(fd, int):
-        found.append(fd)
-    return found
-
-
 def _identity(fd: int) -> tuple[int, int, int] | None:
     try:
         st = os.fstat(fd)
@@ -340,15 +385,9 @@ def _identity(fd: int) -> tuple[int, int, int] | None:
 
 def _setup(spec: WorkerSpec) -> None:
     global _channel, _phase
-    if spec.target is not None:  # a copy of the parent: it inherited the parent's table
-        try:
-            # The parent's signal wakeup descriptor, if it had one, is about to be closed.
-            signal.set_wakeup_fd(-1)
-        except ValueError:  # not the main thread
-            pass
-        _close_inherited(spec)
-    else:
-        PARENT_ONLY_FDS.clear()
+    # A copy of the parent (fork) had the parent's side of its jobs closed at the fork
+    # (spawnkit._context); whatever else it inherited is the program's, and stays.
+    PARENT_ONLY_FDS.clear()
     _channel = _identity(spec.result_fd)
     if hasattr(os, "setpgid"):
         try:
@@ -356,8 +395,7 @@ def _setup(spec: WorkerSpec) -> None:
         except OSError:  # already a session leader: its group is its own anyway
             pass
     try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            _install_sigterm_handler()
+        _install_sigterm_handler()
     except ValueError:  # not the main thread: a backend running ranks in threads
         pass
     _phase = _RUNNING
@@ -458,7 +496,10 @@ def _outcome(spec: WorkerSpec, exc: BaseException) -> tuple[bytes, bytes, int]:
                 "(the system keeps only its low byte); exit with 1-255, or raise an exception"
             )
         else:
-            print(code, file=sys.stderr)
+            try:
+                print(code, file=sys.stderr)
+            except (OSError, ValueError):  # stderr closed by the rank's own code
+                pass
             return b"", b"", 1
     return _wire.ERROR, _error_body(exc), 1
 

@@ -27,6 +27,7 @@ from ._errors import (
     ProcessExitedException,
     ProcessRaisedException,
     RemoteTraceback,
+    SpawnError,
 )
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 from ._tree import group_has_members
@@ -145,6 +146,7 @@ class ProcessContext:
         self._extra_wake: list[int] = []  # more pipes that wake join() (signal wakeup fd)
         self.interrupted: int | None = None
         self._processes: list[RankProcess] | None = None
+        self._pid = os.getpid()  # a forked child gets a copy of this object, not the job
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -193,6 +195,7 @@ class ProcessContext:
         """
         check_seconds("timeout", timeout)
         check_seconds("grace_period", grace_period)
+        self._check_owner()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -227,6 +230,8 @@ class ProcessContext:
         failures. Safe to call more than once and after the job ended.
         """
         check_seconds("grace_period", grace_period)
+        if os.getpid() != self._pid:
+            return  # a forked child's copy: the job is its parent's to stop
         self.wake()
         with self._lock:
             # A rank that already failed on its own is a failure, not a rank we stopped.
@@ -253,6 +258,23 @@ class ProcessContext:
         tb: TracebackType | None,
     ) -> None:
         self.terminate()
+
+    def _check_owner(self) -> None:
+        if os.getpid() != self._pid:
+            raise SpawnError(
+                f"this job belongs to process {self._pid}; process {os.getpid()} is a fork of "
+                "it and cannot wait for its ranks: join the job in the process that started it"
+            )
+
+    def _forget_in_fork(self) -> None:
+        # In a fork of the job's process: the descriptors are closed already (they are
+        # parent-only); nothing may read, write or close their numbers again. No lock: a
+        # thread that held it at the fork does not exist here.
+        self._released = True
+        self._wake_open = False
+        for r in self._ranks:
+            r.inbox.fd = -1
+            r.inbox.eof = True
 
     def wake(self) -> None:
         """Make a ``join()`` blocked in another thread (or below a signal handler) look up."""
@@ -518,7 +540,7 @@ class ProcessContext:
                 continue
             pid = r.handle.pid
             while group_has_members(pid) and time.monotonic() < r.group_deadline:
-                time.sleep(0.005)
+                time.sleep(0.02)  # each look may read the whole process table
             if group_has_members(pid):
                 r.handle.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
             r.group_deadline = None
@@ -637,6 +659,8 @@ def _forget_jobs_in_child() -> None:
         except OSError:
             pass
     PARENT_ONLY_FDS.clear()
+    for ctx in _live:
+        ctx._forget_in_fork()
     _live.clear()
 
 

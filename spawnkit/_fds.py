@@ -59,9 +59,18 @@ def out_of_the_way(fd: int) -> int:
         import fcntl
         import resource
 
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft <= _OUT_OF_REACH + 64:
-            return above_stdio(fd)
+            # A soft limit of 1024 is common; the hard one is usually far higher, and
+            # raising the soft one needs no privilege (Go's runtime does it for every
+            # program). Only a hard limit this low leaves the descriptor within reach.
+            wanted = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+            if wanted <= _OUT_OF_REACH + 64:
+                return above_stdio(fd)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            except (ValueError, OSError):
+                return above_stdio(fd)
         try:
             moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _OUT_OF_REACH)
         except OSError:

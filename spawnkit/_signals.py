@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from . import _fds
 from ._context import Interrupted
 from ._errors import JobTerminatedError
+from ._spec import PARENT_ONLY_FDS
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -21,6 +22,30 @@ if TYPE_CHECKING:
 __all__ = ["foreground"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# The handlers foreground() replaced, for every job waiting in the foreground right now: a
+# fork of this process (a fork worker of another thread's job, the program's own child)
+# must not inherit spawnkit's, which act on a job the child does not have.
+_replaced: list[Mapping[signal.Signals, object]] = []
+
+
+def _restore_in_child() -> None:
+    if _replaced:
+        try:
+            signal.set_wakeup_fd(-1)  # the job's wakeup pipe is closed in the child
+        except ValueError:
+            pass
+    for previous in reversed(_replaced):
+        for sig, handler in previous.items():
+            try:
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+            except (ValueError, TypeError, OSError):
+                pass
+    _replaced.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restore_in_child)
 
 
 @contextmanager
@@ -43,12 +68,14 @@ def _wakeup_pipe(ctx: ProcessContext) -> Iterator[None]:
         os.close(write_end)
         yield
         return
+    PARENT_ONLY_FDS.update((read_end, write_end))
     ctx.add_wake_fd(read_end)
     try:
         yield
     finally:
         signal.set_wakeup_fd(previous)
         ctx.remove_wake_fd(read_end)
+        PARENT_ONLY_FDS.difference_update((read_end, write_end))
         os.close(read_end)
         os.close(write_end)
 
@@ -85,6 +112,7 @@ def foreground(ctx: ProcessContext) -> Iterator[None]:
         # None: a handler installed from C, which Python can neither call nor restore.
         if (handler := signal.getsignal(sig)) not in (signal.SIG_IGN, None)
     }
+    _replaced.append(previous)
     for sig in previous:
         signal.signal(sig, record)
     outcome: BaseException | None = None
@@ -102,6 +130,7 @@ def foreground(ctx: ProcessContext) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _replaced.remove(previous)
     if not received:
         if outcome is not None:
             raise outcome

@@ -19,6 +19,22 @@ if TYPE_CHECKING:
 PARENT_ONLY_FDS: set[int] = set()
 
 
+def mark_parent_only(*fds: int) -> None:
+    """Have ``fds`` closed in every fork of this process: they are the parent's side of a job.
+
+    For a backend's own descriptors (a sentinel pipe, a pidfd, a payload pipe's write end):
+    a fork worker of another job, or a child the program forks itself, would otherwise hold
+    a copy, and a pipe's end-of-file, which this job's join() may wait for, would never come.
+    Call :func:`unmark_parent_only` before closing them.
+    """
+    PARENT_ONLY_FDS.update(fds)
+
+
+def unmark_parent_only(*fds: int) -> None:
+    """Forget ``fds`` as parent-only; call it before closing them."""
+    PARENT_ONLY_FDS.difference_update(fds)
+
+
 class WorkerSpec:
     """Everything one rank needs: who it is, what to run, and which descriptors to keep.
 

@@ -2,9 +2,10 @@
 
 The contracts (:class:`Backend`, :class:`WorkerHandle`, the watch halves), the spec core
 hands a backend, the registries its hook fills, ``hookimpl``, and the helpers every backend
-uses: :func:`run_worker` (a worker's first call), :func:`signal_process_group` and
-:func:`start_helper_thread`. The top-level ``spawnkit`` module is the user's API; these names
-are reachable there too, for plugins written before this module existed.
+uses: :func:`run_worker` (a worker's first call), :func:`signal_process_group`,
+:func:`start_helper_thread` and :func:`mark_parent_only`. The top-level ``spawnkit`` module
+is the user's API; these names are reachable there too, for plugins written before this
+module existed.
 
 Names load on first use: a worker that imports this module to call ``run_worker`` pays for
 nothing else.
@@ -23,9 +24,11 @@ __all__ = [
     "WorkerHandle",
     "WorkerSpec",
     "hookimpl",
+    "mark_parent_only",
     "run_worker",
     "signal_process_group",
     "start_helper_thread",
+    "unmark_parent_only",
 ]
 
 TYPE_CHECKING = False
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     from ._child import run_worker
     from ._protocols import Backend, ChildWatch, ParentWatch, WorkerHandle
     from ._registry import BackendInfo, BackendRegistry, WatchInfo, WatchRegistry
-    from ._spec import WorkerSpec
+    from ._spec import WorkerSpec, mark_parent_only, unmark_parent_only
     from ._threads import start_helper_thread
     from ._tree import signal_process_group
     from .hookspecs import hookimpl

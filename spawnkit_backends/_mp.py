@@ -79,6 +79,7 @@ def _write_all(fd: int, data: bytes) -> None:
     except OSError:  # the worker ended before reading it all: its failure says why
         pass
     finally:
+        plugin.unmark_parent_only(fd)
         os.close(fd)
 
 
@@ -156,18 +157,21 @@ class MultiprocessingHandle:
         if hasattr(os, "pidfd_open") and process.pid is not None:
             try:
                 self._pidfd = os.pidfd_open(process.pid)
+                plugin.mark_parent_only(self._pidfd)
             except OSError:
                 self._pidfd = None
         if (
             sys.platform != "win32"
+            and hasattr(os, "waitid")  # macOS has none: multiprocessing's sentinel, then
             and self._pidfd is None
             and own_child
             and process.pid is not None
         ):
-            # No pidfd (macOS, BSD, Linux < 5.3): a thread waits for the worker's exit
+            # No pidfd (the BSDs, Linux < 5.3): a thread waits for the worker's exit
             # without reaping it, then closes a pipe of ours, which no grandchild holds.
-            # (Windows has no waitid; multiprocessing's sentinel there is a process handle.)
+            # (Windows and macOS have no waitid: multiprocessing's sentinel it is there.)
             self._ended_r, ended_w = os.pipe()
+            plugin.mark_parent_only(self._ended_r, ended_w)
             plugin.start_helper_thread(
                 _close_when_ended, process.pid, ended_w, name=f"spawnkit-wait-{process.pid}"
             )
@@ -223,8 +227,8 @@ class MultiprocessingHandle:
         """
         if self._server_pid is None:
             return True
-        if sys.platform == "win32":  # no waitid (nor fork server) there: not known to be gone
-            return False
+        if sys.platform == "win32" or not hasattr(os, "waitid"):
+            return False  # no waitid (Windows, macOS): not known to be gone
         else:  # a platform branch type checkers understand
             import time
 
@@ -254,6 +258,7 @@ class MultiprocessingHandle:
             self._writer = None
         for fd in (self._pidfd, self._ended_r):
             if fd is not None:
+                plugin.unmark_parent_only(fd)
                 os.close(fd)
         self._pidfd = self._ended_r = None
         try:
@@ -272,6 +277,7 @@ def _close_when_ended(pid: int, ended_w: int) -> None:
     except (ChildProcessError, OSError, AttributeError):
         pass
     finally:
+        plugin.unmark_parent_only(ended_w)
         os.close(ended_w)
 
 
@@ -309,6 +315,7 @@ class MultiprocessingBackend:
         if self._method != "fork":
             if payload is not None and len(payload) > _INLINE_PAYLOAD:
                 pipe = os.pipe()
+                plugin.mark_parent_only(*pipe)
                 arg = _Carrier(spec.with_payload(None), pipe[0], len(payload))
             else:
                 arg = _Carrier(spec, None, 0)
@@ -319,12 +326,14 @@ class MultiprocessingBackend:
             _start_without_sigpipe(process)
         except BaseException:
             if pipe is not None:
+                plugin.unmark_parent_only(*pipe)
                 os.close(pipe[0])
                 os.close(pipe[1])
             raise
         writer = None
         if pipe is not None:
             assert payload is not None
+            plugin.unmark_parent_only(pipe[0])
             os.close(pipe[0])  # the child has its own copy now
             writer = plugin.start_helper_thread(
                 _write_all, pipe[1], payload, name=f"spawnkit-payload-{spec.rank}"

@@ -313,6 +313,7 @@ def _above_stdio(fd: int) -> int:
 
 
 def _close_end(end: int | socket.socket) -> None:
+    plugin.unmark_parent_only(end if isinstance(end, int) else end.fileno())
     if isinstance(end, int):
         os.close(end)
     else:
@@ -335,7 +336,7 @@ def _send(end: int | socket.socket, chunks: list[bytes]) -> threading.Thread | N
         except OSError:  # the worker is gone already; its exit status tells why
             views.clear()
         if not views:
-            end.close()
+            _close_end(end)
             return None
     return plugin.start_helper_thread(_write_rest, end, views, name="spawnkit-subprocess-spec")
 
@@ -397,18 +398,24 @@ class SubprocessHandle:
         self._waiter: threading.Thread | None = None
         self._ended_w: int | None = None
         self._closed = False
+        # Why the exit status is unknown, once it is (core reads it).
+        self.status_lost: str | None = None
+        self._pidfd: int | None = None
+        plugin.mark_parent_only(started, result)
         if sys.platform == "win32":
             # A process handle is what multiprocessing.connection.wait waits on there.
             self._sentinel = int(process._handle)  # type: ignore[attr-defined]
         else:
             pidfd = _open_pidfd(process.pid)
             if pidfd is not None:
-                self._sentinel = pidfd
+                self._sentinel = self._pidfd = pidfd
+                plugin.mark_parent_only(pidfd)
                 return
             # No pidfd (macOS, old kernels): a thread blocks in waitpid and closes a pipe's write
             # end when the worker has exited. Not a pipe the worker holds: a grandchild could
             # keep that open after the worker ended.
             self._sentinel, self._ended_w = os.pipe()
+            plugin.mark_parent_only(self._sentinel, self._ended_w)
             self._waiter = plugin.start_helper_thread(
                 self._wait, name=f"spawnkit-subprocess-wait-{self._pid}"
             )
@@ -416,6 +423,7 @@ class SubprocessHandle:
     def _wait(self) -> None:
         self._process.wait()
         assert self._ended_w is not None
+        plugin.unmark_parent_only(self._ended_w)
         os.close(self._ended_w)
 
     @property
@@ -427,11 +435,37 @@ class SubprocessHandle:
         return self._sentinel
 
     def poll(self) -> int | None:
+        if self._status_taken():
+            self.status_lost = (
+                "the worker ended, but its exit status was collected by other code in this "
+                "process (os.wait() or os.waitpid(-1, ...)) before spawnkit could read it"
+            )
+            self._process.returncode = 255  # gone: nothing left for Popen to wait for
+            return 255
         # Popen speaks the multiprocessing convention already: -N for death by signal N.
         status = self._process.poll()
         if self._started is not None:
             self._check_started(status)
         return status
+
+    def _status_taken(self) -> bool:
+        """Whether the worker ended but someone else reaped it (``Popen`` would say 0)."""
+        if self.status_lost is not None:
+            return True
+        if self._process.returncode is not None or self._pidfd is None:
+            return False
+        if sys.platform != "linux":  # pidfds are Linux's
+            return False
+        else:
+            import select
+
+            if not select.select([self._pidfd], [], [], 0)[0]:
+                return False  # still running
+            try:
+                os.waitid(os.P_PID, self._pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return True
+            return False
 
     def _check_started(self, status: int | None) -> None:
         """Make sure the worker script ran; report an exit 0 without it as a failure.
@@ -467,6 +501,7 @@ class SubprocessHandle:
     def _close_checks(self) -> None:
         for fd in (self._started, self._result):
             if fd is not None:
+                plugin.unmark_parent_only(fd)
                 os.close(fd)
         self._started = self._result = None
 
@@ -488,6 +523,7 @@ class SubprocessHandle:
             if thread is not None:
                 thread.join(timeout=1.0)
         if sys.platform != "win32":
+            plugin.unmark_parent_only(self._sentinel)
             os.close(self._sentinel)
 
 
@@ -547,6 +583,7 @@ class SubprocessBackend:
         opened: list[int | socket.socket] = []
         try:
             spec_fd, spec_end = _spec_channel()
+            plugin.mark_parent_only(spec_end if isinstance(spec_end, int) else spec_end.fileno())
             opened.append(spec_end)
             spec_fd = _above_stdio(spec_fd)
             opened.append(spec_fd)

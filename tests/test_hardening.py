@@ -4,6 +4,7 @@ server, ignored SIGCHLD, a user's exception during launch, a foreign fork of the
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -327,9 +328,81 @@ def test_a_worker_that_survives_sigkill_is_given_up_on(
 
 
 @posix
-def test_a_worker_reaped_by_the_programs_own_wait_is_a_failure_not_a_hang() -> None:
-    ctx = spawnkit.spawn(t.exit_with, args=(3, "os._exit"), nprocs=1, join=False, backend="fork")
+@pytest.mark.parametrize("backend", ["fork", "spawn", "subprocess"])
+def test_a_worker_reaped_by_the_programs_own_wait_is_a_failure_not_a_hang(backend: str) -> None:
+    ctx = spawnkit.spawn(t.exit_with, args=(3, "os._exit"), nprocs=1, join=False, backend=backend)
     (pid,) = ctx.pids()
     os.waitpid(pid, 0)  # the program's own wait takes the status first
     with pytest.raises(spawnkit.ProcessExitedException, match="collected by other code"):
         ctx.join(timeout=30)
+
+
+@posix
+def test_a_fork_worker_started_while_another_job_waits_in_the_foreground(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The foreground's own signal handlers are the waiting parent's: a fork worker that a
+    thread starts meanwhile gets the program's, and stops on SIGTERM as usual."""
+    import threading
+
+    caplog.set_level(logging.WARNING, logger="spawnkit")
+    outcome: list[object] = []
+
+    def second_job() -> None:
+        try:
+            wait_for_files(tmp_path / "started-0")  # the main thread waits in spawn() now
+            ctx = spawnkit.spawn(
+                t.cleanup_on_exit, args=(str(tmp_path / "fork"),), join=False, backend="fork"
+            )
+            wait_for_files(tmp_path / "fork" / "0.ready")
+            ctx.terminate(grace_period=30)
+            outcome.append((tmp_path / "fork" / "0.cleaned").exists())
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            (tmp_path / "go").touch()
+
+    (tmp_path / "fork").mkdir()
+    thread = threading.Thread(target=second_job)
+    thread.start()
+    try:
+        assert spawnkit.spawn(d.check_in_and_wait, args=(str(tmp_path),), backend="spawn") == [0]
+    finally:
+        thread.join(timeout=60)
+    assert outcome == [True]
+    assert not [r for r in caplog.records if "SIGKILL" in r.getMessage()]
+
+
+@posix
+@pytest.mark.parametrize("backend", ["fork", "subprocess"])
+def test_closed_descriptors_under_the_common_1024_limit(tmp_path: Path, backend: str) -> None:
+    """With a soft limit of 1024, user code that closes 0-1023 still gets nothing of
+    spawnkit's written into its files (the signal wakeup pipe sits above it)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1100:
+        pytest.skip(f"the hard descriptor limit is {hard}: nothing is out of reach")
+    log = tmp_path / "user.log"
+    log.touch()
+    proc = _script(
+        tmp_path,
+        f"""
+        import resource, spawnkit
+        from spawnkit.testing import _targets as t
+        if __name__ == "__main__":
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, {hard}))
+            try:
+                spawnkit.spawn(t.close_fds_and_return, args=({str(log)!r},), nprocs=2,
+                               backend={backend!r})
+            except spawnkit.ProcessExitedException as exc:
+                print(exc.exit_code)
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "85"
+    assert sorted(log.read_bytes().splitlines()) in (
+        [b"rank 0 wrote this"],
+        [b"rank 1 wrote this"],
+        [b"rank 0 wrote this", b"rank 1 wrote this"],
+    ), log.read_bytes()

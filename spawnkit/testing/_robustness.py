@@ -306,22 +306,36 @@ class RobustnessTests:
         assert "'fork'" in second
 
     @linux_only
-    def test_fork_workers_hold_none_of_the_parents_descriptors(
+    def test_fork_workers_hold_no_job_descriptor_yet_keep_the_programs_files(
         self, backend: str, tmp_path: Path
     ) -> None:
         if _pickles(backend):
             pytest.skip(f"{backend!r} workers start a new interpreter: they inherit nothing")
-        # Descriptors the parent holds for other purposes: another job's, a pipe of its own.
+        # Another job's descriptors (its pidfds, its result pipe) are the parent's alone; a
+        # file the program opened is the program's, and a fork child keeps it, as under
+        # multiprocessing (a log file opened at import time, say).
         other = spawnkit.spawn(t.block, nprocs=1, join=False, backend=backend)
-        unrelated = os.pipe()
+        theirs = {h.sentinel for h in other.handles}
+        log = tmp_path / "program.log"
+        mine = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
-            (seen,) = spawnkit.spawn(t.descriptors, backend=backend, watch="pipe")
+            (seen,) = spawnkit.spawn(t.descriptors, backend=backend)
+            assert spawnkit.spawn(t.write_to, args=(mine, "from a worker\n"), backend=backend)
         finally:
-            for fd in unrelated:
-                os.close(fd)
+            os.close(mine)
             other.terminate()
-        assert seen[:3] == [0, 1, 2]
-        assert not set(unrelated) & set(seen), seen
+        assert not theirs & set(seen), (theirs, seen)
+        assert mine in seen
+        assert log.read_text() == "from a worker\n"
+
+    @posix_only
+    def test_a_worker_may_stop_its_own_children(self, backend: str) -> None:
+        # The worker's signal machinery stays the worker's: a child it forks and stops with
+        # SIGTERM dies of it, and the worker goes on.
+        assert spawnkit.spawn(t.stop_own_child, nprocs=2, backend=backend) == [
+            -signal.SIGTERM,
+            -signal.SIGTERM,
+        ]
 
 
 class DropInTests:

@@ -378,3 +378,24 @@ def exit_unless(rank: int, code: int) -> None:
     if rank == 0:
         sys.exit(code)
     block_forever()
+
+
+def write_to(rank: int, fd: int, text: str) -> bool:
+    """Write to a descriptor the parent opened (a number, not an object: inherited only)."""
+    os.write(fd, text.encode())
+    return True
+
+
+def stop_own_child(rank: int) -> int | None:
+    """Start a fork child that sleeps, stop it with SIGTERM, return its exit code."""
+    import multiprocessing
+
+    if sys.platform == "win32":
+        raise OSError("fork children exist only on POSIX")
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        child.start()
+        child.terminate()
+        child.join(30)
+        code: int | None = child.exitcode
+        return code

@@ -50,6 +50,8 @@ class ShellWrapHandle:
     def __init__(self, process: subprocess.Popen[bytes], bootstrap: bytes) -> None:
         self._process = process
         self._sentinel, self._ended = os.pipe()
+        # The job's side only: a fork of this process must not keep the pipe open.
+        plugin.mark_parent_only(self._sentinel, self._ended)
         # spawnkit's helper thread takes no signals: SIGTERM to the program reaches its
         # main thread, and a worker that dies before reading costs EPIPE, not SIGPIPE.
         self._relay = plugin.start_helper_thread(
@@ -68,6 +70,7 @@ class ShellWrapHandle:
             except OSError:  # the worker died before reading: wait() reports how
                 pass
         self._process.wait()
+        plugin.unmark_parent_only(self._ended)
         os.close(self._ended)
 
     @property
@@ -88,6 +91,7 @@ class ShellWrapHandle:
 
     def close(self) -> None:
         self._relay.join()
+        plugin.unmark_parent_only(self._sentinel)
         os.close(self._sentinel)
 
 
