@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 
 def hello(rank: int, greeting: str = "hello") -> str:
     line = f"[rank {rank}] {greeting} from pid {os.getpid()} on {socket.gethostname()}"
-    print(line, flush=True)
+    # One write for the whole line: ranks print at the same time, and print() may write the
+    # text and its newline separately (PYTHONUNBUFFERED), mixing lines of several ranks.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
     return line
