@@ -385,6 +385,10 @@ def _identity(fd: int) -> tuple[int, int, int] | None:
 
 def _setup(spec: WorkerSpec) -> None:
     global _channel, _phase
+    if spec.sigmask is not None and sys.platform != "win32":
+        # The job blocked every signal while it started ranks; this is the mask its thread
+        # had before. A signal sent meanwhile (an early SIGTERM) is delivered now.
+        signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
     # A copy of the parent (fork) had the parent's side of its jobs closed at the fork
     # (spawnkit._context); whatever else it inherited is the program's, and stays.
     PARENT_ONLY_FDS.clear()

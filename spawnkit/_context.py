@@ -17,7 +17,7 @@ import time
 from multiprocessing.connection import wait as _wait_ready
 from typing import TYPE_CHECKING, Any, final
 
-from . import _fds, _wire
+from . import _fds, _holding, _wire
 from ._errors import (
     ConfigError,
     InvalidArgumentError,
@@ -701,6 +701,50 @@ def launch(
     PARENT_ONLY_FDS.update(watch.private_fds())
     job_pid = os.getpid()
     ranks: list[_Rank] = []
+    held = _holding.hold()
+    try:
+        ctx = _launch(
+            backend_name,
+            backend,
+            watch,
+            nprocs,
+            payload,
+            target,
+            grace_period,
+            daemon,
+            carried,
+            job_pid,
+            ranks,
+            held.mask,
+        )
+    except BaseException:
+        _holding.release(held)  # a handler that raises now: its exception, this one chained
+        raise
+    try:
+        _holding.release(held)
+    except BaseException:
+        # The program's own exception, from a signal that came while the ranks started:
+        # as it would have been raised then, the ranks do not outlive it.
+        ctx.terminate(grace_period=min(grace_period, 1.0))
+        raise
+    return ctx
+
+
+def _launch(
+    backend_name: str,
+    backend: Backend,
+    watch: ParentWatch,
+    nprocs: int,
+    payload: bytes | None,
+    target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
+    grace_period: float,
+    daemon: bool,
+    carried: tuple[int, ...],
+    job_pid: int,
+    ranks: list[_Rank],
+    held: Any,
+) -> ProcessContext:
+    sigmask = None if held is None else tuple(sorted(int(s) for s in held))
     try:
         child_watch = watch.child_watch()
         for rank in range(nprocs):
@@ -720,6 +764,7 @@ def launch(
                     grace_period=grace_period,
                     env={},
                     carried=len(carried),
+                    sigmask=sigmask,
                 )
                 try:
                     handle = backend.start(spec)

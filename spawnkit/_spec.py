@@ -61,6 +61,8 @@ class WorkerSpec:
         carried: how many of :attr:`fds`, at the end, are descriptors the job's arguments
             use (a queue's pipe, a shared array's file): the pickled job refers to them by
             their place there, and a fork worker keeps them.
+        sigmask: the signals the job's starting thread had blocked. Core blocks every signal
+            while ranks start, and a new process inherits that; the worker puts this back.
     """
 
     __slots__ = (
@@ -73,6 +75,7 @@ class WorkerSpec:
         "parent_pid",
         "payload",
         "rank",
+        "sigmask",
         "target",
         "watch",
     )
@@ -90,6 +93,7 @@ class WorkerSpec:
         grace_period: float,
         env: Mapping[str, str],
         carried: int = 0,
+        sigmask: tuple[int, ...] | None = None,
     ) -> None:
         self.rank = rank
         self.nprocs = nprocs
@@ -102,6 +106,7 @@ class WorkerSpec:
         self.grace_period = grace_period
         self.env = dict(env)
         self.carried = carried
+        self.sigmask = sigmask
 
     def _replace(self, **changes: Any) -> WorkerSpec:
         fields = {name: getattr(self, name) for name in self.__slots__}

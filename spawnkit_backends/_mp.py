@@ -300,6 +300,16 @@ class MultiprocessingBackend:
 
         if method != "fork":
             _check_main_file(method)
+            # Started now, not while core starts the ranks: core holds every signal then,
+            # and a helper started meanwhile would keep that mask for good (a fork server
+            # that never sees SIGCHLD never reports an exit).
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+            if method == "forkserver":
+                from multiprocessing import forkserver
+
+                forkserver.ensure_running()
         self._method = method
         self._context: BaseContext = multiprocessing.get_context(method)
         # Loaded here, a fork child inherits the worker bootstrap instead of importing it
@@ -309,7 +319,7 @@ class MultiprocessingBackend:
     def start(self, spec: plugin.WorkerSpec) -> MultiprocessingHandle:
         arg: plugin.WorkerSpec | _Carrier = spec  # fork: inherited, fds keep their numbers
         if self._method == "forkserver":
-            spec = spec.with_parent_pid(_forkserver_pid())
+            spec = spec.with_parent_pid(_forkserver_pid(spec.sigmask))
         payload = spec.payload
         pipe: tuple[int, int] | None = None
         if self._method != "fork":
@@ -361,10 +371,21 @@ def _check_main_file(method: str) -> None:
     )
 
 
-def _forkserver_pid() -> int:
+def _forkserver_pid(sigmask: tuple[int, ...] | None) -> int:
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+    if sigmask is None or sys.platform == "win32":
+        forkserver.ensure_running()
+    else:
+        # A server that died since the job began is started again here, while core holds
+        # every signal: with the job's own mask, or it would never see SIGCHLD.
+        import signal
+
+        held = signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
     # The stdlib keeps the server's pid private; the watch needs it to tell the server (the
     # worker's direct parent) apart from the job.
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
