@@ -94,7 +94,7 @@ def _fixes(*, by_value: bool) -> str:
     if by_value:
         fixes.append("define it at module level of a module file")
         try:
-            import cloudpickle  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+            import cloudpickle  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
         except ImportError:
             fixes.append(
                 'install cloudpickle (pip install "spawnkit[cloudpickle]") to send it by value'

@@ -89,7 +89,7 @@ class _JobPickler(ForkingPickler):
                 self.uses_main = obj  # by name: the worker imports the parent's script
             return NotImplemented
         try:
-            import cloudpickle  # type: ignore[import-not-found,unused-ignore]
+            import cloudpickle  # type: ignore[import-not-found,import-untyped,unused-ignore]
         except ImportError:
             self.by_value.append((obj, why))
             if self.uses_main is None and getattr(obj, "__module__", None) == "__main__":
