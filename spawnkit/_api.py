@@ -350,11 +350,27 @@ def spawn(
     # the ones the pickled job refers to.
     carried = job.fds if job is not None else _carried_fds(args)
     payload = job.data if job is not None else None
-    ctx = launch(info.name, instance, parent_watch, nprocs, payload, target, grace, daemon, carried)
+    ctx = launch(
+        info.name,
+        instance,
+        parent_watch,
+        nprocs,
+        payload,
+        target,
+        grace,
+        daemon,
+        carried,
+        deliver=not join,
+    )
     if not join:
         return ctx
     try:
         with foreground(ctx):
+            # What came while the ranks started meets the handlers it would have met a
+            # moment later: a SIGINT or SIGTERM stops the job first, as during the wait.
+            held, ctx.held_signals = ctx.held_signals, []
+            for signum in held:
+                signal.raise_signal(signum)
             return ctx.results()
     except BaseException:
         # Whatever ends the wait (a failure, a timeout signal of the program's, a bug), the

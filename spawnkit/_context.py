@@ -147,6 +147,7 @@ class ProcessContext:
         self.interrupted: int | None = None
         self._processes: list[RankProcess] | None = None
         self._pid = os.getpid()  # a forked child gets a copy of this object, not the job
+        self.held_signals: list[int] = []  # came while the ranks started (see launch)
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -692,8 +693,14 @@ def launch(
     grace_period: float,
     daemon: bool,
     carried: tuple[int, ...] = (),
+    *,
+    deliver: bool = True,
 ) -> ProcessContext:
     """Start ``nprocs`` ranks through ``backend`` and return the running job.
+
+    Signals that arrive meanwhile go to the program's handlers once the job is recorded;
+    with ``deliver=False`` they wait in :attr:`ProcessContext.held_signals` instead, for a
+    caller that is about to wait for the job in the foreground.
 
     Every start call returns as soon as its process exists, so ranks start in parallel. If
     one cannot start, the ranks already started are stopped and :class:`LaunchError` raised.
@@ -721,7 +728,7 @@ def launch(
         _holding.release(held)  # a handler that raises now: its exception, this one chained
         raise
     try:
-        _holding.release(held)
+        ctx.held_signals = _holding.release(held, deliver=deliver)
     except BaseException:
         # The program's own exception, from a signal that came while the ranks started:
         # as it would have been raised then, the ranks do not outlive it.

@@ -68,10 +68,11 @@ def hold() -> Held:
         return held
 
 
-def release(held: Held, *, deliver: bool = True) -> None:
+def release(held: Held, *, deliver: bool = True) -> list[int]:
     """Stop holding: the mask and the handlers come back, then what arrived is delivered.
 
-    A handler that raises raises here.
+    A handler that raises raises here. With ``deliver=False`` nothing is delivered: the
+    signals that arrived are returned, for the caller to raise once it is ready for them.
     """
     if sys.platform != "win32" and held.mask is not None:
         # A write to a worker that died at once (multiprocessing's, to its pipe) raised
@@ -92,6 +93,8 @@ def release(held: Held, *, deliver: bool = True) -> None:
             handler = held.handlers.get(signum)
             if callable(handler):
                 handler(signum, None)
+        return []
+    return received
 
 
 def _restore_in_child() -> None:
