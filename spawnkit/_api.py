@@ -366,17 +366,17 @@ def spawn(
         return ctx
     try:
         with foreground(ctx):
-            # What came while the ranks started meets the handlers it would have met a
-            # moment later: a SIGINT or SIGTERM stops the job first, as during the wait.
-            held, ctx.held_signals = ctx.held_signals, []
-            for signum in held:
-                signal.raise_signal(signum)
+            # Signals were held since the ranks started; now the foreground's handlers are
+            # in place, so a SIGINT or SIGTERM that came meanwhile stops the job first.
+            ctx.unhold()
             return ctx.results()
     except BaseException:
         # Whatever ends the wait (a failure, a timeout signal of the program's, a bug), the
         # workers do not outlive it. A no-op when the job already ended.
         ctx.terminate()
         raise
+    finally:
+        ctx.unhold()  # if the foreground could not start
 
 
 def start_processes(

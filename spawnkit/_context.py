@@ -148,6 +148,7 @@ class ProcessContext:
         self._processes: list[RankProcess] | None = None
         self._pid = os.getpid()  # a forked child gets a copy of this object, not the job
         self.held_signals: list[int] = []  # came while the ranks started (see launch)
+        self.held_mask: Any = None
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -259,6 +260,14 @@ class ProcessContext:
         tb: TracebackType | None,
     ) -> None:
         self.terminate()
+
+    def unhold(self) -> None:
+        """End what ``launch(deliver=False)`` left held: unblock, then raise what came."""
+        mask, self.held_mask = self.held_mask, None
+        received, self.held_signals = self.held_signals, []
+        _holding.unblock(mask)
+        for signum in received:
+            signal.raise_signal(signum)
 
     def _check_owner(self) -> None:
         if os.getpid() != self._pid:
@@ -729,6 +738,7 @@ def launch(
         raise
     try:
         ctx.held_signals = _holding.release(held, deliver=deliver)
+        ctx.held_mask = held.mask
     except BaseException:
         # The program's own exception, from a signal that came while the ranks started:
         # as it would have been raised then, the ranks do not outlive it.

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["Held", "hold", "release"]
+__all__ = ["Held", "hold", "release", "unblock"]
 
 
 class Held:
@@ -68,19 +68,26 @@ def hold() -> Held:
         return held
 
 
-def release(held: Held, *, deliver: bool = True) -> list[int]:
-    """Stop holding: the mask and the handlers come back, then what arrived is delivered.
-
-    A handler that raises raises here. With ``deliver=False`` nothing is delivered: the
-    signals that arrived are returned, for the caller to raise once it is ready for them.
-    """
-    if sys.platform != "win32" and held.mask is not None:
+def unblock(mask: Any) -> None:
+    """Put this thread's mask back to ``mask`` (from :func:`hold`): held signals arrive."""
+    if sys.platform != "win32" and mask is not None:
         # A write to a worker that died at once (multiprocessing's, to its pipe) raised
         # SIGPIPE while it was blocked: EPIPE told the writer already; the signal would
         # kill us.
-        if signal.SIGPIPE not in held.mask and signal.SIGPIPE in signal.sigpending():
+        if signal.SIGPIPE not in mask and signal.SIGPIPE in signal.sigpending():
             signal.sigwait({signal.SIGPIPE})
-        signal.pthread_sigmask(signal.SIG_SETMASK, held.mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def release(held: Held, *, deliver: bool = True) -> list[int]:
+    """Stop holding: the mask and the handlers come back, then what arrived is delivered.
+
+    A handler that raises raises here. With ``deliver=False`` nothing is delivered, and
+    the thread keeps blocking signals: the signals that arrived are returned and the caller
+    unblocks with :func:`unblock` (``held.mask``) once its own handlers are in place.
+    """
+    if deliver:
+        unblock(held.mask)
         held.mask = None
     _run_pending_handlers()  # what was blocked reaches the recorder now
     for signum, handler in held.handlers.items():
