@@ -40,20 +40,34 @@ __all__ = [
 
 # The plugin API (spawnkit.plugin) is reachable here too, outside __all__: plugins written
 # before spawnkit.plugin existed use these names.
+_PLUGIN_NAMES = frozenset(
+    {
+        "Backend",
+        "BackendInfo",
+        "BackendRegistry",
+        "ChildWatch",
+        "ParentWatch",
+        "WatchInfo",
+        "WatchRegistry",
+        "WorkerHandle",
+        "WorkerSpec",
+        "hookimpl",
+        "mark_parent_only",
+        "run_worker",
+        "signal_process_group",
+        "start_helper_thread",
+        "unmark_parent_only",
+    }
+)
 _ERRORS = "spawnkit._errors"
 _WHERE = {
     "ENV_VAR_PARALLEL_START": "spawnkit._api",
-    "Backend": "spawnkit._protocols",
-    "BackendInfo": "spawnkit._registry",
-    "BackendRegistry": "spawnkit._registry",
     "BackendUnavailableError": _ERRORS,
-    "ChildWatch": "spawnkit._protocols",
     "ConfigError": _ERRORS,
     "InvalidArgumentError": _ERRORS,
     "JobTerminatedError": _ERRORS,
     "LaunchError": _ERRORS,
     "NotPicklableError": _ERRORS,
-    "ParentWatch": "spawnkit._protocols",
     "PluginError": _ERRORS,
     "ProcessContext": "spawnkit._context",
     "ProcessException": _ERRORS,
@@ -62,24 +76,14 @@ _WHERE = {
     "RemoteTraceback": _ERRORS,
     "SpawnContext": "spawnkit._protocols",
     "SpawnError": _ERRORS,
-    "Terminated": "spawnkit._child",
+    "Terminated": "spawnkit._signals.sigterm",
     "UnknownBackendError": _ERRORS,
     "UnknownOptionError": _ERRORS,
     "UnknownWatchError": _ERRORS,
-    "WatchInfo": "spawnkit._registry",
-    "WatchRegistry": "spawnkit._registry",
     "WatchUnavailableError": _ERRORS,
-    "WorkerHandle": "spawnkit._protocols",
-    "WorkerSpec": "spawnkit._spec",
-    "mark_parent_only": "spawnkit._spec",
-    "unmark_parent_only": "spawnkit._spec",
     "available_backends": "spawnkit._api",
     "available_watches": "spawnkit._api",
-    "hookimpl": "spawnkit.hookspecs",
-    "run_worker": "spawnkit._child",
-    "signal_process_group": "spawnkit._tree",
     "spawn": "spawnkit._api",
-    "start_helper_thread": "spawnkit._threads",
     "start_processes": "spawnkit._api",
 }
 
@@ -92,7 +96,6 @@ if TYPE_CHECKING:
         spawn,
         start_processes,
     )
-    from ._child import Terminated
 
     # The plugin API, at its older address (see spawnkit.plugin).
     from ._child import run_worker as run_worker
@@ -124,10 +127,11 @@ if TYPE_CHECKING:
     from ._registry import BackendRegistry as BackendRegistry
     from ._registry import WatchInfo as WatchInfo
     from ._registry import WatchRegistry as WatchRegistry
+    from ._signals.sigterm import Terminated
+    from ._signals.threads import start_helper_thread as start_helper_thread
     from ._spec import WorkerSpec as WorkerSpec
     from ._spec import mark_parent_only as mark_parent_only
     from ._spec import unmark_parent_only as unmark_parent_only
-    from ._threads import start_helper_thread as start_helper_thread
     from ._tree import signal_process_group as signal_process_group
     from .hookspecs import hookimpl as hookimpl
 
@@ -141,6 +145,10 @@ def __getattr__(name: str) -> object:
         value: object = version("spawnkit")
     elif name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
+    elif name in _PLUGIN_NAMES:
+        from . import plugin
+
+        value = getattr(plugin, name)
     else:
         # torch.multiprocessing re-exports multiprocessing (get_context, SimpleQueue...),
         # and code ported by swapping the import uses those names through it.

@@ -17,7 +17,7 @@ from ._errors import (
 )
 from ._pickling import PickledJob, dumps_job
 from ._registry import BackendInfo, plugins
-from ._signals import foreground
+from ._signals.foreground import foreground
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -80,6 +80,14 @@ def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -
             f"cannot send {_describe(obj)} to backend {info.name!r}: {why}, so a new "
             f"interpreter cannot import it by name{_fixes(by_value=True)}"
         )
+    if job.fds and info.remote:
+        raise NotPicklableError(
+            f"cannot send args to backend {info.name!r}: they hold {len(job.fds)} file "
+            "descriptor(s) (a multiprocessing Queue, Pipe, Lock, shared array or a socket), "
+            f"and backend {info.name!r} runs its workers outside this machine's process "
+            "tree, where no descriptor of this process can go; pass plain data, or use a "
+            "local backend such as 'forkserver'"
+        )
     return job
 
 
@@ -103,46 +111,6 @@ def _fixes(*, by_value: bool) -> str:
     if in_memory:
         fixes.append(f"use a backend that does not pickle: {', '.join(map(repr, in_memory))}")
     return "; fixes: " + "; ".join(fixes) if fixes else ""
-
-
-def _carried_fds(args: tuple[Any, ...]) -> tuple[int, ...]:
-    """Descriptors that ``args`` use: what a fork worker must keep of the parent's.
-
-    Looks through containers and into objects' attributes (a multiprocessing queue keeps
-    its pipe ends there), a bounded number of objects, for anything with a ``fileno()``.
-    """
-    found: set[int] = set()
-    seen: set[int] = set()
-    stack: list[tuple[object, int]] = [(a, 0) for a in args]
-    budget = 10_000
-    while stack and budget:
-        obj, depth = stack.pop()
-        if id(obj) in seen or isinstance(obj, (str, bytes, bytearray, int, float, type(None))):
-            continue
-        seen.add(id(obj))
-        budget -= 1
-        fileno = getattr(type(obj), "fileno", None)
-        if callable(fileno):
-            try:
-                fd = fileno(obj)
-            except Exception:  # noqa: BLE001, S112 - closed, or not a real descriptor
-                continue
-            if isinstance(fd, int) and fd >= 0:
-                found.add(fd)
-            continue
-        if depth >= 4:
-            continue
-        if isinstance(obj, dict):
-            children: list[object] = [*obj.keys(), *obj.values()]
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            children = list(obj)
-        else:
-            children = list(getattr(obj, "__dict__", {}).values())
-            for name in getattr(type(obj), "__slots__", ()):
-                if isinstance(name, str) and hasattr(obj, name):
-                    children.append(getattr(obj, name))
-        stack.extend((child, depth + 1) for child in children)
-    return tuple(sorted(found))
 
 
 def _in_memory() -> list[str]:
@@ -172,8 +140,8 @@ def _refuse_while_importing_main() -> None:
         "in every worker. Put the code that starts the job under "
         "`if __name__ == \"__main__\":`, or use backend='fork'"
     )
-    child = sys.modules.get("spawnkit._child")
-    if child is not None and child.reporting_ready():
+    worker = sys.modules.get("spawnkit._worker")
+    if worker is not None and worker.reporting_ready():
         raise ConfigError(message)
     # Still in the backend's own start-up (multiprocessing's): nothing of spawnkit's can
     # report yet, so say it on stderr and end with the status the parent recognises.
@@ -336,7 +304,7 @@ def spawn(
             f"backend {info.name!r} does not take option(s) {', '.join(unknown)}; "
             f"it accepts: {accepted}"
         )
-    watch_info = registry.watch(watch)
+    watch_info = registry.watch(watch, info)
     job = _payload(info, fn, args) if info.pickles else None
     target = None if info.pickles else (fn, args)
     instance = info.factory(**options)
@@ -346,9 +314,9 @@ def spawn(
         instance.close()
         raise
     grace = DEFAULT_GRACE if grace_period is None else float(grace_period)
-    # A fork worker inherits the descriptors its arguments use; a new interpreter gets
-    # the ones the pickled job refers to.
-    carried = job.fds if job is not None else _carried_fds(args)
+    # A new interpreter gets the descriptors the pickled job refers to; a fork worker
+    # keeps the program's files anyway.
+    carried = job.fds if job is not None else ()
     payload = job.data if job is not None else None
     ctx = launch(
         info.name,
@@ -360,6 +328,7 @@ def spawn(
         grace,
         daemon,
         carried,
+        local=not info.remote,
         deliver=not join,
     )
     if not join:

@@ -17,7 +17,7 @@ import time
 from multiprocessing.connection import wait as _wait_ready
 from typing import TYPE_CHECKING, Any, final
 
-from . import _fds, _holding, _wire
+from . import _fds, _wire
 from ._errors import (
     ConfigError,
     InvalidArgumentError,
@@ -29,14 +29,16 @@ from ._errors import (
     RemoteTraceback,
     SpawnError,
 )
+from ._signals import holding as _holding
+from ._signals.foreground import Interrupted
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
-from ._tree import group_has_members
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
     from ._protocols import Backend, ParentWatch, WorkerHandle
+    from ._wire import Outcome
 
 __all__ = ["Interrupted", "ProcessContext", "RankProcess", "check_seconds", "launch"]
 
@@ -68,40 +70,16 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-class Interrupted(BaseException):
-    """Raised by ``join()`` after :meth:`ProcessContext.interrupt`: a signal to the parent."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 @final
 class _Rank:
-    __slots__ = ("group_deadline", "handle", "inbox", "killed", "rank", "status", "value")
+    __slots__ = ("handle", "killed", "rank", "status", "value")
 
-    def __init__(self, rank: int, handle: WorkerHandle, inbox: _wire.Inbox) -> None:
+    def __init__(self, rank: int, handle: WorkerHandle) -> None:
         self.rank = rank
         self.handle = handle
-        self.inbox = inbox
         self.status: int | None = None
         self.killed = False
         self.value: Any = None
-        # When what the rank left in its process group gets SIGKILL; None: nothing left.
-        self.group_deadline: float | None = None
-
-
-def _close_inbox(inbox: _wire.Inbox) -> None:
-    # Exactly once: a second close could hit a descriptor the program has opened since.
-    if inbox.fd < 0:
-        return
-    PARENT_ONLY_FDS.discard(inbox.fd)
-    try:
-        os.close(inbox.fd)
-    except OSError:
-        pass
-    inbox.fd = -1
-    inbox.eof = True
 
 
 @final
@@ -278,13 +256,11 @@ class ProcessContext:
 
     def _forget_in_fork(self) -> None:
         # In a fork of the job's process: the descriptors are closed already (they are
-        # parent-only); nothing may read, write or close their numbers again. No lock: a
-        # thread that held it at the fork does not exist here.
+        # parent-only); nothing may read, write or close their numbers again, and a
+        # released job touches no handle. No lock: a thread that held it at the fork does
+        # not exist here.
         self._released = True
         self._wake_open = False
-        for r in self._ranks:
-            r.inbox.fd = -1
-            r.inbox.eof = True
 
     def wake(self) -> None:
         """Make a ``join()`` blocked in another thread (or below a signal handler) look up."""
@@ -319,10 +295,7 @@ class ProcessContext:
         return [r for r in self._ranks if r.status is None]
 
     def _waitables(self) -> list[Any]:
-        running = self._running()
-        return [r.handle.sentinel for r in running] + [
-            r.inbox.fd for r in running if not r.inbox.eof
-        ]
+        return [fd for r in self._running() for fd in r.handle.wait_fds()]
 
     @staticmethod
     def _timeout(deadline: float | None) -> float | None:
@@ -343,27 +316,34 @@ class ProcessContext:
         _wait_ready(waitables, self._timeout(deadline))
         with self._lock:
             if not self._released:
-                with self._wake_lock:
-                    for fd in (self._wake_r, *self._extra_wake):
-                        try:
-                            while os.read(fd, 512):
-                                pass
-                        except OSError:
-                            pass
+                self._drain_wake()
                 self._take_outcomes()
         return deadline is None or time.monotonic() < deadline
 
     def _collect(self, deadline: float) -> None:
         """Wait up to ``deadline`` for the next event, then take every outcome there is."""
-        _wait_ready(self._waitables(), self._timeout(deadline))
+        with self._wake_lock:
+            wake = [self._wake_r] if self._wake_open else []
+        _wait_ready([*self._waitables(), *wake], self._timeout(deadline))
+        self._drain_wake()
         self._take_outcomes()
+
+    def _drain_wake(self) -> None:
+        with self._wake_lock:
+            if not self._wake_open:
+                return
+            for fd in (self._wake_r, *self._extra_wake):
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except OSError:
+                    pass
 
     def _take_outcomes(self) -> None:
         for r in self._running():
-            r.inbox.pump()
-            status = r.handle.poll()
-            if status is not None:
-                self._ended(r, status)
+            outcome = r.handle.poll()
+            if outcome is not None:
+                self._ended(r, outcome)
 
     def _wait_for_rank(self, r: _Rank, timeout: float | None) -> None:
         """Block until rank ``r`` ended or ``timeout`` passed (for ``RankProcess.join``)."""
@@ -374,9 +354,10 @@ class ProcessContext:
                 self._take_outcomes()
                 if r.status is not None or self._released:
                     return
-                waitables: list[Any] = [r.handle.sentinel]
-                if not r.inbox.eof:
-                    waitables.append(r.inbox.fd)
+                waitables: list[Any] = list(r.handle.wait_fds())
+                with self._wake_lock:
+                    if self._wake_open:
+                        waitables.append(self._wake_r)
             if deadline is not None and time.monotonic() >= deadline:
                 return
             _wait_ready(waitables, self._timeout(deadline))
@@ -392,27 +373,21 @@ class ProcessContext:
 
     # -- outcomes -----------------------------------------------------------------------
 
-    def _ended(self, r: _Rank, status: int) -> None:
-        r.inbox.pump()  # whatever the worker wrote before it exited is in the pipe by now
-        r.status = status
-        started, message = r.inbox.started, r.inbox.message()
-        _close_inbox(r.inbox)
-        self._stop_group_of(r)
-        # Set by a handle that saw its worker end but could not learn how (a fork server
-        # that died took the exit status with it): the message, if any, tells.
-        lost: str | None = getattr(r.handle, "status_lost", None)
-        kind = message[0] if message is not None else None
+    def _ended(self, r: _Rank, outcome: Outcome) -> None:
+        status = r.status = outcome.status
+        report, lost = outcome.report, outcome.lost
+        kind = report.kind if report is not None else None
         if kind == _wire.ERROR:
             # Raised before any stop reached it: a failure even if spawnkit stopped it since.
-            assert message is not None
-            self._failures.append(self._raised(r, message[1]))
+            assert report is not None
+            self._failures.append(self._raised(r, report.body))
         elif kind == _wire.RESULT and (status == 0 or lost):
-            assert message is not None
-            self._take_value(r, message[1])
+            assert report is not None
+            self._take_value(r, report.body)
         elif not r.killed:
-            if status == 0 and kind is None and started and not lost:
+            if status == 0 and kind is None and outcome.started and not lost:
                 return  # os._exit(0) after it ran: success without a value, as under torch
-            self._failures.append(self._exited(r, status, started, lost))
+            self._failures.append(self._exited(r, outcome))
 
     def _take_value(self, r: _Rank, body: bytes) -> None:
         try:
@@ -447,10 +422,8 @@ class ProcessContext:
             failure.__cause__ = original
         return failure
 
-    def _exited(
-        self, r: _Rank, status: int, started: bool = True, lost: str | None = None
-    ) -> ProcessExitedException:
-        pid = r.handle.pid
+    def _exited(self, r: _Rank, outcome: Outcome) -> ProcessExitedException:
+        pid, status, started, lost = r.handle.pid, outcome.status, outcome.started, outcome.lost
         if lost:
             return ProcessExitedException(
                 f"process {r.rank} ended without reporting an outcome, and its exit status "
@@ -459,10 +432,15 @@ class ProcessContext:
                 pid,
                 status,
             )
+        because = f" ({outcome.reason})" if outcome.reason else ""
         if status < 0:
             name = signal_name(-status)
             return ProcessExitedException(
-                f"process {r.rank} terminated with signal {name}", r.rank, pid, status, name
+                f"process {r.rank} terminated with signal {name}{because}",
+                r.rank,
+                pid,
+                status,
+                name,
             )
         msg = f"process {r.rank} terminated with exit code {status}"
         if not started and status == _wire.NO_MAIN_GUARD_STATUS:
@@ -487,7 +465,7 @@ class ProcessContext:
                 ": the rank's own code closed or replaced spawnkit's result channel "
                 "(os.closerange, os.close, os.dup2 on it), so its outcome was lost"
             )
-        return ProcessExitedException(msg, r.rank, pid, status)
+        return ProcessExitedException(msg + because, r.rank, pid, status)
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -500,21 +478,17 @@ class ProcessContext:
         for r in targets:
             r.killed = True
             _logger().warning("Terminating process %s via signal SIGTERM", r.handle.pid)
-            r.handle.send_signal(signal.SIGTERM)
-            # A worker stopped by job control (SIGTTIN from a read of the terminal, SIGSTOP)
-            # acts on SIGTERM only once it runs again.
-            if hasattr(signal, "SIGCONT"):
-                r.handle.send_signal(signal.SIGCONT)
+            r.handle.stop()
         self._wait_until(time.monotonic() + grace)
-        # Also the groups of ranks that already exited: a grandchild that ignored SIGTERM
-        # is still in its dead parent's group, and that group id stays reserved while it is.
+        # Also the ranks that ended meanwhile: a grandchild that ignored SIGTERM is still in
+        # its dead parent's group, and that group id stays reserved while it is.
         for r in targets:
             if r.status is None:
                 _logger().warning(
                     "Unable to shutdown process %s via SIGTERM , forcefully exiting via SIGKILL",
                     r.handle.pid,
                 )
-            r.handle.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+            r.handle.stop(force=True)
         self._wait_until(time.monotonic() + KILL_WAIT)
         for r in self._running():
             # Not even SIGKILL ended it (uninterruptible sleep): give up on it rather than
@@ -526,42 +500,12 @@ class ProcessContext:
                 KILL_WAIT,
             )
             r.status = -int(getattr(signal, "SIGKILL", signal.SIGTERM))
-            _close_inbox(r.inbox)
-
-    def _stop_group_of(self, r: _Rank) -> None:
-        """A rank has ended: what it started in its process group goes too.
-
-        SIGTERM now, SIGKILL once the grace period has passed (see :meth:`_reap_groups`):
-        a grandchild must not outlive its rank, even a rank that succeeded, or it would
-        outlive the job as well.
-        """
-        pid = r.handle.pid
-        if pid is None or not group_has_members(pid):
-            return
-        r.handle.send_signal(signal.SIGTERM)
-        if hasattr(signal, "SIGCONT"):
-            r.handle.send_signal(signal.SIGCONT)
-        r.group_deadline = time.monotonic() + self._grace
-
-    def _reap_groups(self) -> None:
-        """Wait (bounded by each grace period) until the ended ranks' groups are empty."""
-        for r in self._ranks:
-            if r.group_deadline is None or r.handle.pid is None:
-                continue
-            pid = r.handle.pid
-            while group_has_members(pid) and time.monotonic() < r.group_deadline:
-                time.sleep(0.02)  # each look may read the whole process table
-            if group_has_members(pid):
-                r.handle.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
-            r.group_deadline = None
 
     def _release(self) -> None:
         if self._released or not self._all_ended():
             return
         self._released = True
-        self._reap_groups()
         for r in self._ranks:
-            _close_inbox(r.inbox)
             try:
                 r.handle.close()
             except Exception:  # noqa: BLE001 - one handle's trouble must not leak the others
@@ -611,7 +555,14 @@ class RankProcess:
 
     @property
     def sentinel(self) -> int:
-        return self._rank.handle.sentinel
+        """A descriptor readable once the rank ended: a local worker's only."""
+        sentinel = getattr(self._rank.handle, "sentinel", None)
+        if not isinstance(sentinel, int):
+            raise AttributeError(  # noqa: TRY004 - as for any missing attribute
+                f"rank {self._rank.rank} of backend {self._ctx.backend_name!r} runs elsewhere "
+                "and has no sentinel here; use join() or the job's join()"
+            )
+        return sentinel
 
     @property
     def exitcode(self) -> int | None:
@@ -629,12 +580,12 @@ class RankProcess:
     def terminate(self) -> None:
         """SIGTERM to this rank (and its process group), as ``Process.terminate()``."""
         if self.exitcode is None:
-            self._rank.handle.send_signal(signal.SIGTERM)
+            self._rank.handle.stop()
 
     def kill(self) -> None:
         """SIGKILL to this rank (and its process group), as ``Process.kill()``."""
         if self.exitcode is None:
-            self._rank.handle.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+            self._rank.handle.stop(force=True)
 
 
 def check_seconds(name: str, value: object) -> None:
@@ -703,36 +654,41 @@ def launch(
     daemon: bool,
     carried: tuple[int, ...] = (),
     *,
+    local: bool = True,
     deliver: bool = True,
 ) -> ProcessContext:
     """Start ``nprocs`` ranks through ``backend`` and return the running job.
+
+    A ``local`` backend's workers get the watch's descriptors and the ones the job's
+    arguments carry (``carried``); a remote backend's get no descriptor and no pid.
 
     Signals that arrive meanwhile go to the program's handlers once the job is recorded;
     with ``deliver=False`` they wait in :attr:`ProcessContext.held_signals` instead, for a
     caller that is about to wait for the job in the foreground.
 
-    Every start call returns as soon as its process exists, so ranks start in parallel. If
+    Every start call returns as soon as its worker exists, so ranks start in parallel. If
     one cannot start, the ranks already started are stopped and :class:`LaunchError` raised.
     """
     PARENT_ONLY_FDS.update(watch.private_fds())
-    job_pid = os.getpid()
-    ranks: list[_Rank] = []
+    ctx = ProcessContext(backend_name, backend, watch, [], grace_period, daemon)
+    job_pid = os.getpid() if local else None
     held = _holding.hold()
     try:
-        ctx = _launch(
-            backend_name,
-            backend,
-            watch,
-            nprocs,
-            payload,
-            target,
-            grace_period,
-            daemon,
-            carried,
-            job_pid,
-            ranks,
-            held.mask,
+        spec = WorkerSpec(
+            rank=0,
+            nprocs=nprocs,
+            job_pid=job_pid,
+            parent_pid=job_pid,
+            payload=payload,
+            target=target,
+            fds=(*watch.fds(), *carried) if local else (),
+            watch=watch.child_watch() if local else None,
+            grace_period=grace_period,
+            env={},
+            carried=len(carried) if local else 0,
+            sigmask=None if held.mask is None else tuple(sorted(int(s) for s in held.mask)),
         )
+        _start_ranks(ctx, spec)
     except BaseException:
         _holding.release(held)  # a handler that raises now: its exception, this one chained
         raise
@@ -747,59 +703,19 @@ def launch(
     return ctx
 
 
-def _launch(
-    backend_name: str,
-    backend: Backend,
-    watch: ParentWatch,
-    nprocs: int,
-    payload: bytes | None,
-    target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
-    grace_period: float,
-    daemon: bool,
-    carried: tuple[int, ...],
-    job_pid: int,
-    ranks: list[_Rank],
-    held: Any,
-) -> ProcessContext:
-    sigmask = None if held is None else tuple(sorted(int(s) for s in held))
+def _start_ranks(ctx: ProcessContext, spec: WorkerSpec) -> None:
+    """Start every rank of ``spec``'s job into ``ctx``; on a failure, stop what started."""
     try:
-        child_watch = watch.child_watch()
-        for rank in range(nprocs):
-            read_end, write_end = _fds.pipe()
-            PARENT_ONLY_FDS.add(read_end)
-            inbox = _wire.Inbox(read_end)
-            try:
-                spec = WorkerSpec(
-                    rank=rank,
-                    nprocs=nprocs,
-                    job_pid=job_pid,
-                    parent_pid=job_pid,
-                    payload=payload,
-                    target=target,
-                    fds=(write_end, *watch.fds(), *carried),
-                    watch=child_watch,
-                    grace_period=grace_period,
-                    env={},
-                    carried=len(carried),
-                    sigmask=sigmask,
-                )
-                try:
-                    handle = backend.start(spec)
-                finally:
-                    os.close(write_end)
-            except BaseException:
-                _close_inbox(inbox)
-                raise
-            ranks.append(_Rank(rank, handle, inbox))
+        for rank in range(spec.nprocs):
+            handle = ctx._backend.start(spec._replace(rank=rank), ctx.wake)
+            ctx._ranks.append(_Rank(rank, handle))
     except BaseException as exc:
-        ctx = ProcessContext(backend_name, backend, watch, ranks, grace_period, daemon)
-        ctx.terminate(grace_period=min(grace_period, 1.0))
+        ctx.terminate(grace_period=min(ctx._grace, 1.0))
         # Only a start that failed is a LaunchError. Anything else - the program's own
         # exception from a signal handler, KeyboardInterrupt - comes out as it is.
         if not isinstance(exc, OSError):
             raise
         raise LaunchError(
-            f"backend {backend_name!r} could not start rank {len(ranks)} of {nprocs}: "
-            f"{type(exc).__name__}: {exc}"
+            f"backend {ctx.backend_name!r} could not start rank {len(ctx._ranks)} of "
+            f"{spec.nprocs}: {type(exc).__name__}: {exc}"
         ) from exc
-    return ProcessContext(backend_name, backend, watch, ranks, grace_period, daemon)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["above_stdio", "out_of_the_way", "pipe"]
+__all__ = ["above_stdio", "identity", "out_of_the_way", "pipe"]
 
 
 def above_stdio(fd: int) -> int:
@@ -77,3 +77,16 @@ def out_of_the_way(fd: int) -> int:
             return above_stdio(fd)
         os.close(fd)
         return moved
+
+
+def identity(fd: int) -> tuple[int, int, int] | None:
+    """``(fd, device, inode)`` of what ``fd`` names now; ``None`` once it is closed.
+
+    Compared before a descriptor is trusted again: user code may close it and open a file
+    of its own that gets the same number.
+    """
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (fd, st.st_dev, st.st_ino)

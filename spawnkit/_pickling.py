@@ -21,7 +21,7 @@ from multiprocessing import context as _mp_context
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from ._child import CarriedFd
+from ._worker import CarriedFd
 
 __all__ = ["PickledJob", "by_value_reason", "dumps_job", "main_unimportable"]
 
@@ -77,7 +77,6 @@ class _Recorder:
 class _JobPickler(ForkingPickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, PROTOCOL)
-        self.uses_main: object = None
         self.by_value: list[tuple[object, str]] = []
 
     def reducer_override(self, obj: Any) -> Any:
@@ -85,15 +84,11 @@ class _JobPickler(ForkingPickler):
             return NotImplemented
         why = by_value_reason(obj) if _is_function_or_class(obj) else None
         if why is None:
-            if self.uses_main is None and getattr(obj, "__module__", None) == "__main__":
-                self.uses_main = obj  # by name: the worker imports the parent's script
             return NotImplemented
         try:
             import cloudpickle  # type: ignore[import-not-found,import-untyped,unused-ignore]
         except ImportError:
             self.by_value.append((obj, why))
-            if self.uses_main is None and getattr(obj, "__module__", None) == "__main__":
-                self.uses_main = obj
             return NotImplemented  # the plain pickler fails or the check below refuses
         return (_load_by_value, (cloudpickle.dumps(obj, protocol=PROTOCOL),))
 
@@ -113,18 +108,13 @@ def _load_by_value(data: bytes) -> Any:
 class PickledJob:
     """The pickled ``(fn, args)``; ``fds`` are the descriptors the pickle refers to."""
 
-    __slots__ = ("by_value_missing", "data", "fds", "uses_main")
+    __slots__ = ("by_value_missing", "data", "fds")
 
     def __init__(
-        self,
-        data: bytes,
-        fds: list[int],
-        uses_main: object,
-        by_value_missing: list[tuple[object, str]],
+        self, data: bytes, fds: list[int], by_value_missing: list[tuple[object, str]]
     ) -> None:
         self.data = data
         self.fds = tuple(fds)
-        self.uses_main = uses_main
         self.by_value_missing = by_value_missing
 
 
@@ -139,4 +129,4 @@ def dumps_job(job: object) -> PickledJob:
         pickler.dump(job)
     finally:
         _mp_context.set_spawning_popen(previous)
-    return PickledJob(buffer.getvalue(), recorder.fds, pickler.uses_main, pickler.by_value)
+    return PickledJob(buffer.getvalue(), recorder.fds, pickler.by_value)

@@ -2,7 +2,10 @@
 
 A plugin type-checks against these without importing a base class: it only has to have the
 right methods. Core owns every semantic (join, terminate, errors, results); a backend only
-turns a :class:`~spawnkit.WorkerSpec` into a running worker and a :class:`WorkerHandle`.
+turns a :class:`~spawnkit.WorkerSpec` into a running worker and a :class:`WorkerHandle`
+that hands core the worker's :class:`~spawnkit.plugin.Outcome` and stops it on request.
+Local backends implement the smaller :class:`ProcessHandle` through
+:class:`spawnkit.plugin.LocalBackend`.
 """
 
 from __future__ import annotations
@@ -14,17 +17,26 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._spec import WorkerSpec
+    from ._wire import Outcome
 
-__all__ = ["Backend", "ChildWatch", "ParentWatch", "SpawnContext", "WorkerHandle"]
+__all__ = [
+    "Backend",
+    "ChildWatch",
+    "ParentWatch",
+    "ProcessHandle",
+    "SpawnContext",
+    "WorkerHandle",
+]
 
 
 @runtime_checkable
 class WorkerHandle(Protocol):
     """What core needs of one started worker, wherever it runs.
 
-    Core never waits on a pid itself: it waits until :attr:`sentinel` is readable, then asks
-    :meth:`poll`. A local process can use a pidfd or ``multiprocessing``'s sentinel; a remote
-    worker can hand out one end of a pipe that a relay thread closes when the worker ends.
+    Core waits until one of :meth:`wait_fds` is readable or the ``notify`` function the
+    backend got with the spec is called, then asks :meth:`poll`. A local process (see
+    :class:`spawnkit.plugin.LocalBackend`, which implements all of this) offers descriptors;
+    a remote worker calls ``notify`` from its engine's completion callback.
     """
 
     @property
@@ -34,22 +46,26 @@ class WorkerHandle(Protocol):
         Stays readable after :meth:`close`.
         """
 
-    @property
-    def sentinel(self) -> int:
-        """A file descriptor that becomes readable once the worker has ended."""
+    def wait_fds(self) -> Sequence[int]:
+        """Descriptors that turn readable when :meth:`poll` may have news; may be empty.
 
-    def poll(self) -> int | None:
-        """The exit status once the worker ended, else ``None``; never blocks.
-
-        ``0`` is success, a positive number an exit code, ``-N`` death by signal ``N``
-        (the ``multiprocessing`` convention). Must reap the process if it is a child.
+        Asked again before every wait, so the set may change as the worker runs.
         """
 
-    def send_signal(self, signum: int) -> None:
-        """Deliver ``signum`` to the worker's process group; never raises.
+    def poll(self) -> Outcome | None:
+        """How the worker ended, once it has, else ``None``; never blocks.
 
-        Also after the worker ended: children it left may still be in its group. May arrive
-        before the worker made itself a group leader; then signal the worker alone.
+        Must reap the process if it is a local child. Once it returned an outcome, it is
+        not called again.
+        """
+
+    def stop(self, force: bool = False) -> None:
+        """Ask the worker to stop: gracefully, or at once with ``force``; never raises.
+
+        Graceful is SIGTERM to a local worker's process group (its ``finally`` blocks
+        run), forced is SIGKILL; a remote engine maps them to its cancel and kill. Core
+        calls it for running workers; a local handle may also get it after its worker
+        ended, for what the worker left in its group.
         """
 
     def close(self) -> None:
@@ -60,16 +76,50 @@ class WorkerHandle(Protocol):
 class Backend(Protocol):
     """Starts workers. Created once per job with the job's backend options."""
 
-    def start(self, spec: WorkerSpec) -> WorkerHandle:
-        """Start one worker that calls :func:`spawnkit.run_worker` with ``spec``.
+    def start(self, spec: WorkerSpec, notify: Callable[[], None]) -> WorkerHandle:
+        """Start one worker that runs ``spec``'s rank, and return its handle.
+
+        A local backend's process calls :func:`spawnkit.run_worker`; a worker hosted in
+        another process calls :func:`spawnkit.plugin.run_rank` and carries the report
+        home. ``notify`` may be called from any thread, any number of times, whenever
+        :meth:`WorkerHandle.poll` may have news that no descriptor signals.
 
         Must return without waiting for the worker to finish or even to be ready, so that
-        ranks start in parallel. Must forward every descriptor in ``spec.fds``. Raises
-        :class:`spawnkit.LaunchError` (or any ``OSError``) if no worker could be started.
+        ranks start in parallel. Raises :class:`spawnkit.LaunchError` (or any ``OSError``)
+        if no worker could be started.
         """
 
     def close(self) -> None:
         """The job is over; release what :meth:`start` shared between ranks."""
+
+
+@runtime_checkable
+class ProcessHandle(Protocol):
+    """A local process, as a :class:`spawnkit.plugin.LocalBackend` hands it to core.
+
+    Core's local worker adds the rest: the result channel, stopping the process group, and
+    what the worker leaves behind in it.
+    """
+
+    @property
+    def pid(self) -> int | None:
+        """The process id; stays readable after :meth:`close`."""
+
+    @property
+    def sentinel(self) -> int:
+        """A file descriptor that becomes readable once the process has ended."""
+
+    def poll(self) -> int | None:
+        """The exit status once the process ended, else ``None``; never blocks.
+
+        ``0`` is success, a positive number an exit code, ``-N`` death by signal ``N``
+        (the ``multiprocessing`` convention). Must reap the process if it is a child. A
+        handle that saw the process end but cannot know how (a fork server that died took
+        the status along) sets a ``status_lost`` attribute to the reason.
+        """
+
+    def close(self) -> None:
+        """Release the handle's resources; called once, after the process ended."""
 
 
 @runtime_checkable

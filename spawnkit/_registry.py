@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 DISABLE_ENV = "SPAWNKIT_DISABLE_PLUGINS"
+# ``watches=`` of a backend that ends its own workers when the job's process dies.
+OWN_FATE_SHARING = "own"
 _CORE = "spawnkit"
 
 
@@ -57,10 +59,25 @@ class BackendInfo:
     unavailable: str | None
     description: str
     distribution: str | None
+    remote: bool = False
+    watches: tuple[str, ...] | str | None = None
 
     @property
     def available(self) -> bool:
         return self.unavailable is None
+
+    @property
+    def own_fate_sharing(self) -> bool:
+        """Whether the backend itself ends its workers when the job's process dies."""
+        return self.watches == OWN_FATE_SHARING
+
+    def allows_watch(self, name: str) -> bool:
+        """Whether the parent watch ``name`` can guard this backend's workers."""
+        if isinstance(self.watches, tuple):
+            return name in self.watches
+        if self.watches is None and not self.remote:
+            return True
+        return name == "none"
 
 
 @final
@@ -203,6 +220,8 @@ class BackendRegistry(_Registry):
         pickles: bool = True,
         unavailable: str | None = None,
         description: str = "",
+        remote: bool = False,
+        watches: Iterable[str] | str | None = None,
     ) -> None:
         """Register a backend.
 
@@ -216,7 +235,22 @@ class BackendRegistry(_Registry):
                 backends that hand the objects over in memory, like ``fork``).
             unavailable: why the backend cannot run here, or ``None`` if it can.
             description: one line for ``spawnkit backends``.
+            remote: whether the workers run outside this machine's process tree (another
+                machine, a cluster engine's processes): they then get no descriptor, no
+                local pid and no local setup, and the job's arguments may not carry
+                descriptors.
+            watches: the parent watches that can guard this backend's workers: names, or
+                ``"own"`` (:data:`OWN_FATE_SHARING`) for a backend whose engine ends the
+                workers itself when the job's process dies. ``None``: every watch for a
+                local backend, none for a remote one. ``watch="auto"`` picks among them;
+                a watch outside them is refused before anything starts.
         """
+        if watches is not None and not isinstance(watches, str):
+            watches = tuple(watches)
+        if isinstance(watches, str) and watches != OWN_FATE_SHARING:
+            raise ValueError(
+                f"watches must be watch names or {OWN_FATE_SHARING!r}, not {watches!r}"
+            )
         self._add(
             name,
             BackendInfo(
@@ -227,6 +261,8 @@ class BackendRegistry(_Registry):
                 unavailable=unavailable,
                 description=description,
                 distribution=self._distribution,
+                remote=remote,
+                watches=watches,
             ),
         )
 
@@ -352,8 +388,23 @@ class Plugins:
             )
         return info
 
-    def watch(self, name: str) -> WatchInfo:
-        """The watch called ``name`` (``"auto"``: the best available), usable here."""
+    def watch(self, name: str, backend: BackendInfo | None = None) -> WatchInfo:
+        """The watch called ``name`` (``"auto"``: the best available), usable here.
+
+        With ``backend``, only a watch that applies to its workers: ``auto`` picks among
+        those (``none`` for a backend that ends its workers itself), and a watch named
+        outside them raises :class:`WatchUnavailableError`.
+        """
+        if backend is not None and not backend.allows_watch(name):
+            if name != "auto":
+                self.watch(name)  # an unknown or unavailable name says so first
+                raise WatchUnavailableError(_not_for(backend, name))
+            allowed = [
+                w for n, w in self.watches.items() if w.available and backend.allows_watch(n)
+            ]
+            if not allowed:
+                raise WatchUnavailableError(_not_for(backend, name))
+            return max(allowed, key=lambda w: w.priority)
         if name == "auto":
             candidates = [w for w in self.watches.values() if w.available]
             if not candidates:
@@ -374,6 +425,19 @@ class Plugins:
                 f"available: 'auto', {_quote(usable)}"
             )
         return info
+
+
+def _not_for(backend: BackendInfo, name: str) -> str:
+    if backend.own_fate_sharing:
+        why = "it ends its own workers when the job's process dies"
+        fix = "leave watch='auto' (or pass watch='none')"
+    elif isinstance(backend.watches, tuple):
+        why = f"only {_quote(backend.watches)} can guard its workers"
+        fix = "pass one of those, or leave watch='auto'"
+    else:
+        why = "its workers are not processes of this machine, which a watch could follow"
+        fix = "leave watch='auto' (or pass watch='none')"
+    return f"watch {name!r} does not apply to backend {backend.name!r}: {why}; {fix}"
 
 
 def _entry_points() -> list[tuple[str, str | None, Any, Distribution]]:
@@ -672,7 +736,8 @@ class _Loader:
 def _load() -> Plugins:
     import pluggy
 
-    from . import _builtin_watches, hookspecs
+    from . import hookspecs
+    from ._watches import _registration as _builtin_watches
 
     entries = _entry_points()
     result = Plugins(disabled=_disabled(name for name, *_ in entries))

@@ -46,15 +46,17 @@ class WorkerSpec:
     Attributes:
         rank: this worker's index, ``0 <= rank < nprocs``.
         nprocs: number of ranks in the job.
-        job_pid: pid of the process that called :func:`spawnkit.spawn`.
+        job_pid: pid of the process that called :func:`spawnkit.spawn`; ``None`` for a
+            backend whose workers run elsewhere, where this machine's pids mean nothing.
         parent_pid: pid the worker's direct parent will have. Core sets the job's pid; a
             backend that starts workers through an intermediate process (a fork server)
             replaces it with :meth:`with_parent_pid`, so the watch can tell a real parent
             death from the normal state.
         payload: the pickled ``(fn, args)``, or ``None`` when :attr:`target` carries them.
         target: ``(fn, args)`` unpickled, for backends that do not pickle (fork).
-        fds: descriptors to forward: ``fds[0]`` is the result channel, then the watch's,
-            then the ones the arguments carry.
+        fds: descriptors to forward: the result channel (a local backend's, see
+            :attr:`result_fd`), then the watch's, then the ones the arguments carry. Empty
+            for a backend whose workers run elsewhere.
         watch: the child half of the parent watch, or ``None``.
         grace_period: seconds a worker gets between SIGTERM and SIGKILL when the parent dies.
         env: environment variables the worker sets before running ``fn``.
@@ -63,10 +65,12 @@ class WorkerSpec:
             their place there, and a fork worker keeps them.
         sigmask: the signals the job's starting thread had blocked. Core blocks every signal
             while ranks start, and a new process inherits that; the worker puts this back.
+        channel: whether ``fds[0]`` is a result channel (see :meth:`with_result_fd`).
     """
 
     __slots__ = (
         "carried",
+        "channel",
         "env",
         "fds",
         "grace_period",
@@ -84,8 +88,8 @@ class WorkerSpec:
         self,
         rank: int,
         nprocs: int,
-        job_pid: int,
-        parent_pid: int,
+        job_pid: int | None,
+        parent_pid: int | None,
         payload: bytes | None,
         target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
         fds: tuple[int, ...],
@@ -94,6 +98,7 @@ class WorkerSpec:
         env: Mapping[str, str],
         carried: int = 0,
         sigmask: tuple[int, ...] | None = None,
+        channel: bool = False,
     ) -> None:
         self.rank = rank
         self.nprocs = nprocs
@@ -107,6 +112,7 @@ class WorkerSpec:
         self.env = dict(env)
         self.carried = carried
         self.sigmask = sigmask
+        self.channel = channel
 
     def _replace(self, **changes: Any) -> WorkerSpec:
         fields = {name: getattr(self, name) for name in self.__slots__}
@@ -129,13 +135,23 @@ class WorkerSpec:
         """A copy for a worker whose direct parent is ``pid`` rather than the job."""
         return self._replace(parent_pid=pid)
 
+    def with_result_fd(self, fd: int) -> WorkerSpec:
+        """A copy whose result channel is ``fd`` (written by :func:`spawnkit.run_worker`).
+
+        :class:`spawnkit.plugin.LocalBackend` adds it; it comes first in :attr:`fds`.
+        """
+        if self.channel:
+            raise ValueError("this spec has a result descriptor already")
+        return self._replace(fds=(fd, *self.fds), channel=True)
+
     @property
-    def result_fd(self) -> int:
-        return self.fds[0]
+    def result_fd(self) -> int | None:
+        """The descriptor a local worker sends its report down, ``None`` for a remote one."""
+        return self.fds[0] if self.channel else None
 
     @property
     def watch_fds(self) -> tuple[int, ...]:
-        return self.fds[1 : len(self.fds) - self.carried]
+        return self.fds[int(self.channel) : len(self.fds) - self.carried]
 
     @property
     def carried_fds(self) -> tuple[int, ...]:

@@ -1,10 +1,15 @@
-"""Signalling a worker together with the processes it started."""
+"""Process groups: signalling a worker together with the processes it started.
+
+The one place that stops a group, for the job (a rank's group) and for a worker (its own).
+Imported by every local worker: standard library only, and little of it.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
-__all__ = ["group_has_members", "signal_process_group"]
+__all__ = ["group_has_members", "own_group", "signal_own_group", "signal_process_group"]
 
 
 def signal_process_group(pid: int, signum: int, *, reaped: bool = False) -> None:
@@ -74,3 +79,31 @@ def _running_member(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
+
+
+def own_group() -> int | None:
+    """This process's group id if it leads one, else ``None``.
+
+    Only a group a worker leads is its own to signal: any other would be the job's, or the
+    shell's that started the job.
+    """
+    if sys.platform == "win32":  # no process groups: a worker is signalled alone
+        return None
+    else:  # a platform branch type checkers understand
+        pid = os.getpid()
+        try:
+            return pid if os.getpgid(0) == pid else None
+        except OSError:
+            return None
+
+
+def signal_own_group(signum: int) -> None:
+    """Send ``signum`` to the group this process leads, or to this process alone."""
+    group = own_group()
+    try:
+        if sys.platform == "win32" or group is None:
+            os.kill(os.getpid(), signum)
+        else:
+            os.killpg(group, signum)
+    except OSError:
+        pass

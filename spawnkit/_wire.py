@@ -71,3 +71,66 @@ class Inbox:
         if len(self.buffer) < _HEADER + size:
             return None
         return bytes(self.buffer[:1]), bytes(self.buffer[_HEADER : _HEADER + size])
+
+
+class Report:
+    """How a rank's code ended, as its worker tells it: a message and an exit status.
+
+    ``kind`` is :data:`RESULT` (``body``: the pickled value), :data:`ERROR` (``body``: the
+    pickled exception and its text) or empty (the rank asked to exit with ``status``, as
+    ``sys.exit(3)`` does). A local worker sends it down the result channel and exits with
+    ``status``; a remote worker's engine carries the object home as it is.
+    """
+
+    __slots__ = ("body", "kind", "status")
+
+    def __init__(self, kind: bytes, body: bytes, status: int) -> None:
+        self.kind = kind
+        self.body = body
+        self.status = status
+
+    def __reduce__(self) -> tuple[type[Report], tuple[bytes, bytes, int]]:
+        return (Report, (self.kind, self.body, self.status))
+
+    def __repr__(self) -> str:
+        return f"Report(kind={self.kind!r}, status={self.status}, {len(self.body)} bytes)"
+
+
+class Outcome:
+    """How a rank ended, as its backend hands it to core (``WorkerHandle.poll()``).
+
+    Core alone decides what it means (a result, a failure, a rank it stopped).
+
+    Attributes:
+        status: the exit status: ``0`` success, ``N > 0`` an exit code, ``-N`` death by
+            signal ``N`` (a remote engine maps its own causes onto these: ``-9`` for a
+            worker its engine killed). Ignored when :attr:`lost` is set.
+        report: the worker's :class:`Report`, if one arrived; ``None`` when the worker
+            ended before it could send one.
+        started: whether spawnkit's worker code ran at all (a worker that died while its
+            backend prepared it did not).
+        lost: why :attr:`status` is unknown, when it is (a fork server that died took it
+            along); ``None`` normally.
+        reason: for a worker that ended without a report, what its engine says happened
+            (an actor's death cause), added to the failure's message.
+    """
+
+    __slots__ = ("lost", "reason", "report", "started", "status")
+
+    def __init__(
+        self,
+        status: int,
+        report: Report | None = None,
+        *,
+        started: bool = True,
+        lost: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.status = status
+        self.report = report
+        self.started = started
+        self.lost = lost
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Outcome(status={self.status}, report={self.report!r}, started={self.started})"

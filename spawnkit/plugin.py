@@ -1,11 +1,21 @@
 """What a backend or parent-watch plugin builds on: ``import spawnkit.plugin``.
 
-The contracts (:class:`Backend`, :class:`WorkerHandle`, the watch halves), the spec core
-hands a backend, the registries its hook fills, ``hookimpl``, and the helpers every backend
-uses: :func:`run_worker` (a worker's first call), :func:`signal_process_group`,
-:func:`start_helper_thread` and :func:`mark_parent_only`. The top-level ``spawnkit`` module
-is the user's API; these names are reachable there too, for plugins written before this
-module existed.
+- The contracts: :class:`Backend` and :class:`WorkerHandle` (what core asks of any backend,
+  local or remote), :class:`ProcessHandle` (the smaller one a local backend implements
+  through :class:`LocalBackend`), the watch halves :class:`ParentWatch` and
+  :class:`ChildWatch`.
+- What travels: :class:`WorkerSpec` (core to worker), :class:`Report` (worker to core) and
+  :class:`Outcome` (how a rank ended, handle to core).
+- Building blocks: :class:`LocalBackend` (a local process per rank: implement
+  ``start_process``), :class:`FreshInterpreterBackend` (a new interpreter per rank, as the
+  built-in ``subprocess`` backend: override ``command_prefix`` or ``popen_options``),
+  :func:`run_worker` (a local worker's first call), :func:`run_rank` (the part a worker
+  hosted in someone else's process runs), :func:`signal_process_group`,
+  :func:`start_helper_thread`, :func:`mark_parent_only`.
+- Registration: ``hookimpl``, the registries its hooks fill, :data:`OWN_FATE_SHARING`.
+
+The top-level ``spawnkit`` module is the user's API; these names are reachable there too,
+for plugins written before this module existed.
 
 Names load on first use: a worker that imports this module to call ``run_worker`` pays for
 nothing else.
@@ -13,41 +23,87 @@ nothing else.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._child import run_worker
+    from ._fresh import FreshInterpreterBackend
+    from ._local import LocalBackend, LocalWorker
+    from ._protocols import Backend, ChildWatch, ParentWatch, ProcessHandle, WorkerHandle
+    from ._registry import (
+        OWN_FATE_SHARING,
+        BackendInfo,
+        BackendRegistry,
+        WatchInfo,
+        WatchRegistry,
+    )
+    from ._signals.threads import start_helper_thread
+    from ._spec import WorkerSpec, mark_parent_only, unmark_parent_only
+    from ._tree import signal_process_group
+    from ._wire import Outcome, Report
+    from ._worker import run_rank
+    from .hookspecs import hookimpl
+
+
+# Where each name lives: the one table, which spawnkit's top level reads too.
+WHERE = {
+    "Backend": "spawnkit._protocols",
+    "BackendInfo": "spawnkit._registry",
+    "BackendRegistry": "spawnkit._registry",
+    "ChildWatch": "spawnkit._protocols",
+    "FreshInterpreterBackend": "spawnkit._fresh",
+    "LocalBackend": "spawnkit._local",
+    "LocalWorker": "spawnkit._local",
+    "OWN_FATE_SHARING": "spawnkit._registry",
+    "Outcome": "spawnkit._wire",
+    "ParentWatch": "spawnkit._protocols",
+    "ProcessHandle": "spawnkit._protocols",
+    "Report": "spawnkit._wire",
+    "WatchInfo": "spawnkit._registry",
+    "WatchRegistry": "spawnkit._registry",
+    "WorkerHandle": "spawnkit._protocols",
+    "WorkerSpec": "spawnkit._spec",
+    "hookimpl": "spawnkit.hookspecs",
+    "mark_parent_only": "spawnkit._spec",
+    "run_rank": "spawnkit._worker",
+    "run_worker": "spawnkit._child",
+    "signal_process_group": "spawnkit._tree",
+    "start_helper_thread": "spawnkit._signals.threads",
+    "unmark_parent_only": "spawnkit._spec",
+}
+
 __all__ = [
+    "OWN_FATE_SHARING",
     "Backend",
     "BackendInfo",
     "BackendRegistry",
     "ChildWatch",
+    "FreshInterpreterBackend",
+    "LocalBackend",
+    "LocalWorker",
+    "Outcome",
     "ParentWatch",
+    "ProcessHandle",
+    "Report",
     "WatchInfo",
     "WatchRegistry",
     "WorkerHandle",
     "WorkerSpec",
     "hookimpl",
     "mark_parent_only",
+    "run_rank",
     "run_worker",
     "signal_process_group",
     "start_helper_thread",
     "unmark_parent_only",
 ]
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from ._child import run_worker
-    from ._protocols import Backend, ChildWatch, ParentWatch, WorkerHandle
-    from ._registry import BackendInfo, BackendRegistry, WatchInfo, WatchRegistry
-    from ._spec import WorkerSpec, mark_parent_only, unmark_parent_only
-    from ._threads import start_helper_thread
-    from ._tree import signal_process_group
-    from .hookspecs import hookimpl
-
 
 def __getattr__(name: str) -> object:
-    if name not in __all__:
+    if name not in WHERE:
         raise AttributeError(f"module 'spawnkit.plugin' has no attribute {name!r}")
-    import spawnkit
+    import importlib
 
-    value = getattr(spawnkit, name)
+    value = getattr(importlib.import_module(WHERE[name]), name)
     globals()[name] = value
     return value
 

@@ -131,7 +131,7 @@ def _worker(arg: plugin.WorkerSpec | _Carried) -> None:
 
 
 class MultiprocessingHandle:
-    """A worker started by ``multiprocessing``."""
+    """A worker started by ``multiprocessing`` (a :class:`spawnkit.plugin.ProcessHandle`)."""
 
     def __init__(
         self,
@@ -145,7 +145,6 @@ class MultiprocessingHandle:
         self._pid = process.pid  # still answered after close(), as the protocol asks
         self._own_child = own_child
         self._server_pid = server_pid
-        self._ended = False
         # Why the exit status is unknown, once it is: core reads this (see _context).
         self.status_lost: str | None = None
         self._pidfd: int | None = None
@@ -210,7 +209,6 @@ class MultiprocessingHandle:
             status = 255
         if self.status_lost is not None and self._pidfd is not None:
             status = 255 if _readable(self._pidfd) else None  # ended, how is unknown
-        self._ended = status is not None
         return status
 
     def _gone_unreaped(self) -> bool:
@@ -245,10 +243,6 @@ class MultiprocessingHandle:
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(0.005)
-
-    def send_signal(self, signum: int) -> None:
-        if self._pid is not None:
-            plugin.signal_process_group(self._pid, signum, reaped=self._ended)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -292,7 +286,7 @@ def _readable(fd: int) -> bool:
         return bool(poller.poll(0))
 
 
-class MultiprocessingBackend:
+class MultiprocessingBackend(plugin.LocalBackend):
     """Starts each rank as a ``multiprocessing`` process of the given start method."""
 
     def __init__(self, method: str) -> None:
@@ -316,7 +310,7 @@ class MultiprocessingBackend:
         # again in every rank.
         self._run_worker = plugin.run_worker
 
-    def start(self, spec: plugin.WorkerSpec) -> MultiprocessingHandle:
+    def start_process(self, spec: plugin.WorkerSpec) -> MultiprocessingHandle:
         arg: plugin.WorkerSpec | _Carrier = spec  # fork: inherited, fds keep their numbers
         if self._method == "forkserver":
             spec = spec.with_parent_pid(_forkserver_pid(spec.sigmask))
@@ -350,9 +344,6 @@ class MultiprocessingBackend:
             )
         own = self._method != "forkserver"
         return MultiprocessingHandle(process, own, writer, None if own else spec.parent_pid)
-
-    def close(self) -> None:
-        pass
 
 
 def _check_main_file(method: str) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,12 @@ def _backend_raising_at_rank_1(monkeypatch: pytest.MonkeyPatch, raising: Any) ->
         def __init__(self) -> None:
             self.inner = fork.factory()
 
-        def start(self, spec: spawnkit.WorkerSpec) -> spawnkit.WorkerHandle:
+        def start(
+            self, spec: spawnkit.WorkerSpec, notify: Callable[[], None]
+        ) -> spawnkit.WorkerHandle:
             if spec.rank == 1:
                 raising()
-            return self.inner.start(spec)
+            return self.inner.start(spec, notify)
 
         def close(self) -> None:
             self.inner.close()
@@ -286,16 +289,15 @@ def test_a_worker_that_survives_sigkill_is_given_up_on(
         def pid(self) -> int | None:
             return self.inner.pid
 
-        @property
-        def sentinel(self) -> int:
-            return self.never_r
+        def wait_fds(self) -> tuple[int, ...]:
+            return (self.never_r,)
 
-        def poll(self) -> int | None:
+        def poll(self) -> None:
             self.inner.poll()  # reaps the real one once it is gone
-            return None
+            return
 
-        def send_signal(self, signum: int) -> None:
-            self.inner.send_signal(signum)
+        def stop(self, force: bool = False) -> None:
+            self.inner.stop(force)
 
         def close(self) -> None:
             self.inner.close()
@@ -306,8 +308,10 @@ def test_a_worker_that_survives_sigkill_is_given_up_on(
         def __init__(self) -> None:
             self.inner = fork.factory()
 
-        def start(self, spec: spawnkit.WorkerSpec) -> spawnkit.WorkerHandle:
-            return Unkillable(self.inner.start(spec))
+        def start(
+            self, spec: spawnkit.WorkerSpec, notify: Callable[[], None]
+        ) -> spawnkit.WorkerHandle:
+            return Unkillable(self.inner.start(spec, notify))
 
         def close(self) -> None:
             self.inner.close()

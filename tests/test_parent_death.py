@@ -142,7 +142,8 @@ def test_child_half_imports_only_the_standard_library(name: str, tmp_path: Path)
     assert ours <= {
         "spawnkit",
         "spawnkit._spec",
-        "spawnkit._threads",
+        "spawnkit._signals",
+        "spawnkit._signals.threads",
         "spawnkit._watches",
         f"spawnkit._watches.{name}",
     }

@@ -52,7 +52,7 @@ def test_foreground_job_installs_handlers_and_restores_them(
     during = observe()
     for sig in (signal.SIGINT, signal.SIGTERM):
         assert during[sig] is not before[sig]
-        assert getattr(during[sig], "__module__", None) == "spawnkit._signals"
+        assert getattr(during[sig], "__module__", None) == "spawnkit._signals.foreground"
     assert _handlers() == before
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import spawnkit
+from spawnkit import _fresh
 from spawnkit.testing import wait_for_files
-from spawnkit_backends import reexec
 
 import _reexec_targets as rt
 
@@ -185,7 +185,7 @@ def test_payload_is_not_in_the_workers_command_line_or_environment(tmp_path: Pat
         (pid,) = ctx.pids()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
-        assert b"_reexec_worker.py" in cmdline  # the right process was inspected
+        assert b"fresh_worker.py" in cmdline  # the right process was inspected
         assert secret.encode() not in cmdline
         assert secret.encode() not in environ
 
@@ -582,7 +582,7 @@ def test_env_callable_returning_garbage_stops_the_ranks_already_started() -> Non
 def test_without_pidfd_a_thread_reaps_and_signals_the_end(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(reexec, "_open_pidfd", lambda pid: None)
+    monkeypatch.setattr(_fresh, "_open_pidfd", lambda pid: None)
     before = threading.active_count()
     assert _spawn(rt.identity, "ok", nprocs=2) == ["ok", "ok"]
     with pytest.raises(spawnkit.ProcessExitedException) as info:

@@ -66,7 +66,10 @@ def test_a_plugin_that_breaks_the_protocols_fails_with_the_expected_errors(
     assert len(expected) == 3
     assert reported == expected, result.stdout
     # The notes are what tell an author the signature the protocol wants.
-    assert "def start(self, spec: WorkerSpec) -> WorkerHandle" in result.stdout
-    # mypy spells the union as the target Python would: Optional[int] when checking for 3.9.
-    assert re.search(r"def poll\(self\) -> (int \| None|Optional\[int\])\n", result.stdout)
+    assert (
+        "def start(self, spec: WorkerSpec, notify: Callable[[], None]) -> WorkerHandle"
+        in result.stdout
+    )
+    # mypy spells the union as the target Python would: Optional[...] when checking for 3.9.
+    assert re.search(r"def poll\(self\) -> (Outcome \| None|Optional\[Outcome\])\n", result.stdout)
     assert '"BadHandle" is missing following "WorkerHandle" protocol member' in result.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .._threads import start_thread
+from .._signals.threads import start_thread
 
 __all__ = ["fd_identity", "start_thread"]
 

@@ -77,7 +77,7 @@ class PollChild:
 
 
 def follow_parent_pid(
-    parent_pid: int, interval: float, shutdown: Callable[[], None], name: str
+    parent_pid: int | None, interval: float, shutdown: Callable[[], None], name: str
 ) -> None:
     """Call ``shutdown()`` from a daemon thread once this process's parent is not ``parent_pid``.
 

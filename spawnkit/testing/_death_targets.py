@@ -219,6 +219,7 @@ class HeldChild:
         else:  # noqa: RET506 - a platform branch type checkers understand
             report(self.fifos, event="holding", pid=os.getpid(), pgid=os.getpgid(0))
             deadline = time.monotonic() + 60
+            assert spec.job_pid is not None  # a local worker's spec
             while os.getppid() == spec.parent_pid or _exists(spec.job_pid):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the harness did not kill the job within 60 s")

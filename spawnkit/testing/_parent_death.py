@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ._death_harness import run_harness
+from ._tiers import local_process_tests
 
 __all__ = ["ParentDeathTests", "resolve_watch"]
 
@@ -59,6 +60,7 @@ def _assert_all_gone(result: dict[str, Any]) -> None:
     assert result.get("strays", []) == [], f"left behind: {_explain(result)}"
 
 
+@local_process_tests("parent watches")
 class ParentDeathTests:
     """Parent-death tests, run for every backend and every watch variant this machine has.
 

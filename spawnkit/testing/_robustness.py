@@ -22,6 +22,7 @@ import spawnkit
 from . import _targets as t
 from ._behaviour import _has_cloudpickle, _pickles, _run_script
 from ._processes import wait_for_files, wait_gone
+from ._tiers import local_process
 
 __all__ = ["DropInTests", "RobustnessTests"]
 
@@ -42,6 +43,7 @@ class RobustnessTests:
     # -- the result channel -------------------------------------------------------------
 
     @posix_only
+    @local_process("the result descriptor")
     def test_a_worker_that_closes_every_descriptor_loses_no_result_silently(
         self, backend: str, tmp_path: Path
     ) -> None:
@@ -81,6 +83,7 @@ class RobustnessTests:
     # -- a rank stopped while its own error is on the way ----------------------------------
 
     @posix_only
+    @local_process("SIGTERM in the worker")
     def test_an_error_raised_just_before_terminate_is_still_reported(
         self, backend: str, tmp_path: Path
     ) -> None:
@@ -100,6 +103,7 @@ class RobustnessTests:
         assert [f.error_index for f in info.value.failures] == [0]
 
     @posix_only
+    @local_process("SIGTERM in the worker")
     def test_an_error_raised_just_before_a_siblings_failure_stops_it_is_kept(
         self, backend: str, tmp_path: Path
     ) -> None:
@@ -116,6 +120,7 @@ class RobustnessTests:
     # -- signals -------------------------------------------------------------------------
 
     @posix_only
+    @local_process("SIGTERM in the worker")
     def test_sigterm_right_after_the_start_reaches_every_ranks_main_thread(
         self, backend: str, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -193,6 +198,7 @@ class RobustnessTests:
 
     @posix_only
     @pytest.mark.parametrize("watch_name", ["pidfd", "pipe", "auto"])
+    @local_process("parent watches")
     def test_a_parent_with_stdin_closed(
         self, backend: str, watch_name: str, tmp_path: Path
     ) -> None:
@@ -227,6 +233,7 @@ class RobustnessTests:
     # -- __main__ ------------------------------------------------------------------------
 
     @posix_only
+    @local_process("the main module imported by each worker")
     def test_a_script_without_the_main_guard_fails_once_naming_it(
         self, backend: str, tmp_path: Path
     ) -> None:
@@ -315,7 +322,7 @@ class RobustnessTests:
         # file the program opened is the program's, and a fork child keeps it, as under
         # multiprocessing (a log file opened at import time, say).
         other = spawnkit.spawn(t.block, nprocs=1, join=False, backend=backend)
-        theirs = {h.sentinel for h in other.handles}
+        theirs = {p.sentinel for p in other.processes}
         log = tmp_path / "program.log"
         mine = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
@@ -342,6 +349,7 @@ class DropInTests:
     """What code written for ``torch.multiprocessing.spawn`` and ``multiprocessing`` expects."""
 
     @posix_only
+    @local_process("descriptors in the arguments")
     def test_multiprocessing_objects_cross_into_the_workers(self, backend: str) -> None:
         import multiprocessing
 
@@ -416,6 +424,7 @@ class DropInTests:
         assert out.strip() == "[0, 5]"
 
     @posix_only
+    @local_process("pids and sentinels")
     def test_processes_behave_like_multiprocessing_processes(self, backend: str) -> None:
         ctx = spawnkit.spawn(t.finish_unless, args=(1,), nprocs=2, join=False, backend=backend)
         try:

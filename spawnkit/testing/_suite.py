@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -12,16 +12,24 @@ from ._behaviour import BehaviourTests
 from ._parent_death import ParentDeathTests
 from ._processes import descendants, leak_guard
 from ._robustness import DropInTests, RobustnessTests
+from ._tiers import tier_of
 
 __all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch_params"]
 
 TEST_BACKENDS_ENV = "SPAWNKIT_TEST_BACKENDS"
 
 
-def backend_params(names: Sequence[str] | None = None) -> list[Any]:
+def backend_params(
+    names: Sequence[str] | None = None,
+    test: object = None,
+    opted_in: Collection[str] = (),
+) -> list[Any]:
     """``pytest.param`` per backend: the named ones, or every registered one.
 
-    An unavailable backend is kept, marked to skip with the reason it gave.
+    An unavailable backend is kept, marked to skip with the reason it gave. With ``test``,
+    a check outside the backend's tiers is kept too, marked to skip saying why (see
+    :mod:`spawnkit.testing._tiers`); ``opted_in`` lists the opt-in checks a remote backend
+    runs.
     """
     from .._registry import plugins
 
@@ -39,6 +47,22 @@ def backend_params(names: Sequence[str] | None = None) -> list[Any]:
             marks.append(pytest.mark.skip(reason=f"backend {name!r} is not installed"))
         elif info.unavailable is not None:
             marks.append(pytest.mark.skip(reason=f"backend {name!r}: {info.unavailable}"))
+        elif info.remote:
+            tier, what = tier_of(test)
+            if tier == "local":
+                marks.append(
+                    pytest.mark.skip(
+                        reason=f"a local-process check ({what}); backend {name!r} runs its "
+                        "workers outside this machine's process tree"
+                    )
+                )
+            elif tier == "opt_in" and what not in opted_in:
+                marks.append(
+                    pytest.mark.skip(
+                        reason=f"an opt-in check ({what}) that backend {name!r}'s suite does "
+                        "not list in opt_in"
+                    )
+                )
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 
@@ -61,13 +85,18 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
     """Subclass in a test module to run every conformance test against ``backends``."""
 
     backends: ClassVar[Sequence[str] | None] = None
+    #: Opt-in checks a remote backend passes (see spawnkit.testing._tiers); local backends
+    #: run them all.
+    opt_in: ClassVar[Collection[str]] = ()
     # A broken backend hangs rather than fails: bound every test even where the author's
     # project configures no timeout.
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.timeout(120)]
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "backend" in metafunc.fixturenames:
-            metafunc.parametrize("backend", backend_params(self.backends))
+            metafunc.parametrize(
+                "backend", backend_params(self.backends, metafunc.function, self.opt_in)
+            )
         if "watch" in metafunc.fixturenames:
             metafunc.parametrize("watch", watch_params())
 

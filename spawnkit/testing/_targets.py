@@ -260,11 +260,11 @@ class ReportedAfterTheStopError(Exception):
     """Raised before the stop; its report goes out only once SIGTERM has reached the rank."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from spawnkit import _child
+        from spawnkit._signals import sigterm
 
         (Path(self.args[0]) / "raised").touch()
         deadline = time.monotonic() + 60
-        while not _child._stop_requested and time.monotonic() < deadline:
+        while not sigterm.stop_requested() and time.monotonic() < deadline:
             time.sleep(0.002)
         return (type(self), self.args)
 

@@ -10,12 +10,14 @@ from spawnkit import plugin
 
 
 class BadHandle:
-    """Reports the exit status as text and forgets send_signal."""
+    """Reports the exit status where an outcome belongs and forgets stop."""
 
     pid = 1234
-    sentinel = 3
 
-    def poll(self) -> str | None:
+    def wait_fds(self) -> tuple[int, ...]:
+        return ()
+
+    def poll(self) -> int | None:
         return None
 
     def close(self) -> None:
@@ -25,7 +27,7 @@ class BadHandle:
 class BadBackend:
     """Takes the rank instead of the spec and returns a handle that is not one."""
 
-    def start(self, rank: int) -> BadHandle:
+    def start(self, rank: int, notify: object) -> BadHandle:
         return BadHandle()
 
     def close(self) -> None:

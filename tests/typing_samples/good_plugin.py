@@ -1,6 +1,8 @@
-"""A plugin that meets spawnkit's protocols without subclassing: ``mypy --strict`` accepts it.
+"""Plugins that meet spawnkit's protocols without subclassing them: ``mypy --strict`` accepts it.
 
-Type-checked by tests/test_typing.py, never imported or run.
+A local backend builds on ``LocalBackend`` and hands back a small process handle; a backend
+whose workers run elsewhere implements ``Backend`` and ``WorkerHandle`` directly. Type-checked
+by tests/test_typing.py, never imported or run.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 
 import spawnkit
 from spawnkit import plugin
@@ -30,18 +33,15 @@ class Handle:
     def poll(self) -> int | None:
         return self._process.poll()
 
-    def send_signal(self, signum: int) -> None:
-        plugin.signal_process_group(self._process.pid, signum)
-
     def close(self) -> None:
         os.close(self._sentinel)
 
 
-class Backend:
+class Backend(plugin.LocalBackend):
     def __init__(self, python: str = sys.executable) -> None:
         self._python = python
 
-    def start(self, spec: plugin.WorkerSpec) -> Handle:
+    def start_process(self, spec: plugin.WorkerSpec) -> Handle:
         read_end, write_end = os.pipe()
         try:
             process = subprocess.Popen(
@@ -54,6 +54,40 @@ class Backend:
         finally:
             os.close(write_end)
         return Handle(process, read_end)
+
+
+class RemoteHandle:
+    """A rank that an engine runs somewhere: its future carries the worker's report."""
+
+    def __init__(self, future: Future[plugin.Report]) -> None:
+        self._future = future
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    def wait_fds(self) -> Sequence[int]:
+        return ()
+
+    def poll(self) -> plugin.Outcome | None:
+        if not self._future.done():
+            return None
+        report = self._future.result()
+        return plugin.Outcome(report.status, report)
+
+    def stop(self, force: bool = False) -> None:
+        self._future.cancel()
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteBackend:
+    def start(self, spec: plugin.WorkerSpec, notify: Callable[[], None]) -> RemoteHandle:
+        future: Future[plugin.Report] = Future()
+        future.add_done_callback(lambda _: notify())
+        future.set_result(plugin.run_rank(spec))
+        return RemoteHandle(future)
 
     def close(self) -> None:
         pass
@@ -86,6 +120,13 @@ class ParentSide:
 @plugin.hookimpl
 def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     registry.add("sample", Backend, options=["python"], description="a typing sample")
+    registry.add(
+        "remote-sample",
+        RemoteBackend,
+        remote=True,
+        watches=plugin.OWN_FATE_SHARING,
+        description="a typing sample",
+    )
 
 
 @plugin.hookimpl
@@ -95,6 +136,8 @@ def spawnkit_register_watches(registry: plugin.WatchRegistry) -> None:
 
 # The protocols themselves, checked structurally.
 backend: plugin.Backend = Backend()
-handle: plugin.WorkerHandle = Handle(subprocess.Popen(["true"]), 0)
+remote_backend: plugin.Backend = RemoteBackend()
+process: plugin.ProcessHandle = Handle(subprocess.Popen(["true"]), 0)
+handle: plugin.WorkerHandle = RemoteHandle(Future())
 parent_watch: plugin.ParentWatch = ParentSide()
 child_watch: plugin.ChildWatch = ChildSide()

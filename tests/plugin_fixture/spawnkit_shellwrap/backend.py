@@ -45,7 +45,8 @@ def _bootstrap(spec: plugin.WorkerSpec) -> bytes:
 
 @final
 class ShellWrapHandle:
-    """One rank: a relay thread feeds it the spec, reaps it, then closes the sentinel pipe."""
+    """One rank (a ``spawnkit.plugin.ProcessHandle``): a relay thread feeds it the spec, reaps
+    it, then closes the sentinel pipe."""
 
     def __init__(self, process: subprocess.Popen[bytes], bootstrap: bytes) -> None:
         self._process = process
@@ -85,10 +86,6 @@ class ShellWrapHandle:
         # Popen already speaks the multiprocessing convention: -N for death by signal N.
         return self._process.poll()
 
-    def send_signal(self, signum: int) -> None:
-        # The group too, and also after the worker ended: its children may still be in it.
-        plugin.signal_process_group(self._process.pid, signum)
-
     def close(self) -> None:
         self._relay.join()
         plugin.unmark_parent_only(self._sentinel)
@@ -96,7 +93,7 @@ class ShellWrapHandle:
 
 
 @final
-class ShellWrapBackend:
+class ShellWrapBackend(plugin.LocalBackend):
     """Starts every rank as ``sh -c SCRIPT python -m spawnkit_shellwrap._worker``."""
 
     def __init__(self, shell: str) -> None:
@@ -107,7 +104,7 @@ class ShellWrapBackend:
             )
         self._shell = shell
 
-    def start(self, spec: plugin.WorkerSpec) -> ShellWrapHandle:
+    def start_process(self, spec: plugin.WorkerSpec) -> ShellWrapHandle:
         argv = [self._shell, "-c", _SCRIPT, sys.executable, str(spec.rank)]
         argv += ["-m", "spawnkit_shellwrap._worker"]
         process = subprocess.Popen(
@@ -118,6 +115,3 @@ class ShellWrapBackend:
             close_fds=True,
         )
         return ShellWrapHandle(process, _bootstrap(spec))
-
-    def close(self) -> None:
-        pass

@@ -1,6 +1,6 @@
 """The first code of a ``subprocess`` worker: read the job from a pipe, then run the rank.
 
-Run by path, ``python [options] _reexec_worker.py RANK SPEC_FD RESULT_FD STARTED_FD``, before
+Run by path, ``python [options] fresh_worker.py RANK SPEC_FD RESULT_FD STARTED_FD``, before
 spawnkit can be imported: until it is, only modules every worker needs anyway are used, and a
 failure is sent to the parent by hand in the framing of ``spawnkit/_wire.py``. It must still
 parse on an interpreter too old for spawnkit, so that the parent hears why, not an exit code.
@@ -210,6 +210,7 @@ def _prepare(rank: int, spec_fd: int) -> WorkerSpec:
                 "pass every descriptor in spec.fds"
             ) from None
     # Inherited on purpose to get here; a process the worker starts must not hold them.
+    assert spec.result_fd is not None  # a local worker's spec
     os.set_inheritable(spec.result_fd, False)
     return spec
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .hookspecs import hookimpl
+from ..hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from ._registry import WatchRegistry
+    from .._registry import WatchRegistry
 
 
 @hookimpl
 def spawnkit_register_watches(registry: WatchRegistry) -> None:
-    from ._watches import jobobject, kqueue, none, pidfd, pipe, poll, prctl
-    from ._watches._passive import PassiveParent
+    from . import jobobject, kqueue, none, pidfd, pipe, poll, prctl
+    from ._passive import PassiveParent
 
     registry.add(
         "jobobject",

@@ -9,17 +9,25 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from . import _fds
-from ._context import Interrupted
-from ._errors import JobTerminatedError
-from ._spec import PARENT_ONLY_FDS
+from .. import _fds
+from .._errors import JobTerminatedError
+from .._spec import PARENT_ONLY_FDS
 
 if TYPE_CHECKING:
     from types import FrameType
 
-    from ._context import ProcessContext
+    from .._context import ProcessContext
 
-__all__ = ["foreground"]
+__all__ = ["Interrupted", "foreground"]
+
+
+class Interrupted(BaseException):
+    """Raised by ``join()`` after :meth:`ProcessContext.interrupt`: a signal to the parent."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

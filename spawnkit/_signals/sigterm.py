@@ -1,0 +1,224 @@
+"""A local worker's SIGTERM: raised as :class:`Terminated` in its main thread, reliably.
+
+Imported in every local worker; only the interpreter's start-up set and spawnkit's light
+modules come with it.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import signal
+import sys
+import time
+
+from .. import _worker
+from .._fds import identity as _identity
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["Terminated", "install", "raise_if_stopped", "restore_default"]
+
+
+class Terminated(BaseException):
+    """Raised in a worker's main thread by SIGTERM, so its ``finally`` blocks get to run."""
+
+
+_stop_requested = False
+_main_thread = 0
+_dropped_hook = sys.unraisablehook
+_nudge_pipe: tuple[int, int] | None = None
+# Whether a SIGTERM handler spawnkit watches over has run, and how many nudges it owes.
+_seen = False
+_nudges = 0
+
+
+def stop_requested() -> bool:
+    """Whether a SIGTERM has reached this worker's handler."""
+    return _stop_requested
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    global _stop_requested, _seen
+    _seen = True
+    if _stop_requested:
+        return  # raised once: a nudge (below) or a second SIGTERM changes nothing
+    _stop_requested = True
+    if _worker.phase != _worker.REPORTING:
+        raise Terminated("worker received SIGTERM")
+
+
+def raise_if_stopped(exc: BaseException) -> None:
+    """Raise :class:`Terminated` if ``exc`` ended the rank's code as part of a stop.
+
+    Whatever ``fn`` raised on its way out of a SIGTERM (``Terminated``, or an error from a
+    ``finally`` block) is part of the stop, not a failure of its own.
+    """
+    if _stop_requested and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        raise Terminated from exc
+
+
+def install() -> None:
+    """SIGTERM raises :class:`Terminated` in the main thread, and reliably so.
+
+    Python runs a handler only when the main thread next executes bytecode. A signal that
+    arrives between that check and a blocking call (``signal.pause()``, ``time.sleep()``)
+    is noted, but the call goes on sleeping, and the worker would sleep through its stop
+    until the SIGKILL. The interpreter writes every caught signal to the wakeup
+    descriptor; a thread reading it sends SIGTERM to the main thread again, at growing
+    intervals, until the handler has run. The handler raises only once; an exception
+    Python drops (the handler ran inside a weakref callback or a ``__del__``) is raised
+    again. Raises ``ValueError`` outside the main thread.
+    """
+    global _main_thread, _dropped_hook, _nudge_pipe
+    inherited = signal.getsignal(signal.SIGTERM)
+    if inherited is signal.SIG_DFL:
+        handler: Any = _on_sigterm
+    elif callable(inherited):
+        # A fork worker keeps the parent's own handler, as every fork child does; it gets
+        # the same protection against sleeping through its signal.
+        handler = _seeing(inherited)
+    else:
+        return  # SIG_IGN, or a handler installed from C: not ours to touch
+    if sys.platform == "win32":  # no pthread_kill, and no race to mend
+        signal.signal(signal.SIGTERM, handler)
+    else:
+        from .._fds import out_of_the_way, pipe
+        from .threads import start_thread
+
+        _main_thread = _thread.get_ident()
+        # Everything imported before the handler exists: an import runs callbacks.
+        read_end, write_end = pipe()
+        read_end, write_end = out_of_the_way(read_end), out_of_the_way(write_end)
+        _nudge_pipe = (read_end, write_end)
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        _dropped_hook = sys.unraisablehook
+        sys.unraisablehook = _raise_dropped_terminated
+        signal.signal(signal.SIGTERM, handler)
+        start_thread(_nudge, read_end, _main_thread)
+
+
+def restore_default() -> None:
+    """Put SIGTERM's default action back (on the way to dying of it)."""
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:
+        pass
+
+
+def _seeing(handler: Any) -> Any:
+    """``handler``, noting that it ran; repeats caused by a nudge do not reach it."""
+
+    def on_sigterm(signum: int, frame: object) -> Any:
+        global _seen, _nudges
+        if _seen and _nudges:
+            _nudges -= 1
+            return None
+        _seen = True
+        return handler(signum, frame)
+
+    on_sigterm.__wrapped__ = handler  # type: ignore[attr-defined]
+    return on_sigterm
+
+
+def _ours(handler: object) -> bool:
+    return handler is _on_sigterm or hasattr(handler, "__wrapped__")
+
+
+def _forget_in_child() -> None:
+    # A process the worker forks (its own child, or the reaper) is not a rank: it must not
+    # write its signals into the worker's nudge pipe, nor raise Terminated.
+    global _main_thread, _nudge_pipe
+    if _nudge_pipe is None:
+        return
+    try:
+        previous = signal.set_wakeup_fd(-1)
+        if previous != _nudge_pipe[1]:  # the program's own: leave it
+            signal.set_wakeup_fd(previous)
+        if _ours(signal.getsignal(signal.SIGTERM)):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread
+        pass
+    sys.unraisablehook = _dropped_hook
+    for fd in _nudge_pipe:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _nudge_pipe = None
+    _main_thread = 0
+
+
+# The forking thread's mask before _hold_sigterm, by thread.
+_held: dict[int, Any] = {}
+
+
+def _hold_sigterm() -> None:
+    # Between the fork and _forget_in_child, a SIGTERM for the child would still go through
+    # the worker's handler and into the worker's nudge pipe, and stop the worker: hold it
+    # back until the child has its own disposition.
+    if _nudge_pipe is not None and sys.platform != "win32":
+        _held[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _release_sigterm() -> None:
+    previous = _held.pop(_thread.get_ident(), None)
+    if previous is not None and sys.platform != "win32":
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _forget_and_release() -> None:
+    _forget_in_child()
+    previous = _held.pop(_thread.get_ident(), None)
+    _held.clear()
+    if previous is not None and sys.platform != "win32":
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_hold_sigterm, after_in_parent=_release_sigterm, after_in_child=_forget_and_release
+    )
+
+
+def _raise_dropped_terminated(unraisable: Any) -> None:
+    global _stop_requested
+    if isinstance(unraisable.exc_value, Terminated) and _worker.phase != _worker.REPORTING:
+        # Raised where Python drops exceptions: raise it again, from the main thread's
+        # next bytecode.
+        _stop_requested = False
+        if sys.platform != "win32" and _main_thread:
+            signal.pthread_kill(_main_thread, signal.SIGTERM)
+        return
+    _dropped_hook(unraisable)
+
+
+def _nudge(read_end: int, main_thread: int) -> None:
+    global _nudges
+    ours = _identity(read_end)
+    while True:
+        if _identity(read_end) != ours:
+            return  # user code closed it and put a file of its own there: never read that
+        try:
+            noted = os.read(read_end, 64)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not noted:
+            return
+        delay = 0.005
+        while signal.SIGTERM in noted and not _seen:
+            time.sleep(delay)
+            if _seen or not _ours(signal.getsignal(signal.SIGTERM)):
+                break
+            _nudges += 1
+            try:
+                if sys.platform != "win32":
+                    signal.pthread_kill(main_thread, signal.SIGTERM)
+            except OSError:  # the main thread is gone: the process is ending
+                return
+            delay = min(delay * 2, 0.1)

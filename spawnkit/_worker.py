@@ -1,0 +1,150 @@
+"""What every worker does, wherever it runs: unpickle the job, run it, make the report.
+
+This part needs nothing of the process it runs in: no process group, no signal handler, no
+descriptor but those the job's own arguments carry. A backend whose workers live in someone
+else's process (an actor of a cluster engine) calls :func:`run_rank` and carries the
+:class:`~spawnkit._wire.Report` it returns home its own way; a local process calls
+:func:`spawnkit.run_worker`, which adds the local setup around it (``spawnkit._child``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+from . import _wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._spec import WorkerSpec
+
+__all__ = ["CarriedFd", "reporting_ready", "run_rank"]
+
+# Where the rank is. A stop (SIGTERM, in a local worker) interrupts user code only while it
+# runs: once fn has returned or raised, the outcome is being made and must arrive whole.
+SETUP, RUNNING, REPORTING = 0, 1, 2
+phase = SETUP
+
+# Set by a local worker's setup: called with the exception that ended fn, it raises the
+# worker's own stop instead when the exception was part of that stop (spawnkit._child).
+stop_hook: Callable[[BaseException], None] | None = None
+
+# The descriptors the running job's arguments carry, in the order the pickle refers to them.
+_carried: tuple[int, ...] = ()
+_handed: set[int] = set()
+
+
+class CarriedFd:
+    """A descriptor of the job's arguments, as ``multiprocessing``'s ``DupFd`` hands it over.
+
+    Pickled in the parent in its place; :meth:`detach` gives the worker its copy.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> int:
+        fd = _carried[self.index]
+        if fd in _handed:  # two objects of the job share it: each owns a descriptor
+            return os.dup(fd)
+        _handed.add(fd)
+        return fd
+
+
+def reporting_ready() -> bool:
+    """Whether this process runs a rank whose outcome can reach the parent by now."""
+    return phase != SETUP
+
+
+def flush() -> None:
+    """Flush Python's standard streams, as far as they still can be."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def error_body(exc: BaseException) -> bytes:
+    """The body of an ``ERROR`` report: the exception, pickled if it can be, and its text."""
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        exc_bytes: bytes | None = pickle.dumps(exc)
+    except BaseException:  # noqa: BLE001 - any failure to pickle means "send text only"
+        exc_bytes = None
+    return pickle.dumps((exc_bytes, text))
+
+
+def _dumps_result(result: object) -> bytes:
+    # With the reducers registered with multiprocessing's ForkingPickler (torch's, say),
+    # as the arguments came. Only when something imported it: registering needs it first.
+    reduction = sys.modules.get("multiprocessing.reduction")
+    if reduction is None:
+        return pickle.dumps(result, 5)
+    return bytes(reduction.ForkingPickler.dumps(result, 5))
+
+
+def _failure(spec: WorkerSpec, exc: BaseException) -> _wire.Report:
+    """The report for an exception that ended ``fn``."""
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None or code == 0:
+            return _wire.Report(_wire.RESULT, pickle.dumps(None), 0)
+        if isinstance(code, int) and 0 < code < 256:
+            return _wire.Report(b"", b"", code)
+        if isinstance(code, int):
+            # The OS keeps only the low byte: sys.exit(256) would read as success.
+            exc = ValueError(
+                f"rank {spec.rank} called sys.exit({code}), but an exit status is 0-255 "
+                "(the system keeps only its low byte); exit with 1-255, or raise an exception"
+            )
+        else:
+            try:
+                print(code, file=sys.stderr)
+            except (OSError, ValueError):  # stderr closed by the rank's own code
+                pass
+            return _wire.Report(b"", b"", 1)
+    return _wire.Report(_wire.ERROR, error_body(exc), 1)
+
+
+def run_rank(spec: WorkerSpec) -> _wire.Report:
+    """Run ``fn(rank, *args)`` of ``spec`` here and return how it went; never raises.
+
+    Sets the rank's environment (:attr:`WorkerSpec.env`) first. The report holds the
+    pickled return value or error and the exit status a process running only this rank
+    would end with; ``sys.exit(3)`` in ``fn`` is a report with no message and status 3.
+    In a local worker, what a SIGTERM from the job raised comes out as the stop it is.
+    """
+    global phase, _carried
+    try:
+        if spec.env:
+            os.environ.update(spec.env)
+        phase = RUNNING
+        if spec.payload is not None:
+            _carried = spec.carried_fds
+            fn, args = pickle.loads(spec.payload)
+        else:
+            assert spec.target is not None
+            fn, args = spec.target
+        result = fn(spec.rank, *args)
+        phase = REPORTING
+    except BaseException as exc:  # noqa: BLE001 - every failure, KeyboardInterrupt too, is reported
+        phase = REPORTING
+        if stop_hook is not None:
+            stop_hook(exc)
+        return _failure(spec, exc)
+    try:
+        body = _dumps_result(result)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as the rank's error
+        error = TypeError(
+            f"rank {spec.rank} returned {type(result).__qualname__} {result!r:.200}, which "
+            f"cannot be pickled back to the parent ({exc}); return plain data instead"
+        )
+        return _wire.Report(_wire.ERROR, error_body(error), 1)
+    return _wire.Report(_wire.RESULT, body, 0)
