@@ -307,7 +307,7 @@ def spawn(
     watch_info = registry.watch(watch, info)
     job = _payload(info, fn, args) if info.pickles else None
     target = None if info.pickles else (fn, args)
-    instance = info.factory(**options)
+    instance = info.factory(**options, **({"nprocs": nprocs} if info.pass_nprocs else {}))
     try:
         parent_watch = watch_info.factory()
     except BaseException:

@@ -61,6 +61,7 @@ class BackendInfo:
     distribution: str | None
     remote: bool = False
     watches: tuple[str, ...] | str | None = None
+    pass_nprocs: bool = False
 
     @property
     def available(self) -> bool:
@@ -222,6 +223,7 @@ class BackendRegistry(_Registry):
         description: str = "",
         remote: bool = False,
         watches: Iterable[str] | str | None = None,
+        pass_nprocs: bool = False,
     ) -> None:
         """Register a backend.
 
@@ -244,6 +246,9 @@ class BackendRegistry(_Registry):
                 workers itself when the job's process dies. ``None``: every watch for a
                 local backend, none for a remote one. ``watch="auto"`` picks among them;
                 a watch outside them is refused before anything starts.
+            pass_nprocs: call the factory with the job's ``nprocs=`` too, so that it can
+                check its options against the number of ranks (and raise
+                :class:`spawnkit.ConfigError`) before any worker starts.
         """
         if watches is not None and not isinstance(watches, str):
             watches = tuple(watches)
@@ -263,6 +268,7 @@ class BackendRegistry(_Registry):
                 distribution=self._distribution,
                 remote=remote,
                 watches=watches,
+                pass_nprocs=pass_nprocs,
             ),
         )
 
