@@ -477,13 +477,18 @@ class ProcessContext:
         targets = self._running()
         for r in targets:
             r.killed = True
-            _logger().warning("Terminating process %s via signal SIGTERM", r.handle.pid)
+            if r.handle.pid is None:
+                _logger().warning("Stopping rank %s (a worker elsewhere), gracefully", r.rank)
+            else:
+                _logger().warning("Terminating process %s via signal SIGTERM", r.handle.pid)
             r.handle.stop()
         self._wait_until(time.monotonic() + grace)
         # Also the ranks that ended meanwhile: a grandchild that ignored SIGTERM is still in
         # its dead parent's group, and that group id stays reserved while it is.
         for r in targets:
-            if r.status is None:
+            if r.status is None and r.handle.pid is None:
+                _logger().warning("Rank %s did not stop in time; stopping it by force", r.rank)
+            elif r.status is None:
                 _logger().warning(
                     "Unable to shutdown process %s via SIGTERM , forcefully exiting via SIGKILL",
                     r.handle.pid,
@@ -494,7 +499,7 @@ class ProcessContext:
             # Not even SIGKILL ended it (uninterruptible sleep): give up on it rather than
             # wait without bound. It counts as killed by spawnkit.
             _logger().error(
-                "process %s of rank %s survived SIGKILL for %s s; no longer waiting for it",
+                "process %s of rank %s survived a forced stop for %s s; no longer waiting for it",
                 r.handle.pid,
                 r.rank,
                 KILL_WAIT,

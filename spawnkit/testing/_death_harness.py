@@ -5,7 +5,10 @@ It makes itself a child subreaper (Linux), so every process the job leaves behin
 re-parented to it, never to init: it can wait for each one, see strays however deep, and
 kill and reap whatever is left, whatever happened. The job's process (the "parent") runs
 in a session of its own, like a command started from a shell; its workers report through
-a FIFO (see :mod:`spawnkit.testing._death_targets`).
+a FIFO (see :mod:`spawnkit.testing._death_targets`). The parent runs with faulthandler on
+(``-X faulthandler``): when it outlives a wait, the harness sends it SIGABRT and the error
+names where its stack was stuck (:func:`spawnkit.testing._hang.describe_hang`), so a
+backend method that blocks is named instead of timing the test out.
 
 Modes (``config["mode"]``):
 
@@ -34,11 +37,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._death_targets import posix_only, report
-from ._processes import descendants
+from ._hang import describe_hang
+from ._processes import become_subreaper, descendants
 
 __all__ = ["Harness", "HarnessError", "run_harness"]
 
-PR_SET_CHILD_SUBREAPER = 36
 # Long enough for a loaded 2-core machine to run every worker's SIGTERM cleanup before the
 # reaper's SIGKILL; the tests that wait out the whole grace period pay it once each.
 GRACE = 2.0
@@ -48,23 +51,12 @@ SLACK = 8.0
 # Internal waits are bounded well below the test's own timeout, so cleanup always runs.
 SETUP_TIMEOUT = 40.0
 SWEEP_TIMEOUT = 10.0
+# How long a stuck parent gets to write its stack and die after SIGABRT.
+STACK_TIMEOUT = 10.0
 
 
 class HarnessError(Exception):
     """The scenario could not be played: the parent failed, or never reported."""
-
-
-def become_subreaper() -> bool:
-    """Adopt orphaned descendants instead of init (Linux); ``False`` where impossible."""
-    if not sys.platform.startswith("linux"):
-        return False
-    else:  # not a fall-through: mypy would call it unreachable off Linux
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-        libc.prctl.restype = ctypes.c_int
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 class Harness:
@@ -95,6 +87,12 @@ class Harness:
         else:  # noqa: RET506 - a platform branch type checkers understand
             self.subreaper = become_subreaper()
             self.result["subreaper"] = self.subreaper
+            # SIGABRT is how a stuck parent is made to show its stack (_where_stuck): no
+            # core file for it, nor for anything it started.
+            import resource
+
+            _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
             self.fifo = os.path.join(self.tmp, "events")
             self.go = os.path.join(self.tmp, "go")
             os.mkfifo(self.fifo)
@@ -130,6 +128,8 @@ class Harness:
             job = config["jobs"][0]
             command = [
                 sys.executable,
+                "-X",
+                "faulthandler",  # a SIGABRT dumps its stack: see _where_stuck
                 "-m",
                 "spawnkit",
                 "run",
@@ -146,6 +146,8 @@ class Harness:
             parent = {**config, "worker": worker, "go": self.go, "fifo": self.fifo}
             command = [
                 sys.executable,
+                "-X",
+                "faulthandler",  # a SIGABRT dumps its stack: see _where_stuck
                 "-c",
                 "from spawnkit.testing._death_harness import parent_main; parent_main()",
                 json.dumps(parent),
@@ -265,7 +267,10 @@ class Harness:
                         f"{count} {name!r} reports"
                     )
                 if time.monotonic() > deadline:
-                    raise HarnessError(f"only {len(found)} of {count} workers reported {name!r}")
+                    raise HarnessError(
+                        f"only {len(found)} of {count} workers reported {name!r}"
+                        + self._where_stuck()
+                    )
                 poller.poll(20)
 
     def _wait_parent_exit(self, deadline: float) -> None:
@@ -273,8 +278,30 @@ class Harness:
         try:
             self.parent.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            raise HarnessError("the parent did not exit in time") from None
+            raise HarnessError("the parent did not exit in time" + self._where_stuck()) from None
         self.result["parent_returncode"] = self.parent.returncode
+
+    def _where_stuck(self) -> str:
+        """``"; it was stuck in ..."`` for a parent still running when it should not be.
+
+        It is sent SIGABRT, which its faulthandler (``-X faulthandler``) answers by writing
+        every thread's stack to its output before it dies; the line names the innermost
+        frame outside spawnkit's core: the backend's method that blocks, as a rule.
+        """
+        if sys.platform == "win32":
+            raise posix_only()
+        else:  # noqa: RET506 - a platform branch type checkers understand
+            assert self.parent is not None
+            if self.parent.poll() is not None:
+                return ""
+            self.parent.send_signal(signal.SIGABRT)
+            try:
+                self.parent.wait(STACK_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass  # _cleanup kills it; what it wrote so far is still worth reading
+            with open(os.path.join(self.tmp, "parent.out"), "rb") as f:
+                text = f.read().decode(errors="replace")
+            return f"; it was stuck in {describe_hang(text)}"
 
     def _open_pidfds(self, pids: list[int]) -> None:
         # Opened while every one of them is known alive (each is blocked, having reported),

@@ -10,6 +10,7 @@ import pytest
 
 from ._behaviour import BehaviourTests
 from ._parent_death import ParentDeathTests
+from ._probe import probe
 from ._processes import descendants, leak_guard
 from ._robustness import DropInTests, RobustnessTests
 from ._tiers import tier_of
@@ -101,7 +102,13 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
             metafunc.parametrize("watch", watch_params())
 
     @pytest.fixture(autouse=True)
-    def _no_leaks(self) -> Iterator[None]:
-        """Every conformance test fails if it leaves a process behind."""
+    def _no_leaks(self, request: pytest.FixtureRequest) -> Iterator[None]:
+        """Every conformance test fails if it leaves a process behind, and fails at once
+        for a backend that cannot finish a tiny job (see :mod:`spawnkit.testing._probe`)."""
+        backend = getattr(getattr(request.node, "callspec", None), "params", {}).get("backend")
+        if isinstance(backend, str):
+            broken = probe(backend)
+            if broken is not None:
+                pytest.fail(broken, pytrace=False)
         with leak_guard():
             yield

@@ -15,7 +15,10 @@ from spawnkit import plugin
 
 from . import _messages
 
-__all__ = ["RelayBackend", "RelayHandle"]
+__all__ = ["BROKEN_ENV", "RelayBackend", "RelayHandle"]
+
+# Makes the backend wrong on purpose, for the kit's own tests: "poll" blocks in poll().
+BROKEN_ENV = "SPAWNKIT_RELAY_BROKEN"
 
 
 def _main_module() -> tuple[str, str] | None:
@@ -48,6 +51,8 @@ class RelayHandle:
         return ()  # the reader thread calls notify() instead
 
     def poll(self) -> plugin.Outcome | None:
+        if os.environ.get(BROKEN_ENV) == "poll":
+            threading.Event().wait()  # what a broken backend does: block
         return self.outcome
 
     def stop(self, force: bool = False) -> None:
