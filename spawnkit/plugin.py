@@ -11,7 +11,8 @@
   built-in ``subprocess`` backend: override ``command_prefix`` or ``popen_options``),
   :func:`run_worker` (a local worker's first call), :func:`run_rank` (the part a worker
   hosted in someone else's process runs), :func:`signal_process_group`,
-  :func:`start_helper_thread`, :func:`mark_parent_only`.
+  :func:`start_helper_thread`, :func:`mark_parent_only`, and :func:`main_reference` with
+  :func:`load_main` (the parent's ``__main__`` in a worker that is not its copy).
 - Registration: ``hookimpl``, the registries its hooks fill, :data:`OWN_FATE_SHARING`.
 
 The top-level ``spawnkit`` module is the user's API; these names are reachable there too,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ._child import run_worker
     from ._fresh import FreshInterpreterBackend
     from ._local import LocalBackend, LocalWorker
+    from ._main import load_main, main_reference
     from ._protocols import Backend, ChildWatch, ParentWatch, ProcessHandle, WorkerHandle
     from ._registry import (
         OWN_FATE_SHARING,
@@ -63,6 +65,8 @@ WHERE = {
     "WorkerHandle": "spawnkit._protocols",
     "WorkerSpec": "spawnkit._spec",
     "hookimpl": "spawnkit.hookspecs",
+    "load_main": "spawnkit._main",
+    "main_reference": "spawnkit._main",
     "mark_parent_only": "spawnkit._spec",
     "run_rank": "spawnkit._worker",
     "run_worker": "spawnkit._child",
@@ -89,6 +93,8 @@ __all__ = [
     "WorkerHandle",
     "WorkerSpec",
     "hookimpl",
+    "load_main",
+    "main_reference",
     "mark_parent_only",
     "run_rank",
     "run_worker",

@@ -20,26 +20,12 @@ RANK_ENV = "SPAWNKIT_SHELLWRAP_RANK"
 _SCRIPT = f'{RANK_ENV}="$1"; export {RANK_ENV}; shift; exec "$0" "$@"'
 
 
-def _main_module() -> tuple[str, str] | None:
-    """How a worker finds the user's ``__main__``: ``("module", name)``, ``("path", file)``."""
-    main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    if name is not None:
-        # `python -m pkg` runs pkg.__main__, which is never where a job's function lives.
-        return None if name.split(".")[-1] == "__main__" else ("module", name)
-    path = getattr(main, "__file__", None)
-    # "<stdin>" for a program read from standard input: nothing a worker could load.
-    if not isinstance(path, str) or not os.path.isfile(path):
-        return None
-    return ("path", os.path.abspath(path))
-
-
 def _bootstrap(spec: plugin.WorkerSpec) -> bytes:
     # Two pickles: the worker needs this sys.path before it can import what the spec names.
     # A function from the user's script is pickled as `__main__.fn`; only then must the
     # worker load that script, which costs an import of everything the script imports.
     needs_main = spec.payload is not None and b"__main__" in spec.payload
-    head = pickle.dumps((list(sys.path), _main_module() if needs_main else None))
+    head = pickle.dumps((list(sys.path), plugin.main_reference() if needs_main else None))
     return head + pickle.dumps(spec)
 
 

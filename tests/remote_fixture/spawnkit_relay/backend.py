@@ -21,18 +21,6 @@ __all__ = ["BROKEN_ENV", "RelayBackend", "RelayHandle"]
 BROKEN_ENV = "SPAWNKIT_RELAY_BROKEN"
 
 
-def _main_module() -> tuple[str, str] | None:
-    """How the host finds the program's ``__main__``: ``("module", name)``, ``("path", file)``."""
-    main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    if name is not None:
-        return None if name.split(".")[-1] == "__main__" else ("module", name)
-    path = getattr(main, "__file__", None)
-    if not isinstance(path, str) or not os.path.isfile(path):
-        return None
-    return ("path", os.path.abspath(path))
-
-
 @final
 class RelayHandle:
     """One rank the host runs: no pid here, no descriptor; the reader thread fills it in."""
@@ -88,7 +76,7 @@ class RelayBackend:
         self._send_lock = threading.Lock()
         self._handles: dict[int, RelayHandle] = {}
         self._lock = threading.Lock()
-        self.send(("hello", list(sys.path), _main_module()))
+        self.send(("hello", list(sys.path), plugin.main_reference()))
         self._reader = plugin.start_helper_thread(self._read, name="spawnkit-relay-reader")
 
     def send(self, message: Any) -> None:

@@ -21,21 +21,6 @@ from typing import Any
 from . import _messages
 
 
-def _load_main(kind: str, where: str) -> None:
-    # Under its own name, so the script's `if __name__ == "__main__":` block does not start
-    # another job; `__main__.fn` in a payload then resolves through either name.
-    import runpy
-    import types
-
-    module = types.ModuleType("__mp_main__")
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
-    if kind == "module":
-        namespace = runpy.run_module(where, run_name="__mp_main__", alter_sys=True)
-    else:
-        namespace = runpy.run_path(where, run_name="__mp_main__")
-    module.__dict__.update(namespace)
-
-
 def _run(spec: Any, main: tuple[str, str] | None, report_w: int) -> int:
     """In the forked worker: run the rank, write the pickled report, return the status."""
     from spawnkit import plugin
@@ -43,7 +28,7 @@ def _run(spec: Any, main: tuple[str, str] | None, report_w: int) -> int:
 
     try:
         if main is not None and spec.payload is not None and b"__main__" in spec.payload:
-            _load_main(*main)
+            plugin.load_main(main)
         report = plugin.run_rank(spec)
     except BaseException as exc:
         report = plugin.Report(b"E", error_body(exc), 1)
