@@ -58,12 +58,12 @@ def _describe(obj: object) -> str:
 
 def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -> PickledJob:
     try:
-        job = dumps_job((fn, args))
+        job = dumps_job((fn, args), remote=info.remote)
     except Exception as whole:
         culprit, error, found = "fn", whole, fn
         for label, obj in [("fn", fn), *((f"args[{i}]", a) for i, a in enumerate(args))]:
             try:
-                dumps_job(obj)
+                dumps_job(obj, remote=info.remote)
             except Exception as exc:  # noqa: BLE001
                 culprit, error, found = f"{label} {_describe(obj)}", exc, obj
                 break

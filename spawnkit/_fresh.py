@@ -590,8 +590,8 @@ class FreshInterpreterBackend(plugin.LocalBackend):
         """Extra keyword arguments for rank ``rank``'s ``subprocess.Popen``.
 
         Empty by default; for example ``{"user": "builder"}`` or ``{"umask": 0o077}``.
-        Options spawnkit sets itself (``args``, ``pass_fds``, ``close_fds``, ``env``,
-        ``cwd``, ``stdin``) cannot be replaced here.
+        Options spawnkit sets itself (``args``, ``executable``, ``pass_fds``, ``close_fds``,
+        ``env``, ``cwd``, ``stdin``, ``startupinfo``) cannot be replaced here.
         """
         return {}
 
@@ -679,11 +679,18 @@ class FreshInterpreterBackend(plugin.LocalBackend):
                 )
         except OSError as exc:
             where = f" in {self._cwd!r}" if self._cwd and exc.filename == self._cwd else ""
-            command = f"command {prefix[0]!r}" if prefix else f"executable {self._executable!r}"
+            if prefix:
+                what = f"command {prefix[0]!r} (from command_prefix())"
+                fix = f"install {prefix[0]!r} or put it on PATH"
+            else:
+                what = f"executable {self._executable!r}"
+                fix = (
+                    "pass executable= the path of a Python interpreter "
+                    f"(default: {sys.executable!r})"
+                )
             raise spawnkit.LaunchError(
-                f"backend {self.name!r} cannot start rank {rank} with {command}{where}: "
-                f"{exc.strerror or exc}; pass executable= the path of a Python interpreter "
-                f"(default: {sys.executable!r})"
+                f"backend {self.name!r} cannot start rank {rank} with {what}{where}: "
+                f"{exc.strerror or exc}; {fix}"
             ) from exc
 
 

@@ -41,14 +41,20 @@ def main_unimportable() -> str | None:
     return None
 
 
-def by_value_reason(obj: Any) -> str | None:
-    """Why a new interpreter cannot import function or class ``obj`` by name, or ``None``."""
+def by_value_reason(obj: Any, *, remote: bool = False) -> str | None:
+    """Why a new interpreter cannot import function or class ``obj`` by name, or ``None``.
+
+    With ``remote``, for a worker on another machine, where the main program's file is
+    not: whatever the main program defines goes by value.
+    """
     qualname = getattr(obj, "__qualname__", "")
     if "<lambda>" in qualname:
         return "it is a lambda"
     if "<locals>" in qualname:
         return "it is defined inside a function"
     if getattr(obj, "__module__", None) == "__main__":
+        if remote:
+            return "it is defined in the main program, which a remote worker does not have"
         why = main_unimportable()
         return None if why is None else f"it is defined in the main program, and {why}"
     return None
@@ -75,14 +81,15 @@ class _Recorder:
 
 
 class _JobPickler(ForkingPickler):
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: io.BytesIO, remote: bool) -> None:
         super().__init__(file, PROTOCOL)
+        self.remote = remote
         self.by_value: list[tuple[object, str]] = []
 
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, type) and not callable(obj):
             return NotImplemented
-        why = by_value_reason(obj) if _is_function_or_class(obj) else None
+        why = by_value_reason(obj, remote=self.remote) if _is_function_or_class(obj) else None
         if why is None:
             return NotImplemented
         try:
@@ -118,10 +125,13 @@ class PickledJob:
         self.by_value_missing = by_value_missing
 
 
-def dumps_job(job: object) -> PickledJob:
-    """Pickle ``job`` as ``multiprocessing`` pickles a new process's arguments."""
+def dumps_job(job: object, *, remote: bool = False) -> PickledJob:
+    """Pickle ``job`` as ``multiprocessing`` pickles a new process's arguments.
+
+    ``remote``: for a worker on another machine (see :func:`by_value_reason`).
+    """
     buffer = io.BytesIO()
-    pickler = _JobPickler(buffer)
+    pickler = _JobPickler(buffer, remote)
     recorder = _Recorder()
     previous = _mp_context.get_spawning_popen()
     _mp_context.set_spawning_popen(recorder)

@@ -63,9 +63,9 @@ class WorkerHandle(Protocol):
         """Ask the worker to stop: gracefully, or at once with ``force``; never raises.
 
         Graceful is SIGTERM to a local worker's process group (its ``finally`` blocks
-        run), forced is SIGKILL; a remote engine maps them to its cancel and kill. Core
-        calls it for running workers; a local handle may also get it after its worker
-        ended, for what the worker left in its group.
+        run), forced is SIGKILL; a remote engine maps them to its cancel and kill. It may
+        come after the worker ended (a local worker's group may still hold what it
+        started): a handle whose worker is gone does nothing then.
         """
 
     def close(self) -> None:

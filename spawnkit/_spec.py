@@ -131,6 +131,14 @@ class WorkerSpec:
         (``with_payload(None)`` before, ``with_payload(data)`` in the child)."""
         return self._replace(payload=payload)
 
+    def with_env(self, env: Mapping[str, str]) -> WorkerSpec:
+        """A copy whose :attr:`env` also holds ``env`` (the backend's rank environment).
+
+        Where both name a variable, ``env`` wins: call it for what the backend alone knows
+        (the rank's node, a port it picked).
+        """
+        return self._replace(env={**self.env, **env})
+
     def with_parent_pid(self, pid: int) -> WorkerSpec:
         """A copy for a worker whose direct parent is ``pid`` rather than the job."""
         return self._replace(parent_pid=pid)

@@ -821,3 +821,16 @@ def test_plugins_load_lazily_and_once(tmp_path: Path) -> None:
         "['pluggy', 'spawnkit._registry', 'spawnkit_shellwrap.plugin']",
         "True True",
     ]
+
+
+def test_the_ray_backend_without_ray_says_how_to_install_it() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("Ray is installed here (tox -e ray tests the backend itself)")
+    from spawnkit._registry import plugins
+
+    info = plugins().backends["ray"]
+    assert info.unavailable == "Ray is not installed: pip install 'spawnkit[ray]'"
+    with pytest.raises(spawnkit.BackendUnavailableError, match=r"spawnkit\[ray\]"):
+        spawnkit.spawn(print, nprocs=1, backend="ray")

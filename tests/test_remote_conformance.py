@@ -8,4 +8,4 @@ from spawnkit.testing import BackendSuite
 
 class TestRelay(BackendSuite):
     backends = ("relay",)
-    opt_in = ("exit signals",)
+    opt_in = ("exit signals", "os._exit status")

@@ -45,6 +45,7 @@ def _arm(spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
     if sys.platform != "linux" and sys.platform != "win32":
         import select
 
+        assert spec.job_pid is not None  # a local worker's spec
         queue = select.kqueue()
         event = select.kevent(
             spec.job_pid,

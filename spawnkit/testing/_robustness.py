@@ -155,6 +155,7 @@ class RobustnessTests:
         assert out.strip() == "alive"
 
     @posix_only
+    @local_process("SIGTERM in the worker")
     def test_a_signal_during_the_stop_after_a_failure_takes_its_course(
         self, backend: str, tmp_path: Path
     ) -> None:
@@ -336,6 +337,7 @@ class RobustnessTests:
         assert log.read_text() == "from a worker\n"
 
     @posix_only
+    @local_process("process groups")
     def test_a_worker_may_stop_its_own_children(self, backend: str) -> None:
         # The worker's signal machinery stays the worker's: a child it forks and stops with
         # SIGTERM dies of it, and the worker goes on.
@@ -452,6 +454,7 @@ class DropInTests:
         assert not any(p.is_alive() for p in ctx.processes)  # still answers after the job
 
     @posix_only
+    @local_process("pids and signals")
     def test_kill_through_the_process_view(self, backend: str, tmp_path: Path) -> None:
         ctx = spawnkit.spawn(
             t.note_sigterm_and_block, args=(str(tmp_path),), join=False, backend=backend
