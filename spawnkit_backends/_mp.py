@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import spawnkit
 from spawnkit import plugin
 
+from ._mp_worker import Carried, worker
+
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
     from multiprocessing.process import BaseProcess
@@ -44,29 +46,7 @@ class _Carrier:
 
             payload = None if self.payload_fd is None else DupFd(self.payload_fd)
             fds = [DupFd(fd) for fd in self.spec.fds]
-            return (_Carried, (self.spec, fds, payload, self.size))
-
-
-class _Carried:
-    def __init__(self, spec: plugin.WorkerSpec, fds: list[Any], payload: Any, size: int) -> None:
-        spec = spec.with_fds([fd.detach() for fd in fds])
-        if payload is not None:
-            spec = spec.with_payload(_read_exactly(payload.detach(), size))
-        self.spec = spec
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    # Counted, not read to end-of-file: a copy of the write end elsewhere must not stall it.
-    chunks = bytearray()
-    try:
-        while len(chunks) < size:
-            chunk = os.read(fd, min(size - len(chunks), 1 << 20))
-            if not chunk:
-                raise EOFError(f"the job's payload ended after {len(chunks)} of {size} bytes")
-            chunks += chunk
-    finally:
-        os.close(fd)
-    return bytes(chunks)
+            return (Carried, (self.spec, fds, payload, self.size))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -103,31 +83,6 @@ def _start_without_sigpipe(process: BaseProcess) -> None:
             if signal.SIGPIPE not in previous and signal.SIGPIPE in signal.sigpending():
                 signal.sigwait({signal.SIGPIPE})  # pending: returns at once
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _drop_fork_server_lifeline() -> None:
-    # multiprocessing gives every forkserver worker (and a fork child inherits) a copy of
-    # the write end of the pipe whose end-of-file tells the job's fork server that the job
-    # is gone. Kept open here, it keeps the server - the direct parent of forkserver
-    # workers - alive after the job died, and a watch that follows the direct parent
-    # (prctl, poll) would never fire. A worker never needs the job's server: forgetting it
-    # also lets a job started inside the worker launch a server of its own.
-    server = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
-    fd = getattr(server, "_forkserver_alive_fd", None)
-    if server is None or not isinstance(fd, int):
-        return
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-    for attr in ("_forkserver_alive_fd", "_forkserver_address", "_forkserver_pid"):
-        if hasattr(server, attr):
-            setattr(server, attr, None)
-
-
-def _worker(arg: plugin.WorkerSpec | _Carried) -> None:
-    _drop_fork_server_lifeline()
-    sys.exit(plugin.run_worker(arg.spec if isinstance(arg, _Carried) else arg))
 
 
 class MultiprocessingHandle:
@@ -324,7 +279,7 @@ class MultiprocessingBackend(plugin.LocalBackend):
             else:
                 arg = _Carrier(spec, None, 0)
         process = self._context.Process(  # type: ignore[attr-defined]
-            target=_worker, args=(arg,), name=f"spawnkit-rank-{spec.rank}", daemon=False
+            target=worker, args=(arg,), name=f"spawnkit-rank-{spec.rank}", daemon=False
         )
         try:
             _start_without_sigpipe(process)

@@ -17,7 +17,7 @@ def _unavailable() -> str | None:
 
 # What every worker imports before user code: loaded once in the fork server, each worker
 # inherits it instead of importing it again (milliseconds per rank).
-_WORKER_MODULES = ("spawnkit._child", "spawnkit_backends._mp", "spawnkit._watches.pidfd")
+_WORKER_MODULES = ("spawnkit._child", "spawnkit_backends._mp_worker", "spawnkit._watches.pidfd")
 
 
 def _backend() -> plugin.Backend:
