@@ -66,8 +66,11 @@ def test_relay_ranks_die_with_the_job_that_was_killed(tmp_path: Path) -> None:
             import spawnkit
 
             def rank(i):
-                with open(os.path.join({str(tmp_path)!r}, f"{{i}}.pid"), "w") as f:
+                # Whole or not at all: the test reads the file as soon as it exists.
+                part = os.path.join({str(tmp_path)!r}, f"{{i}}.tmp")
+                with open(part, "w") as f:
                     f.write(str(os.getpid()))
+                os.replace(part, part[:-4] + ".pid")
                 time.sleep(600)
 
             if __name__ == "__main__":

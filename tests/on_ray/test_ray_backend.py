@@ -37,8 +37,14 @@ def node_of(rank: int) -> str:
 
 
 def write_pid_then_block(rank: int, directory: str) -> None:
-    Path(directory, f"{rank}.pid").write_text(str(os.getpid()))
+    _publish_pid(rank, directory)
     t.block_forever()
+
+
+def _publish_pid(rank: int, directory: str) -> None:
+    # Whole or not at all: the test reads the file as soon as it exists.
+    Path(directory, f"{rank}.tmp").write_text(str(os.getpid()))
+    os.replace(Path(directory, f"{rank}.tmp"), Path(directory, f"{rank}.pid"))
 
 
 def test_results_by_rank_with_the_rank_environment() -> None:
@@ -150,7 +156,9 @@ DRIVER = """
     import spawnkit
 
     def rank(i, directory):
-        Path(directory, f"{i}.pid").write_text(str(os.getpid()))
+        # Whole or not at all: the test reads the file as soon as it exists.
+        Path(directory, f"{i}.tmp").write_text(str(os.getpid()))
+        os.replace(Path(directory, f"{i}.tmp"), Path(directory, f"{i}.pid"))
         time.sleep(600)
 
     if __name__ == "__main__":
