@@ -410,3 +410,21 @@ def test_closed_descriptors_under_the_common_1024_limit(tmp_path: Path, backend:
         [b"rank 1 wrote this"],
         [b"rank 0 wrote this", b"rank 1 wrote this"],
     ), log.read_bytes()
+
+
+@posix
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["fork", "subprocess"])
+def test_a_sigterm_that_lands_in_a_destructor_still_stops_the_rank(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Python drops what __del__ raises; the Terminated is raised again in the main code."""
+    caplog.set_level(logging.WARNING, logger="spawnkit")
+    ctx = spawnkit.spawn(
+        t.stopped_inside_del, args=(str(tmp_path),), nprocs=2, join=False, backend=backend
+    )
+    wait_for_files(tmp_path / "0.in_del", tmp_path / "1.in_del")
+    ctx.terminate(grace_period=30)
+    forced = [r.getMessage() for r in caplog.records if "SIGKILL" in r.getMessage()]
+    assert forced == []
+    assert [p.exitcode for p in ctx.processes] == [-signal.SIGTERM, -signal.SIGTERM]

@@ -185,13 +185,20 @@ if hasattr(os, "register_at_fork"):
 
 
 def _raise_dropped_terminated(unraisable: Any) -> None:
-    global _stop_requested
+    global _stop_requested, _seen
     if isinstance(unraisable.exc_value, Terminated) and _worker.phase != _worker.REPORTING:
         # Raised where Python drops exceptions: raise it again, from the main thread's
-        # next bytecode.
+        # next bytecode. Not by signalling the main thread from here: this hook runs in it,
+        # the handler would run before the hook returns, and its exception would be
+        # dropped as well. The nudge thread sends the SIGTERM instead, as for a signal the
+        # handler has not seen yet.
         _stop_requested = False
-        if sys.platform != "win32" and _main_thread:
-            signal.pthread_kill(_main_thread, signal.SIGTERM)
+        if sys.platform != "win32" and _nudge_pipe is not None:
+            _seen = False
+            try:
+                os.write(_nudge_pipe[1], bytes([signal.SIGTERM]))
+            except OSError:  # full: the nudge thread has a SIGTERM to act on already
+                pass
         return
     _dropped_hook(unraisable)
 

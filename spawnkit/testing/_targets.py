@@ -399,3 +399,23 @@ def stop_own_child(rank: int) -> int | None:
         child.join(30)
         code: int | None = child.exitcode
         return code
+
+
+class _StoppedInDel:
+    """Waits in ``__del__`` for the job's SIGTERM: the Terminated raised there is dropped."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __del__(self) -> None:
+        self.marker.touch()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.001)  # the handler raises Terminated here, where Python drops it
+
+
+def stopped_inside_del(rank: int, directory: str) -> None:
+    """Rank whose SIGTERM lands in a ``__del__``; it must still end on that SIGTERM."""
+    obj = _StoppedInDel(Path(directory, f"{rank}.in_del"))
+    del obj
+    block_forever()
