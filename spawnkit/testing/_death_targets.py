@@ -85,6 +85,45 @@ def _on_ping(fifos: Sequence[str]) -> Callable[[int, Any], None]:
     return answer
 
 
+def answer_pings(fifos: Sequence[str]) -> None:
+    """Answer every SIGUSR1 (the harness's ping) with an ``alive`` report, from now on.
+
+    For a worker, whose main thread sleeps in ``signal.pause()``. A Python handler would
+    not do: it runs only when the main thread next executes bytecode, and a ping that
+    arrives after that check but before ``pause()`` is entered is noted and never acted
+    on (spawnkit's nudge thread mends this for SIGTERM alone). The harness pings the moment
+    the last ``armed`` report is in, so a worker preempted on its way from that report
+    into ``pause()`` would sleep through it and count as gone. Instead SIGUSR1 is blocked
+    in every thread and stays pending until a thread of its own takes it in ``sigwait()``:
+    no moment at which a ping can be lost. That thread blocks every other signal, so
+    SIGTERM still goes to the main thread. Call it before reporting ready, and after the
+    last fork: a child would inherit the blocked SIGUSR1, not the thread.
+    """
+    if sys.platform == "win32":
+        raise posix_only()
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        import _thread
+
+        running = _thread.allocate_lock()
+        running.acquire()
+
+        def answer() -> None:
+            running.release()
+            while True:
+                signal.sigwait({signal.SIGUSR1})
+                report(fifos, event="alive", pid=os.getpid())
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            _thread.start_new_thread(answer, ())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        # Returns once the thread runs, as spawnkit's own helper threads do: one that starts
+        # late could begin while a rank that returns at once finalizes the interpreter.
+        running.acquire()
+
+
 def _grandchild(fifos: Sequence[str], rank: int, on_sigterm: str) -> int:
     """Fork a child that blocks forever; return its pid once its signal setup is done."""
     if sys.platform == "win32":
@@ -149,7 +188,7 @@ def worker(rank: int, config: dict[str, Any]) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         elif mode == "ignore":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, _on_ping(fifos))
+        answer_pings(fifos)
         try:
             # Inside the try: the harness may kill the parent the moment this report is out,
             # and the SIGTERM that follows can land before report() has returned.
