@@ -1,4 +1,4 @@
-"""A job of N ranks: each reports where it runs, then rank 0 prints the gathered results."""
+"""A job of N ranks: each says where it runs (`spawnkit run` puts its rank in front)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 
 def hello(rank: int, greeting: str = "hello") -> str:
-    line = f"[rank {rank}] {greeting} from pid {os.getpid()} on {socket.gethostname()}"
+    line = f"{greeting} from pid {os.getpid()} on {socket.gethostname()}"
     # One write for the whole line: ranks print at the same time, and print() may write the
     # text and its newline separately (PYTHONUNBUFFERED), mixing lines of several ranks.
     sys.stdout.write(line + "\n")

@@ -15,6 +15,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigError",
     "InvalidArgumentError",
+    "JobReport",
     "JobTerminatedError",
     "LaunchError",
     "NotPicklableError",
@@ -23,9 +24,11 @@ __all__ = [
     "ProcessException",
     "ProcessExitedException",
     "ProcessRaisedException",
+    "RankReport",
     "RemoteTraceback",
     "SpawnContext",
     "SpawnError",
+    "SpawnTimeoutError",
     "Terminated",
     "UnknownBackendError",
     "UnknownOptionError",
@@ -65,6 +68,7 @@ _WHERE = {
     "BackendUnavailableError": _ERRORS,
     "ConfigError": _ERRORS,
     "InvalidArgumentError": _ERRORS,
+    "JobReport": "spawnkit._report",
     "JobTerminatedError": _ERRORS,
     "LaunchError": _ERRORS,
     "NotPicklableError": _ERRORS,
@@ -73,9 +77,11 @@ _WHERE = {
     "ProcessException": _ERRORS,
     "ProcessExitedException": _ERRORS,
     "ProcessRaisedException": _ERRORS,
+    "RankReport": "spawnkit._report",
     "RemoteTraceback": _ERRORS,
     "SpawnContext": "spawnkit._protocols",
     "SpawnError": _ERRORS,
+    "SpawnTimeoutError": _ERRORS,
     "Terminated": "spawnkit._signals.sigterm",
     "UnknownBackendError": _ERRORS,
     "UnknownOptionError": _ERRORS,
@@ -113,6 +119,7 @@ if TYPE_CHECKING:
         ProcessRaisedException,
         RemoteTraceback,
         SpawnError,
+        SpawnTimeoutError,
         UnknownBackendError,
         UnknownOptionError,
         UnknownWatchError,
@@ -127,6 +134,7 @@ if TYPE_CHECKING:
     from ._registry import BackendRegistry as BackendRegistry
     from ._registry import WatchInfo as WatchInfo
     from ._registry import WatchRegistry as WatchRegistry
+    from ._report import JobReport, RankReport
     from ._signals.sigterm import Terminated
     from ._signals.threads import start_helper_thread as start_helper_thread
     from ._spec import WorkerSpec as WorkerSpec

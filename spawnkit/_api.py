@@ -13,14 +13,21 @@ from ._errors import (
     ConfigError,
     InvalidArgumentError,
     NotPicklableError,
+    UnknownBackendError,
     UnknownOptionError,
 )
 from ._pickling import PickledJob, dumps_job
-from ._registry import BackendInfo, plugins
+from ._rank_env import rank_envs
+from ._registry import BackendInfo, Plugins, plugins
 from ._signals.foreground import foreground
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from types import FrameType
+
+    from ._context import RankJob
+    from ._output import OutputPlan
+    from ._rank_env import EnvOption
 
 __all__ = [
     "ENV_VAR_PARALLEL_START",
@@ -163,6 +170,8 @@ def _refuse_ignored_sigchld() -> None:
 
 
 def _validate(fn: object, args: object, nprocs: object, grace_period: object) -> None:
+    if callable(args) and not isinstance(args, (tuple, list)):
+        args = ()  # per-rank args: checked rank by rank (_rank_args)
     if isinstance(nprocs, bool) or not isinstance(nprocs, int):
         raise InvalidArgumentError(f"nprocs must be an int >= 1, not {nprocs!r}")
     if nprocs < 1:
@@ -180,10 +189,133 @@ def _validate(fn: object, args: object, nprocs: object, grace_period: object) ->
     check_seconds("grace_period", grace_period)
 
 
+def _rank_args(args: object, nprocs: int) -> list[tuple[Any, ...]]:
+    """Every rank's ``args``: the same for all, or ``args(rank)`` of a callable."""
+    if isinstance(args, (tuple, list)):
+        return [tuple(args)] * nprocs
+    assert callable(args)  # _validate let nothing else through
+    per_rank = []
+    for rank in range(nprocs):
+        got = args(rank)
+        if not isinstance(got, (tuple, list)):
+            raise InvalidArgumentError(
+                f"args({rank}) must return a tuple or list of extra arguments for fn, not "
+                f"{type(got).__name__} {_describe(got)}; for one argument return (value,)"
+            )
+        per_rank.append(tuple(got))
+    return per_rank
+
+
+def _jobs(
+    info: BackendInfo, fn: Callable[..., Any], per_rank: list[tuple[Any, ...]]
+) -> list[RankJob]:
+    """What each rank runs: pickled here for a backend that pickles, else as it is."""
+    if not info.pickles:
+        return [(None, (fn, a), ()) for a in per_rank]
+    jobs: list[RankJob] = []
+    done: dict[int, RankJob] = {}
+    for a in per_rank:
+        if id(a) not in done:  # the same args for every rank: pickled once
+            job = _payload(info, fn, a)
+            done[id(a)] = (job.data, None, job.fds)
+        jobs.append(done[id(a)])
+    return jobs
+
+
+def _backend_name(backend: str | None, start_method: str | None, registry: Plugins) -> BackendInfo:
+    if start_method is not None:
+        if backend is not None and backend != start_method:
+            raise ConfigError(
+                f"backend={backend!r} and start_method={start_method!r} disagree; "
+                "start_method is torch's name for backend: pass one of them"
+            )
+        backend = start_method
+    from_env = backend is None and bool(os.environ.get(BACKEND_ENV))
+    if backend is None:
+        backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    if not isinstance(backend, str):
+        raise InvalidArgumentError(f"backend must be a backend name (str), not {backend!r}")
+    try:
+        return registry.backend(backend)
+    except UnknownBackendError as exc:
+        if not from_env:
+            raise
+        raise UnknownBackendError(
+            f"${BACKEND_ENV}={backend!r} names no installed backend: {exc}. Fix or unset "
+            f"the environment variable {BACKEND_ENV}, or pass backend= explicitly"
+        ) from None
+
+
+def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins) -> None:
+    import difflib
+
+    unknown = sorted(set(options) - info.options)
+    if not unknown:
+        return
+    accepted = ", ".join(sorted(info.options)) or "none"
+    hints = []
+    for name in unknown:
+        others = sorted(b.name for b in registry.backends.values() if name in b.options)
+        close = difflib.get_close_matches(name, [*info.options, *_SPAWN_OPTIONS], n=1)
+        if close:
+            hints.append(f"did you mean {close[0]!r} instead of {name!r}?")
+        elif others:
+            names = ", ".join(map(repr, others))
+            hints.append(f"{name!r} is an option of backend {names}: pass backend={others[0]!r}")
+    raise UnknownOptionError(
+        f"backend {info.name!r} does not take option(s) {', '.join(unknown)}; "
+        f"it accepts: {accepted}" + ("; " + "; ".join(hints) if hints else "")
+    )
+
+
+# spawn()'s own keywords, for a did-you-mean on a misspelled one.
+_SPAWN_OPTIONS = (
+    "args",
+    "nprocs",
+    "join",
+    "daemon",
+    "backend",
+    "watch",
+    "grace_period",
+    "start_method",
+    "env",
+    "timeout",
+    "log_dir",
+    "redirect",
+    "tee",
+    "prefix",
+    "ranks",
+    "faulthandler",
+)
+
+
+def _output_plan(
+    info: BackendInfo,
+    nprocs: int,
+    log_dir: Any,
+    redirect: Any,
+    tee: Any,
+    prefix: Any,
+    ranks: Any,
+) -> OutputPlan | None:
+    if log_dir is None and redirect is None and not tee and prefix is None and ranks is None:
+        return None
+    if info.remote and (log_dir is not None or redirect or prefix is not None or ranks is not None):
+        raise ConfigError(
+            f"backend {info.name!r} runs its workers outside this machine's process tree, "
+            "where their output cannot be pointed at files or relayed here: log_dir, "
+            "redirect, tee, prefix and ranks need a local backend such as 'forkserver'"
+        )
+    from ._output import OutputPlan
+
+    plan = OutputPlan(nprocs, log_dir, redirect, tee, prefix, ranks)
+    return plan if plan.active else None
+
+
 @overload
 def spawn(
     fn: Callable[..., Any],
-    args: Sequence[Any] = (),
+    args: Sequence[Any] | Callable[[int], Sequence[Any]] = (),
     nprocs: int = 1,
     join: Literal[True] = True,
     daemon: bool = False,
@@ -192,6 +324,14 @@ def spawn(
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
     start_method: str | None = None,
+    env: EnvOption = None,
+    timeout: float | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    redirect: str | bool | None = None,
+    tee: str | bool = False,
+    prefix: str | None = None,
+    ranks: Iterable[int] | None = None,
+    faulthandler: bool = True,
     **options: Any,
 ) -> list[Any]: ...
 
@@ -199,7 +339,7 @@ def spawn(
 @overload
 def spawn(
     fn: Callable[..., Any],
-    args: Sequence[Any] = (),
+    args: Sequence[Any] | Callable[[int], Sequence[Any]] = (),
     nprocs: int = 1,
     *,
     join: Literal[False],
@@ -208,6 +348,14 @@ def spawn(
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
     start_method: str | None = None,
+    env: EnvOption = None,
+    timeout: float | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    redirect: str | bool | None = None,
+    tee: str | bool = False,
+    prefix: str | None = None,
+    ranks: Iterable[int] | None = None,
+    faulthandler: bool = True,
     **options: Any,
 ) -> ProcessContext: ...
 
@@ -215,7 +363,7 @@ def spawn(
 @overload
 def spawn(
     fn: Callable[..., Any],
-    args: Sequence[Any] = (),
+    args: Sequence[Any] | Callable[[int], Sequence[Any]] = (),
     nprocs: int = 1,
     join: bool = True,
     daemon: bool = False,
@@ -224,13 +372,21 @@ def spawn(
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
     start_method: str | None = None,
+    env: EnvOption = None,
+    timeout: float | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    redirect: str | bool | None = None,
+    tee: str | bool = False,
+    prefix: str | None = None,
+    ranks: Iterable[int] | None = None,
+    faulthandler: bool = True,
     **options: Any,
 ) -> list[Any] | ProcessContext: ...
 
 
 def spawn(
     fn: Callable[..., Any],
-    args: Sequence[Any] = (),
+    args: Sequence[Any] | Callable[[int], Sequence[Any]] = (),
     nprocs: int = 1,
     join: bool = True,
     daemon: bool = False,
@@ -239,6 +395,14 @@ def spawn(
     watch: str = "auto",
     grace_period: float | None = DEFAULT_GRACE,
     start_method: str | None = None,
+    env: EnvOption = None,
+    timeout: float | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    redirect: str | bool | None = None,
+    tee: str | bool = False,
+    prefix: str | None = None,
+    ranks: Iterable[int] | None = None,
+    faulthandler: bool = True,
     **options: Any,
 ) -> list[Any] | ProcessContext:
     """Run ``fn(rank, *args)`` in ``nprocs`` worker processes, as one job.
@@ -248,7 +412,8 @@ def spawn(
     Args:
         fn: a callable taking the rank first. Backends that start a new interpreter need it
             picklable: a function at module level of an importable module.
-        args: extra positional arguments for every rank.
+        args: extra positional arguments for every rank, or a callable ``rank -> args``
+            that gives each rank its own (called here, before any process starts).
         nprocs: number of ranks, >= 1.
         join: wait for the job and return the results (``True``), or return the running
             :class:`SpawnContext` at once (``False``).
@@ -259,6 +424,25 @@ def spawn(
         watch: how workers notice the parent's death (``"auto"``: the best one here).
         grace_period: seconds between SIGTERM and SIGKILL when stopping workers.
         start_method: torch's name for ``backend``, accepted so torch code ports as is.
+        env: variables set in every rank's environment: a mapping, or a callable
+            ``rank -> mapping``. Every rank also gets ``RANK``, ``LOCAL_RANK``,
+            ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` (a
+            free port, unless the parent's environment sets them), as under ``torchrun``.
+        timeout: a deadline for the whole job, in seconds: once it passes, every rank still
+            running is stopped (SIGTERM, then SIGKILL after ``grace_period``) and
+            :class:`SpawnTimeoutError` raised. Kept while ``join()`` or ``results()`` waits.
+        log_dir: a folder for per-rank logs: rank ``i`` writes ``log_dir/i/stdout.log`` and
+            ``stderr.log`` (at the descriptor level: C extensions and subprocesses too).
+        redirect: which streams go to the logs: ``"all"`` (default with ``log_dir``),
+            ``"out"``, ``"err"`` or ``"none"``.
+        tee: which redirected streams are also shown on the console, each line prefixed
+            with its rank: ``"all"``, ``"out"``, ``"err"``, ``True`` (all) or ``False``.
+        prefix: the console prefix of a rank's lines, ``{rank}`` its rank (default
+            ``"[rank {rank}]: "`` for tee). Given, the streams that are not redirected are
+            relayed through the parent with it too, whole lines at a time.
+        ranks: only these ranks' output shows on the console (their logs keep everything).
+        faulthandler: enable :mod:`faulthandler` in every worker, so a crash in native code
+            leaves a Python traceback on the rank's stderr.
         **options: the backend's own options (see ``spawnkit backends``).
 
     Returns:
@@ -268,7 +452,11 @@ def spawn(
     Raises:
         ProcessRaisedException: a rank raised (the original exception is its ``__cause__``).
         ProcessExitedException: a rank exited non-zero or was killed by a signal.
+        SpawnTimeoutError: ``timeout`` passed before every rank finished.
         ConfigError: bad input, raised before any process starts (a subclass names it).
+
+        A failure's ``report`` (:class:`JobReport`) names the root cause (the earliest
+        failure), every other failed rank, and the ranks spawnkit stopped.
 
     Example::
 
@@ -278,35 +466,67 @@ def spawn(
         if __name__ == "__main__":
             assert spawnkit.spawn(work, args=(10,), nprocs=4) == [0, 10, 20, 30]
     """
+    ctx = start_job(
+        fn,
+        args,
+        nprocs,
+        join=join,
+        daemon=daemon,
+        backend=backend,
+        watch=watch,
+        grace_period=grace_period,
+        start_method=start_method,
+        env=env,
+        timeout=timeout,
+        log_dir=log_dir,
+        redirect=redirect,
+        tee=tee,
+        prefix=prefix,
+        ranks=ranks,
+        faulthandler=faulthandler,
+        options=options,
+    )
+    if not join:
+        return ctx
+    return wait_in_foreground(ctx)
+
+
+def start_job(
+    fn: Callable[..., Any],
+    args: Any,
+    nprocs: int,
+    *,
+    join: bool,
+    daemon: bool,
+    backend: str | None,
+    watch: str,
+    grace_period: float | None,
+    start_method: str | None,
+    env: EnvOption,
+    timeout: float | None,
+    log_dir: str | os.PathLike[str] | None,
+    redirect: str | bool | None,
+    tee: str | bool,
+    prefix: str | None,
+    ranks: Iterable[int] | None,
+    faulthandler: bool,
+    options: dict[str, Any],
+) -> ProcessContext:
+    """:func:`spawn` up to the running job; ``join=True`` holds signals for
+    :func:`wait_in_foreground`."""
     _refuse_while_importing_main()
     _validate(fn, args, nprocs, grace_period)
+    check_seconds("timeout", timeout)
     _refuse_ignored_sigchld()
-    args = tuple(args)
-    if start_method is not None:
-        if backend is not None and backend != start_method:
-            raise ConfigError(
-                f"backend={backend!r} and start_method={start_method!r} disagree; "
-                "start_method is torch's name for backend: pass one of them"
-            )
-        backend = start_method
-    if backend is None:
-        backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
-    if not isinstance(backend, str):
-        raise InvalidArgumentError(f"backend must be a backend name (str), not {backend!r}")
     if not isinstance(watch, str):
         raise InvalidArgumentError(f"watch must be a watch name (str), not {watch!r}")
     registry = plugins()
-    info = registry.backend(backend)
-    unknown = sorted(set(options) - info.options)
-    if unknown:
-        accepted = ", ".join(sorted(info.options)) or "none"
-        raise UnknownOptionError(
-            f"backend {info.name!r} does not take option(s) {', '.join(unknown)}; "
-            f"it accepts: {accepted}"
-        )
+    info = _backend_name(backend, start_method, registry)
+    _check_options(info, options, registry)
     watch_info = registry.watch(watch, info)
-    job = _payload(info, fn, args) if info.pickles else None
-    target = None if info.pickles else (fn, args)
+    jobs = _jobs(info, fn, _rank_args(args, nprocs))
+    envs = rank_envs(nprocs, env, local=not info.remote)
+    output = _output_plan(info, nprocs, log_dir, redirect, tee, prefix, ranks)
     instance = info.factory(**options, **({"nprocs": nprocs} if info.pass_nprocs else {}))
     try:
         parent_watch = watch_info.factory()
@@ -314,30 +534,38 @@ def spawn(
         instance.close()
         raise
     grace = DEFAULT_GRACE if grace_period is None else float(grace_period)
-    # A new interpreter gets the descriptors the pickled job refers to; a fork worker
-    # keeps the program's files anyway.
-    carried = job.fds if job is not None else ()
-    payload = job.data if job is not None else None
-    ctx = launch(
+    return launch(
         info.name,
         instance,
         parent_watch,
-        nprocs,
-        payload,
-        target,
+        jobs,
         grace,
         daemon,
-        carried,
+        envs=envs,
+        output=output,
+        timeout=timeout,
+        faulthandler=bool(faulthandler),
         local=not info.remote,
         deliver=not join,
     )
-    if not join:
-        return ctx
+
+
+def wait_in_foreground(
+    ctx: ProcessContext, tick: Callable[[], None] | None = None, every: float = 0.25
+) -> list[Any]:
+    """Wait for a job started with ``join=True`` and return its results.
+
+    SIGINT and SIGTERM stop the job first (see ``foreground``); ``tick`` is called every
+    ``every`` seconds while it runs (``spawnkit run``'s status line).
+    """
     try:
         with foreground(ctx):
             # Signals were held since the ranks started; now the foreground's handlers are
             # in place, so a SIGINT or SIGTERM that came meanwhile stops the job first.
             ctx.unhold()
+            if tick is not None:
+                while not ctx.join(timeout=every):
+                    tick()
             return ctx.results()
     except BaseException:
         # Whatever ends the wait (a failure, a timeout signal of the program's, a bug), the
@@ -350,7 +578,7 @@ def spawn(
 
 def start_processes(
     fn: Callable[..., Any],
-    args: Sequence[Any] = (),
+    args: Sequence[Any] | Callable[[int], Sequence[Any]] = (),
     nprocs: int = 1,
     join: bool = True,
     daemon: bool = False,

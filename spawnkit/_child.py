@@ -46,6 +46,19 @@ def _setup(spec: WorkerSpec) -> None:
             os.setpgid(0, 0)
         except OSError:  # already a session leader: its group is its own anyway
             pass
+    _point_streams(spec)
+    if spec.faulthandler:
+        import faulthandler
+
+        # Into the rank's own stderr when that is its log: a fork inherits the parent's
+        # setting, which may name the parent's file.
+        if 2 in spec.streams or not faulthandler.is_enabled():
+            try:
+                # The descriptor, not sys.stderr: that may be None, or an object of the
+                # program's without one (a notebook's stream, in a fork).
+                faulthandler.enable(file=2)
+            except (OSError, ValueError, RuntimeError):  # descriptor 2 closed: no trace, then
+                pass
     try:
         sigterm.install()
         _worker.stop_hook = sigterm.raise_if_stopped
@@ -58,6 +71,34 @@ def _setup(spec: WorkerSpec) -> None:
         grace = spec.grace_period
         spec.watch.arm(spec.watch_fds, spec, lambda: parent_gone(grace))
     _send(spec, _wire.STARTED, b"")
+
+
+def _point_streams(spec: WorkerSpec) -> None:
+    """Point the redirected standard streams at their log file or relay pipe.
+
+    At the descriptor level, so a C extension's writes and a subprocess's output go there
+    too. Line-buffered from here on: a rank's lines reach the log (or the console, through
+    the parent) as they are printed, not when a buffer fills or the rank ends.
+    """
+    for target, fd in zip(spec.streams, spec.stream_fds):
+        name = "stdout" if target == 1 else "stderr"
+        stream = getattr(sys, name)
+        try:
+            stream.flush()
+            own = stream.fileno() == target
+        except (AttributeError, OSError, ValueError):
+            own = False
+        os.dup2(fd, target)
+        os.close(fd)
+        if not own:
+            # sys.stdout was not descriptor 1 (a fork of a notebook kernel, of a test
+            # runner that captures output): Python's writes would miss the redirection.
+            setattr(sys, name, open(target, "w", buffering=1, closefd=False))  # noqa: SIM115
+            continue
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def _send(spec: WorkerSpec, kind: bytes, body: bytes) -> bool:

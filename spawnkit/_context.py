@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import wait as _wait_ready
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Optional, Tuple, final  # noqa: UP035 - see RankJob
 
 from . import _fds, _wire
 from ._errors import (
@@ -28,17 +28,28 @@ from ._errors import (
     ProcessRaisedException,
     RemoteTraceback,
     SpawnError,
+    SpawnTimeoutError,
 )
+from ._report import JobReport, RankReport, signal_name
 from ._signals import holding as _holding
 from ._signals.foreground import Interrupted
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
 
+    from ._output import OutputPlan
     from ._protocols import Backend, ParentWatch, WorkerHandle
     from ._wire import Outcome
+
+    # What one rank runs: the pickled job, or (fn, args) unpickled, and the descriptors
+    # its arguments carry. typing's names: an alias is an expression that Python 3.9 reads.
+    RankJob = Tuple[  # noqa: UP006
+        Optional[bytes],
+        Optional[Tuple[Callable[..., Any], Tuple[Any, ...]]],  # noqa: UP006
+        Tuple[int, ...],  # noqa: UP006
+    ]
 
 __all__ = ["Interrupted", "ProcessContext", "RankProcess", "check_seconds", "launch"]
 
@@ -59,27 +70,35 @@ def _logger() -> logging.Logger:
     return logging.getLogger("spawnkit")
 
 
-def signal_name(signum: int) -> str:
-    """``"SIGKILL"``; real-time signals as ``"SIGRTMIN+3"``; else ``"signal 99"``."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1)
-        if low <= signum <= high:
-            return f"SIGRTMIN+{signum - low}"
-        return f"signal {signum}"
-
-
 @final
 class _Rank:
-    __slots__ = ("handle", "killed", "rank", "status", "value")
+    __slots__ = (
+        "ended",
+        "ended_wall",
+        "failure",
+        "handle",
+        "killed",
+        "logs",
+        "rank",
+        "started",
+        "started_wall",
+        "status",
+        "value",
+    )
 
-    def __init__(self, rank: int, handle: WorkerHandle) -> None:
+    def __init__(self, rank: int, handle: WorkerHandle, logs: dict[str, str]) -> None:
         self.rank = rank
         self.handle = handle
         self.status: int | None = None
         self.killed = False
         self.value: Any = None
+        self.logs = logs
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.ended: float | None = None
+        self.ended_wall: float | None = None
+        # The rank's own failure, and when it happened (monotonic), for the root cause.
+        self.failure: tuple[float, ProcessException] | None = None
 
 
 @final
@@ -98,6 +117,10 @@ class ProcessContext:
         ranks: list[_Rank],
         grace_period: float,
         daemon: bool,
+        *,
+        timeout: float | None = None,
+        output: OutputPlan | None = None,
+        local: bool = True,
     ) -> None:
         self.backend_name = backend_name
         self._backend = backend
@@ -106,7 +129,7 @@ class ProcessContext:
         self._grace = grace_period
         self.daemon = daemon
         self._failures: list[ProcessException] = []
-        self._error: ProcessException | None = None
+        self._error: ProcessException | SpawnTimeoutError | None = None
         self._released = False
         self._lock = threading.RLock()
         # Written to wake a join() blocked in wait(): by terminate() from another thread,
@@ -127,6 +150,16 @@ class ProcessContext:
         self._pid = os.getpid()  # a forked child gets a copy of this object, not the job
         self.held_signals: list[int] = []  # came while the ranks started (see launch)
         self.held_mask: Any = None
+        self._started_wall = time.time()
+        self._job_timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._timed_out = False
+        self._output = output
+        self._local = local
+        self._ended_wall: float | None = None
+        #: Called with a line to show the user when spawnkit starts stopping ranks, and when
+        #: SIGKILL follows (``spawnkit run`` prints them); ``None``: silent.
+        self.on_stop: Callable[[str], None] | None = None
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -168,15 +201,21 @@ class ProcessContext:
         rest with SIGTERM, waits ``grace_period`` (default: the job's, 5 s), SIGKILLs what is
         left, and raises the failure.
 
+        The job's own deadline (``spawn(..., timeout=...)``) is kept while ``join`` waits:
+        once it passes, every rank still running is stopped as above and
+        :class:`SpawnTimeoutError` raised.
+
         Raises:
             ProcessRaisedException: a rank raised; the original is the ``__cause__``.
             ProcessExitedException: a rank exited non-zero or died from a signal.
+            SpawnTimeoutError: the job's deadline passed.
             JobTerminatedError: :meth:`terminate` stopped ranks that had not finished.
         """
         check_seconds("timeout", timeout)
         check_seconds("grace_period", grace_period)
         self._check_owner()
         deadline = None if timeout is None else time.monotonic() + timeout
+        expired = False
         while True:
             with self._lock:
                 if self.interrupted is not None:
@@ -184,9 +223,9 @@ class ProcessContext:
                     raise Interrupted(signum)
                 if self._error is None and self._failures:
                     self._stop(grace_period, after_failure=True)
-                    self._error = self._failures[0]
-                    self._error.failures = list(self._failures)
-                    self._release()
+                    self._fail()
+                if self._error is None and self._past_deadline():
+                    self._time_out()
                 if self._error is not None:
                     raise self._error
                 if self._all_ended():
@@ -197,9 +236,14 @@ class ProcessContext:
                             "its results are incomplete"
                         )
                     return True
-            # Wait without the lock, so terminate() from another thread is never held up.
-            if not self._wait(deadline):
+            if expired:
                 return False
+            # Wait without the lock, so terminate() from another thread is never held up.
+            until = deadline
+            if self._deadline is not None and (until is None or self._deadline < until):
+                until = self._deadline
+            self._wait(until)
+            expired = deadline is not None and time.monotonic() >= deadline
 
     def terminate(self, grace_period: float | None = None) -> None:
         """Stop every rank still running and its process group.
@@ -219,6 +263,63 @@ class ProcessContext:
             if not self._all_ended():
                 self._stop(grace_period, after_failure=False)
             self._release()
+
+    def report(self) -> JobReport:
+        """How the job is going or went: every rank's state, and the root cause of a failure.
+
+        ``report().format()`` is the summary block that a failure's exception carries (as a
+        note, shown under its traceback); ``report().as_dict()`` the same as plain data.
+        """
+        with self._lock:
+            failed = sorted(
+                (r for r in self._ranks if r.failure is not None),
+                key=lambda r: (r.failure[0] if r.failure else 0.0, r.rank),
+            )
+            if not self._all_ended():
+                outcome = "running"
+            elif self._timed_out:
+                outcome = "timed out"
+            elif failed:
+                outcome = "failed"
+            elif any(r.killed and r.status != 0 for r in self._ranks):
+                outcome = "stopped"
+            else:
+                outcome = "succeeded"
+            return JobReport(
+                backend=self.backend_name,
+                outcome=outcome,
+                ranks=tuple(self._rank_report(r) for r in self._ranks),
+                failed=tuple(r.rank for r in failed),
+                started=self._started_wall,
+                ended=self._ended_wall,
+                timeout=self._job_timeout,
+            )
+
+    @staticmethod
+    def _rank_report(r: _Rank) -> RankReport:
+        status = r.status
+        if status is None:
+            state = "running"
+        elif r.failure is not None:
+            state = "failed"
+        elif r.killed and status != 0:
+            state = "stopped"
+        else:
+            state = "succeeded"
+        error = None
+        if r.failure is not None and isinstance(r.failure[1], ProcessRaisedException):
+            error = _one_line(r.failure[1])
+        return RankReport(
+            rank=r.rank,
+            state=state,
+            pid=r.handle.pid,
+            exit_code=status,
+            signal=signal_name(-status) if status is not None and status < 0 else None,
+            error=error,
+            started=r.started_wall,
+            ended=r.ended_wall,
+            logs=dict(r.logs),
+        )
 
     def results(self) -> list[Any]:
         """Wait for the job and return every rank's return value, index = rank.
@@ -375,38 +476,47 @@ class ProcessContext:
 
     def _ended(self, r: _Rank, outcome: Outcome) -> None:
         status = r.status = outcome.status
+        r.ended, r.ended_wall = time.monotonic(), time.time()
         report, lost = outcome.report, outcome.lost
         kind = report.kind if report is not None else None
         if kind == _wire.ERROR:
             # Raised before any stop reached it: a failure even if spawnkit stopped it since.
             assert report is not None
-            self._failures.append(self._raised(r, report.body))
+            self._failed(r, *self._raised(r, report.body))
         elif kind == _wire.RESULT and (status == 0 or lost):
             assert report is not None
             self._take_value(r, report.body)
         elif not r.killed:
             if status == 0 and kind is None and outcome.started and not lost:
                 return  # os._exit(0) after it ran: success without a value, as under torch
-            self._failures.append(self._exited(r, outcome))
+            self._failed(r, r.ended, self._exited(r, outcome))
+
+    def _failed(self, r: _Rank, when: float, failure: ProcessException) -> None:
+        r.failure = (when, failure)
+        self._failures.append(failure)
 
     def _take_value(self, r: _Rank, body: bytes) -> None:
         try:
             r.value = pickle.loads(body)
         except BaseException as exc:  # noqa: BLE001 - the rank's result is its failure
-            self._failures.append(
-                ProcessRaisedException(
-                    f"\n\n-- Process {r.rank} returned a value the parent cannot unpickle: {exc!r}",
-                    r.rank,
-                    r.handle.pid,
-                    repr(exc),
-                ),
+            failure = ProcessRaisedException(
+                f"\n\n-- Process {r.rank} returned a value the parent cannot unpickle: {exc!r}",
+                r.rank,
+                r.handle.pid,
+                repr(exc),
             )
+            self._failed(r, time.monotonic(), failure)
 
-    def _raised(self, r: _Rank, body: bytes) -> ProcessRaisedException:
+    def _raised(self, r: _Rank, body: bytes) -> tuple[float, ProcessRaisedException]:
+        """The failure an ``ERROR`` report tells of, and when the rank raised (monotonic)."""
+        when = time.monotonic()
         try:
-            exc_bytes, text = pickle.loads(body)
+            exc_bytes, text, *rest = pickle.loads(body)
         except BaseException as exc:  # noqa: BLE001 - a torn or foreign message
-            exc_bytes, text = None, f"(the error report could not be read: {exc!r})\n"
+            exc_bytes, text, rest = None, f"(the error report could not be read: {exc!r})\n", []
+        # The worker's clock is this machine's monotonic clock only for a local worker.
+        if self._local and rest and isinstance(rest[0], float):
+            when = min(when, rest[0])
         original: BaseException | None = None
         if exc_bytes is not None:
             try:
@@ -418,9 +528,10 @@ class ProcessContext:
         msg = f"\n\n-- Process {r.rank} terminated with the following error:\n{text}"
         failure = ProcessRaisedException(msg, r.rank, r.handle.pid, text, original)
         if original is not None:
-            original.__cause__ = RemoteTraceback(text)
+            # The message shows the text already: printed whole, the chain points at it.
+            original.__cause__ = RemoteTraceback(text, shown_by=f"rank {r.rank}")
             failure.__cause__ = original
-        return failure
+        return when, failure
 
     def _exited(self, r: _Rank, outcome: Outcome) -> ProcessExitedException:
         pid, status, started, lost = r.handle.pid, outcome.status, outcome.started, outcome.lost
@@ -475,6 +586,10 @@ class ProcessContext:
             self._wait_until(time.monotonic() + grace_period)
         self._take_outcomes()
         targets = self._running()
+        if targets:
+            self._announce(
+                f"stopping {_ranks(len(targets))} (SIGTERM, then SIGKILL after {grace:g} s)..."
+            )
         for r in targets:
             r.killed = True
             if r.handle.pid is None:
@@ -483,6 +598,12 @@ class ProcessContext:
                 _logger().warning("Terminating process %s via signal SIGTERM", r.handle.pid)
             r.handle.stop()
         self._wait_until(time.monotonic() + grace)
+        stubborn = [r.rank for r in targets if r.status is None]
+        if stubborn:
+            self._announce(
+                f"{_ranks(len(stubborn))} still running after {grace:g} s: SIGKILL to "
+                + ", ".join(f"rank {rank}" for rank in stubborn)
+            )
         # Also the ranks that ended meanwhile: a grandchild that ignored SIGTERM is still in
         # its dead parent's group, and that group id stays reserved while it is.
         for r in targets:
@@ -506,15 +627,61 @@ class ProcessContext:
             )
             r.status = -int(getattr(signal, "SIGKILL", signal.SIGTERM))
 
+    def _announce(self, line: str) -> None:
+        if self.on_stop is not None:
+            self.on_stop(line)
+
+    def _fail(self) -> None:
+        """The job failed: raise the earliest failure, with every other and the report."""
+        self._failures.sort(key=lambda f: _failed_at(self._ranks, f))
+        self._error = self._failures[0]
+        self._error.failures = list(self._failures)
+        self._release()
+        self._attach_report(self._error)
+
+    def _past_deadline(self) -> bool:
+        return (
+            self._deadline is not None
+            and time.monotonic() >= self._deadline
+            and not self._all_ended()
+        )
+
+    def _time_out(self) -> None:
+        running = self._running()
+        now = time.monotonic()
+        self._timed_out = True
+        self._stop(None, after_failure=False)
+        assert self._job_timeout is not None
+        ranks = ", ".join(f"rank {r.rank} (for {now - r.started:.2f} s)" for r in running)
+        self._error = error = SpawnTimeoutError(
+            f"the job's deadline of {self._job_timeout:g} s passed with {_ranks(len(running))} "
+            f"still running: {ranks}; they were stopped (SIGTERM, then SIGKILL after "
+            f"{self._grace:g} s). Raise timeout= if the job needs longer",
+            self._job_timeout,
+            tuple(r.rank for r in running),
+        )
+        self._release()
+        self._attach_report(error)
+
+    def _attach_report(self, error: ProcessException | SpawnTimeoutError) -> None:
+        report = error.report = self.report()
+        add_note = getattr(error, "add_note", None)  # Python 3.11+: shown under the traceback
+        if add_note is not None:
+            add_note("\n" + report.format())
+
     def _release(self) -> None:
         if self._released or not self._all_ended():
             return
         self._released = True
+        self._ended_wall = time.time()
         for r in self._ranks:
             try:
                 r.handle.close()
             except Exception:  # noqa: BLE001 - one handle's trouble must not leak the others
                 _logger().exception("closing the handle of rank %s failed", r.rank)
+        if self._output is not None:
+            # The ranks' last lines reach the console before the job's outcome is told.
+            self._output.finish()
         with self._wake_lock:
             self._wake_open = False
             for fd in (self._wake_r, self._wake_w):
@@ -593,6 +760,28 @@ class RankProcess:
             self._rank.handle.stop(force=True)
 
 
+def _ranks(n: int) -> str:
+    return "1 rank" if n == 1 else f"{n} ranks"
+
+
+def _failed_at(ranks: list[_Rank], failure: ProcessException) -> tuple[float, int]:
+    for r in ranks:
+        if r.failure is not None and r.failure[1] is failure:
+            return (r.failure[0], r.rank)
+    return (math.inf, failure.error_index)
+
+
+def _one_line(failure: ProcessRaisedException) -> str:
+    """``ValueError: bad input`` for the report, from the exception or the traceback's end."""
+    if failure.exception is not None:
+        text = f"{type(failure.exception).__name__}: {failure.exception}".rstrip(": ")
+    else:
+        tail = failure.remote_traceback.strip().splitlines()
+        text = tail[-1] if tail else "an exception"
+    first = text.splitlines()[0] if text else text
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
 def check_seconds(name: str, value: object) -> None:
     """Reject a timeout or grace period that is not a non-negative number of seconds."""
     if value is None:
@@ -652,20 +841,22 @@ def launch(
     backend_name: str,
     backend: Backend,
     watch: ParentWatch,
-    nprocs: int,
-    payload: bytes | None,
-    target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
+    jobs: Sequence[RankJob],
     grace_period: float,
     daemon: bool,
-    carried: tuple[int, ...] = (),
     *,
+    envs: Sequence[Mapping[str, str]] | None = None,
+    output: OutputPlan | None = None,
+    timeout: float | None = None,
+    faulthandler: bool = False,
     local: bool = True,
     deliver: bool = True,
 ) -> ProcessContext:
-    """Start ``nprocs`` ranks through ``backend`` and return the running job.
+    """Start one rank per entry of ``jobs`` through ``backend`` and return the running job.
 
-    A ``local`` backend's workers get the watch's descriptors and the ones the job's
-    arguments carry (``carried``); a remote backend's get no descriptor and no pid.
+    A ``local`` backend's workers get the watch's descriptors, their output's (``output``)
+    and the ones their arguments carry; a remote backend's get no descriptor and no pid.
+    ``envs[rank]`` is set in rank ``rank``'s environment.
 
     Signals that arrive meanwhile go to the program's handlers once the job is recorded;
     with ``deliver=False`` they wait in :attr:`ProcessContext.held_signals` instead, for a
@@ -675,25 +866,37 @@ def launch(
     one cannot start, the ranks already started are stopped and :class:`LaunchError` raised.
     """
     PARENT_ONLY_FDS.update(watch.private_fds())
-    ctx = ProcessContext(backend_name, backend, watch, [], grace_period, daemon)
+    ctx = ProcessContext(
+        backend_name,
+        backend,
+        watch,
+        [],
+        grace_period,
+        daemon,
+        timeout=timeout,
+        output=output,
+        local=local,
+    )
     job_pid = os.getpid() if local else None
     held = _holding.hold()
     try:
         spec = WorkerSpec(
             rank=0,
-            nprocs=nprocs,
+            nprocs=len(jobs),
             job_pid=job_pid,
             parent_pid=job_pid,
-            payload=payload,
-            target=target,
-            fds=(*watch.fds(), *carried) if local else (),
+            payload=None,
+            target=None,
+            fds=(),
             watch=watch.child_watch() if local else None,
             grace_period=grace_period,
             env={},
-            carried=len(carried) if local else 0,
             sigmask=None if held.mask is None else tuple(sorted(int(s) for s in held.mask)),
+            faulthandler=faulthandler and local,
         )
-        _start_ranks(ctx, spec)
+        _start_ranks(ctx, spec, jobs, envs, watch.fds() if local else ())
+        if output is not None:
+            output.start()
     except BaseException:
         _holding.release(held)  # a handler that raises now: its exception, this one chained
         raise
@@ -708,12 +911,37 @@ def launch(
     return ctx
 
 
-def _start_ranks(ctx: ProcessContext, spec: WorkerSpec) -> None:
+def _start_ranks(
+    ctx: ProcessContext,
+    spec: WorkerSpec,
+    jobs: Sequence[RankJob],
+    envs: Sequence[Mapping[str, str]] | None,
+    watch_fds: tuple[int, ...],
+) -> None:
     """Start every rank of ``spec``'s job into ``ctx``; on a failure, stop what started."""
+    output = ctx._output
     try:
-        for rank in range(spec.nprocs):
-            handle = ctx._backend.start(spec._replace(rank=rank), ctx.wake)
-            ctx._ranks.append(_Rank(rank, handle))
+        for rank, (payload, target, carried) in enumerate(jobs):
+            streams: tuple[int, ...] = ()
+            stream_fds: tuple[int, ...] = ()
+            if output is not None:
+                streams, stream_fds = output.open(rank)
+            try:
+                rank_spec = spec._replace(
+                    rank=rank,
+                    payload=payload,
+                    target=target,
+                    fds=(*watch_fds, *stream_fds, *carried) if ctx._local else (),
+                    carried=len(carried) if ctx._local else 0,
+                    streams=streams,
+                    env=envs[rank] if envs is not None else {},
+                )
+                handle = ctx._backend.start(rank_spec, ctx.wake)
+            finally:
+                for fd in stream_fds:  # the worker has its copies
+                    os.close(fd)
+            logs = output.logs(rank) if output is not None else {}
+            ctx._ranks.append(_Rank(rank, handle, logs))
     except BaseException as exc:
         ctx.terminate(grace_period=min(ctx._grace, 1.0))
         # Only a start that failed is a LaunchError. Anything else - the program's own

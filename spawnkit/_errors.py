@@ -12,6 +12,7 @@ SpawnError
 │   └── PluginError                          a plugin failed to load or conflicts with another
 ├── LaunchError                              a backend failed to start a worker
 ├── JobTerminatedError                       join() after terminate() stopped unfinished ranks
+├── SpawnTimeoutError (TimeoutError)         the job's deadline passed; its ranks were stopped
 └── ProcessException                         a rank failed (torch.multiprocessing's names)
     ├── ProcessRaisedException               the rank raised; carries the remote traceback
     └── ProcessExitedException               the rank exited non-zero or died from a signal
@@ -32,13 +33,17 @@ __all__ = [
     "ProcessRaisedException",
     "RemoteTraceback",
     "SpawnError",
+    "SpawnTimeoutError",
     "UnknownBackendError",
     "UnknownOptionError",
     "UnknownWatchError",
     "WatchUnavailableError",
 ]
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._report import JobReport
 
 
 class SpawnError(Exception):
@@ -97,15 +102,43 @@ class JobTerminatedError(SpawnError):
     """``join()`` or ``results()`` after ``terminate()`` stopped ranks that had not finished."""
 
 
-class RemoteTraceback(Exception):
-    """The traceback text of an exception raised in a worker, chained as its ``__cause__``."""
+class SpawnTimeoutError(SpawnError, TimeoutError):
+    """The job's ``timeout`` passed before every rank finished; spawnkit stopped the rest.
 
-    def __init__(self, tb: str) -> None:
+    ``timeout`` is the deadline in seconds, ``running`` the ranks that were still running
+    then, and ``report`` the job's :class:`~spawnkit.JobReport`.
+    """
+
+    def __init__(self, msg: str, timeout: float = 0.0, running: tuple[int, ...] = ()) -> None:
+        super().__init__(msg)
+        self.timeout = timeout
+        self.running = tuple(running)
+        self.report: JobReport | None = None
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.timeout, self.running), {"report": self.report})
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised in a worker, chained as its ``__cause__``.
+
+    ``tb`` holds the text. Chained under a :class:`ProcessRaisedException`, whose message
+    already shows that text, it prints as a pointer to it, so that a failure printed whole
+    shows the worker's traceback once.
+    """
+
+    def __init__(self, tb: str, shown_by: str = "") -> None:
         super().__init__(tb)
         self.tb = tb
+        self.shown_by = shown_by
 
     def __str__(self) -> str:
+        if self.shown_by:
+            return f"the traceback of {self.shown_by} is in the message below"
         return "\n\n" + self.tb
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.tb, self.shown_by))
 
 
 class ProcessException(SpawnError):
@@ -132,6 +165,8 @@ class ProcessException(SpawnError):
         self.error_index = error_index
         self.pid = pid
         self.failures: list[ProcessException] = [self]
+        # The job's failure report: set on the exception join() raises.
+        self.report: JobReport | None = None
 
     @property
     def error_pid(self) -> int | None:
@@ -202,3 +237,10 @@ class ProcessExitedException(ProcessException):
         state.pop("exit_code", None)
         state.pop("signal_name", None)
         return (cls, args, state)
+
+
+# As users write them, and as the interpreter prints them: spawnkit.ConfigError, not
+# spawnkit._errors.ConfigError. Pickles by that name too (spawnkit resolves it on demand).
+for _name in __all__:
+    globals()[_name].__module__ = "spawnkit"
+del _name

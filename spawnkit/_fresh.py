@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Union, final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, final
 
 import spawnkit
 
@@ -33,7 +33,7 @@ __all__ = ["FreshInterpreterBackend", "SubprocessHandle", "unavailable_reason"]
 
 # The built-in backend's name; a subclass names itself (FreshInterpreterBackend.name).
 NAME = "subprocess"
-OPTIONS = ("cwd", "env", "executable", "interpreter_args")
+OPTIONS = ("cwd", "executable", "interpreter_args")
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot", "fresh_worker.py")
 # The header is plain data, readable by any Python 3 (so an old one can say why it cannot
 # go on); the spec is read only by an interpreter spawnkit supports, all of which know 5.
@@ -41,8 +41,6 @@ _HEADER_PROTOCOL = 2
 _SPEC_PROTOCOL = 5
 # Interpreter options that would replace the worker script as the program to run.
 _PROGRAM_OPTIONS = frozenset({"-c", "-m", "-"})
-
-EnvOption = Union[Mapping[str, str], Callable[[int], Mapping[str, str]], None]
 
 
 def unavailable_reason() -> str | None:
@@ -137,34 +135,6 @@ def _check_cwd(cwd: object) -> str | None:
     if not isinstance(path, str) or not os.path.isdir(path):
         _fail(f"cwd {cwd!r} is not an existing directory")
     return os.path.abspath(path)
-
-
-def _check_env_mapping(env: object, where: str) -> dict[str, str]:
-    if not isinstance(env, Mapping):
-        _fail(
-            f"{where} must be a mapping of str to str, not {type(env).__name__}",
-            spawnkit.InvalidArgumentError,
-        )
-    checked: dict[str, str] = {}
-    for key, value in env.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            _fail(
-                f"{where} must map str to str; {key!r}: {value!r} is "
-                f"{type(key).__name__}: {type(value).__name__}",
-                spawnkit.InvalidArgumentError,
-            )
-        if not key or "=" in key or "\0" in key or "\0" in value:
-            _fail(f"{where} has an invalid variable {key!r}: {value!r}")
-        checked[key] = value
-    return checked
-
-
-def _check_env(env: object) -> dict[str, str] | Callable[[int], Mapping[str, str]] | None:
-    if env is None:
-        return None
-    if callable(env) and not isinstance(env, Mapping):
-        return env
-    return _check_env_mapping(env, "env")
 
 
 # -- what the worker needs to know before it can read the spec ----------------------------
@@ -535,9 +505,6 @@ class FreshInterpreterBackend(plugin.LocalBackend):
         executable: the interpreter (default ``sys.executable``); a bare name is looked up
             on the parent's ``PATH``. Another Python 3.9+ works, a virtual environment's
             too, as long as it can import what ``fn`` and ``args`` need.
-        env: the workers' whole environment, replacing ``os.environ`` as ``Popen``'s ``env``
-            does: a mapping for every rank, or a callable ``rank -> mapping``. To extend the
-            parent's, pass ``{**os.environ, "NAME": "value"}``. Default: inherit.
         cwd: the workers' working directory (default: the parent's).
         interpreter_args: interpreter options placed before the worker script, such as
             ``["-X", "faulthandler"]`` or ``["-I"]``.
@@ -562,13 +529,11 @@ class FreshInterpreterBackend(plugin.LocalBackend):
     def __init__(
         self,
         executable: str | os.PathLike[str] | None = None,
-        env: EnvOption = None,
         cwd: str | os.PathLike[str] | None = None,
         interpreter_args: Sequence[str] | None = None,
     ) -> None:
         try:
             self._interpreter_args = _check_interpreter_args(interpreter_args)
-            self._env = _check_env(env)
             self._cwd = _check_cwd(cwd)
             self._executable = _check_executable(executable)
         except (spawnkit.ConfigError, spawnkit.LaunchError) as exc:
@@ -595,15 +560,12 @@ class FreshInterpreterBackend(plugin.LocalBackend):
         """
         return {}
 
-    def _env_for(self, rank: int) -> dict[str, str] | None:
-        if self._env is None or isinstance(self._env, dict):
-            return self._env
-        return _check_env_mapping(self._env(rank), f"env({rank})")
-
     def start_process(self, spec: plugin.WorkerSpec) -> SubprocessHandle:
         import pickle
 
-        env = self._env_for(spec.rank)
+        # The rank's variables (spawn's env=, RANK...) are there from the interpreter's
+        # start, so the ones Python reads at start-up (PYTHONPATH, PYTHONHASHSEED) work.
+        env = {**os.environ, **spec.env} if spec.env else None
         opened: list[int | socket.socket] = []
         try:
             spec_fd, spec_end = _spec_channel()

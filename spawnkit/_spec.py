@@ -55,8 +55,9 @@ class WorkerSpec:
         payload: the pickled ``(fn, args)``, or ``None`` when :attr:`target` carries them.
         target: ``(fn, args)`` unpickled, for backends that do not pickle (fork).
         fds: descriptors to forward: the result channel (a local backend's, see
-            :attr:`result_fd`), then the watch's, then the ones the arguments carry. Empty
-            for a backend whose workers run elsewhere.
+            :attr:`result_fd`), then the watch's, then the rank's output (see
+            :attr:`streams`), then the ones the arguments carry. Empty for a backend whose
+            workers run elsewhere.
         watch: the child half of the parent watch, or ``None``.
         grace_period: seconds a worker gets between SIGTERM and SIGKILL when the parent dies.
         env: environment variables the worker sets before running ``fn``.
@@ -66,12 +67,17 @@ class WorkerSpec:
         sigmask: the signals the job's starting thread had blocked. Core blocks every signal
             while ranks start, and a new process inherits that; the worker puts this back.
         channel: whether ``fds[0]`` is a result channel (see :meth:`with_result_fd`).
+        streams: the standard streams (1, 2) the worker points at :attr:`stream_fds`, in
+            that order: its log file, or a pipe to the parent's console.
+        faulthandler: whether the worker enables :mod:`faulthandler` (a crash in native
+            code then leaves a Python traceback on the rank's stderr).
     """
 
     __slots__ = (
         "carried",
         "channel",
         "env",
+        "faulthandler",
         "fds",
         "grace_period",
         "job_pid",
@@ -80,6 +86,7 @@ class WorkerSpec:
         "payload",
         "rank",
         "sigmask",
+        "streams",
         "target",
         "watch",
     )
@@ -99,6 +106,8 @@ class WorkerSpec:
         carried: int = 0,
         sigmask: tuple[int, ...] | None = None,
         channel: bool = False,
+        streams: tuple[int, ...] = (),
+        faulthandler: bool = False,
     ) -> None:
         self.rank = rank
         self.nprocs = nprocs
@@ -113,6 +122,8 @@ class WorkerSpec:
         self.carried = carried
         self.sigmask = sigmask
         self.channel = channel
+        self.streams = streams
+        self.faulthandler = faulthandler
 
     def _replace(self, **changes: Any) -> WorkerSpec:
         fields = {name: getattr(self, name) for name in self.__slots__}
@@ -159,7 +170,13 @@ class WorkerSpec:
 
     @property
     def watch_fds(self) -> tuple[int, ...]:
-        return self.fds[int(self.channel) : len(self.fds) - self.carried]
+        return self.fds[int(self.channel) : len(self.fds) - self.carried - len(self.streams)]
+
+    @property
+    def stream_fds(self) -> tuple[int, ...]:
+        """The descriptors standard streams :attr:`streams` are pointed at, in that order."""
+        end = len(self.fds) - self.carried
+        return self.fds[end - len(self.streams) : end]
 
     @property
     def carried_fds(self) -> tuple[int, ...]:

@@ -69,16 +69,22 @@ def flush() -> None:
             pass
 
 
-def error_body(exc: BaseException) -> bytes:
-    """The body of an ``ERROR`` report: the exception, pickled if it can be, and its text."""
+def error_body(exc: BaseException, *, skip: int = 0) -> bytes:
+    """The body of an ``ERROR`` report: the exception, pickled if it can be, its text, and
+    when it happened on this machine's monotonic clock (the parent's, for a local worker:
+    the job's root cause is its earliest failure)."""
+    import time
     import traceback
 
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = exc.__traceback__
+    for _ in range(skip):
+        tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
     try:
         exc_bytes: bytes | None = pickle.dumps(exc)
     except BaseException:  # noqa: BLE001 - any failure to pickle means "send text only"
         exc_bytes = None
-    return pickle.dumps((exc_bytes, text))
+    return pickle.dumps((exc_bytes, text, time.monotonic()))
 
 
 def _dumps_result(result: object) -> bytes:
@@ -110,7 +116,8 @@ def _failure(spec: WorkerSpec, exc: BaseException) -> _wire.Report:
             except (OSError, ValueError):  # stderr closed by the rank's own code
                 pass
             return _wire.Report(b"", b"", 1)
-    return _wire.Report(_wire.ERROR, error_body(exc), 1)
+    # Without run_rank's own frame: the traceback starts where the rank's code does.
+    return _wire.Report(_wire.ERROR, error_body(exc, skip=1), 1)
 
 
 def run_rank(spec: WorkerSpec) -> _wire.Report:

@@ -52,6 +52,10 @@ def ready_then_block(rank: int, directory: str, payload: str) -> None:
         signal.pause()
 
 
+def touch(rank: int, directory: str) -> None:
+    (Path(directory) / str(rank)).touch()
+
+
 def identity(rank: int, value: Any) -> Any:
     return value
 

@@ -182,7 +182,8 @@ def test_backend_options_reach_the_plugins_factory() -> None:
     with pytest.raises(spawnkit.UnknownOptionError) as unknown:
         spawnkit.spawn(shell_tag, backend="shellwrap", shel="/bin/sh")
     assert str(unknown.value) == (
-        "backend 'shellwrap' does not take option(s) shel; it accepts: shell"
+        "backend 'shellwrap' does not take option(s) shel; it accepts: shell; "
+        "did you mean 'shell' instead of 'shel'?"
     )
 
 

@@ -283,6 +283,54 @@ class BehaviourTests:
 
     # -- waiting and stopping ----------------------------------------------------------
 
+    def test_every_rank_sees_the_rank_environment(self, backend: str) -> None:
+        got = spawnkit.spawn(
+            t.rank_environment,
+            nprocs=2,
+            backend=backend,
+            env=lambda rank: {"SPAWNKIT_KIT_VALUE": f"v{rank}"},
+        )
+        for rank, env in enumerate(got):
+            assert env["RANK"] == str(rank)
+            assert env["WORLD_SIZE"] == "2"
+            assert env["SPAWNKIT_KIT_VALUE"] == f"v{rank}"
+            assert int(env["LOCAL_RANK"]) < int(env["LOCAL_WORLD_SIZE"]) <= 2
+            assert env["MASTER_ADDR"]
+            assert 0 < int(env["MASTER_PORT"]) < 65536
+        # One rendezvous for the job: every rank is told the same master.
+        assert len({(e["MASTER_ADDR"], e["MASTER_PORT"]) for e in got}) == 1
+
+    def test_the_deadline_stops_the_job_and_names_the_running_ranks(self, backend: str) -> None:
+        ctx = spawnkit.spawn(
+            t.finish_unless,
+            args=(1,),
+            nprocs=2,
+            backend=backend,
+            join=False,
+            timeout=0.5,
+            grace_period=1,
+        )
+        # The deadline acts while the job's join() waits: rank 0 ends first, whatever the load.
+        ctx.processes[0].join()
+        with pytest.raises(spawnkit.SpawnTimeoutError) as info:
+            ctx.join()
+        err = info.value
+        assert err.running == (1,)
+        assert "rank 1" in str(err)
+        assert err.report is not None
+        states = [r.state for r in err.report.ranks]
+        assert states == ["succeeded", "stopped"]
+        assert err.report.outcome == "timed out"
+
+    @local_process("per-rank output at the descriptor level")
+    def test_per_rank_logs_hold_output_of_every_kind(self, backend: str, tmp_path: Path) -> None:
+        spawnkit.spawn(t.write_everywhere, nprocs=2, backend=backend, log_dir=tmp_path)
+        for rank in range(2):
+            out = (tmp_path / str(rank) / "stdout.log").read_text().splitlines()
+            err = (tmp_path / str(rank) / "stderr.log").read_text().splitlines()
+            assert out == [f"print {rank}", f"fd1 {rank}", f"child {rank}"]
+            assert err == [f"fd2 {rank}"]
+
     def test_join_timeout_returns_false_and_can_be_repeated(self, backend: str) -> None:
         with spawnkit.spawn(t.block, nprocs=2, join=False, backend=backend) as ctx:
             assert ctx.join(timeout=0.05) is False

@@ -59,6 +59,19 @@ def block(rank: int) -> None:
     block_forever()
 
 
+def rank_environment(rank: int) -> dict[str, str]:
+    names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return {name: os.environ.get(name, "") for name in (*names, "SPAWNKIT_KIT_VALUE")}
+
+
+def write_everywhere(rank: int) -> None:
+    """Output by print, by descriptor-level writes, and by a child process."""
+    print(f"print {rank}", flush=True)
+    os.write(1, f"fd1 {rank}\n".encode())
+    os.write(2, f"fd2 {rank}\n".encode())
+    subprocess.run([sys.executable, "-c", f"print('child {rank}')"], check=True)
+
+
 def wait_for_all(rank: int, nprocs: int, directory: str) -> int:
     """Check in, then wait until every rank has: only passes if all run at the same time."""
     folder = Path(directory)
