@@ -1,0 +1,1012 @@
+"""The whole benchmark set in one run: spawnkit next to its competitors, one table each.
+
+Run by hand (never by the tests), on a quiet machine, ideally in the benchmark environment
+of ``benchmarks/README.md`` (numpy, loky and torch installed)::
+
+    python benchmarks/run_all.py [--repeat 5] [--nprocs 1,2,4,8,16] [--only launch,failure]
+                                 [--backends spawn,fork] [--no-torch] [--no-loky] [--markdown]
+
+Benchmarks (``--only`` names; each is a function ``bench_<name>(config)`` that runs alone):
+
+- ``launch``: launch + join of N no-op workers per backend, next to stdlib
+  ``multiprocessing`` (same start method; ``subprocess`` next to ``spawn``),
+  ``torch.multiprocessing.start_processes`` and loky; slope in ms per extra worker.
+- ``failure``: a rank raises while its siblings block: time from the raise to the parent's
+  exception, and to the exit of the last sibling.
+- ``parent-death``: parent SIGKILLed to all workers gone, per parent watch
+  (``parent_death.py``'s harness).
+- ``first-work``: from the parent's ``spawn()`` call to each rank having imported numpy
+  (and torch), with and without a preload, next to stdlib forkserver's
+  ``set_forkserver_preload``; each measured in a fresh parent process.
+- ``big-arg``: a 100 MB ``bytes`` argument delivered to 4 workers (each returns its length).
+- ``memory``: RSS, peak RSS, PSS and USS of a worker that has imported numpy.
+
+Every figure is a median of ``--repeat`` runs (after a warm-up where it says so), the
+competitors of one row group run in turn, so that they see the same machine load. Ratios
+are ``spawnkit / the other``: below 1, spawnkit is faster. Every wait has a timeout; every
+process a run starts is gone when it returns.
+
+Imports stay inside functions: stdlib ``spawn`` workers re-import this script.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+# launch.py and parent_death.py are scripts in this folder: import them as modules, here and
+# in workers that re-import this script (their sys.path is the parent's, folder included).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    import socket
+    from typing import Any, Callable
+
+    Rows = list[dict[str, str]]
+
+ALL_BENCHES = ("launch", "failure", "parent-death", "first-work", "big-arg", "memory")
+STDLIB_METHOD = {"fork": "fork", "forkserver": "forkserver", "spawn": "spawn"}
+TORCH_METHODS = ("spawn", "fork", "forkserver")
+JOB_TIMEOUT = 120.0  # seconds: the bound of every job and every wait below
+BIG_ARG_BYTES = 100 * 1000 * 1000
+
+
+# --- workers: module level, so that every backend can send them by name ------------------
+
+
+def noop(rank: int) -> None:
+    """Nothing at all (launch.py's job)."""
+
+
+def _check_in(address: str, fields: list[object], wait: bool = False) -> socket.socket:
+    """Connect to the parent's rendezvous socket and send one line; wait for release if asked.
+
+    The connection is the ready signal, its close by the parent the release: no sleeps.
+    """
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(JOB_TIMEOUT)
+    sock.connect(address)
+    sock.sendall((" ".join(str(f) for f in fields) + "\n").encode())
+    if wait:
+        try:
+            sock.recv(1)  # b"" once the parent closes: released
+        except OSError:
+            pass
+    return sock
+
+
+def fail_or_block(rank: int, address: str) -> None:
+    """Rank 0 raises once the parent says go; the other ranks block until released."""
+    if rank != 0:
+        _check_in(address, ["block", rank, os.getpid()], wait=True).close()
+        return
+    sock = _check_in(address, ["fail", rank, os.getpid()])
+    sock.recv(1)  # the go: every sibling is up and watched
+    raised_at = time.monotonic()
+    sock.sendall(f"{raised_at!r}\n".encode())
+    sock.close()
+    raise RuntimeError("rank 0 fails on purpose")
+
+
+def import_and_report(rank: int, address: str, module: str) -> None:
+    """Import ``module``, then report the monotonic time (system-wide on Linux)."""
+    import importlib
+
+    importlib.import_module(module)
+    _check_in(address, [rank, os.getpid(), repr(time.monotonic())]).close()
+
+
+def import_and_hold(rank: int, address: str, module: str) -> None:
+    """Import ``module``, say ready, stay alive until the parent has read /proc."""
+    import importlib
+
+    importlib.import_module(module)
+    _check_in(address, [rank, os.getpid()], wait=True).close()
+
+
+def length(rank: int, blob: bytes) -> int:
+    return len(blob)
+
+
+def _length_or_exit(rank: int, blob: bytes, expected: int) -> None:
+    """For the launchers that return nothing: a wrong length is a non-zero exit."""
+    if len(blob) != expected:
+        sys.exit(3)
+
+
+# --- parent-side helpers ---------------------------------------------------------------------
+
+
+class Rendezvous:
+    """A Unix socket in a fresh folder: each worker connects and sends a line."""
+
+    def __init__(self) -> None:
+        import socket
+        import tempfile
+
+        self.folder = tempfile.mkdtemp(prefix="spawnkit-bench-")
+        self.address = os.path.join(self.folder, "rendezvous")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.address)
+        self.server.listen(128)
+        self.peers: list[tuple[socket.socket, list[str]]] = []
+
+    def wait(self, count: int, timeout: float = JOB_TIMEOUT) -> list[list[str]]:
+        """Accept until ``count`` workers checked in; their lines, split. TimeoutError after."""
+        deadline = time.monotonic() + timeout
+        while len(self.peers) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(self.peers)} of {count} workers checked in")
+            self.server.settimeout(remaining)
+            conn, _ = self.server.accept()
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            self.peers.append((conn, _read_line(conn).split()))
+        return [fields for _, fields in self.peers]
+
+    def release(self) -> None:
+        for conn, _ in self.peers:
+            conn.close()
+        self.peers.clear()
+
+    def close(self) -> None:
+        import shutil
+
+        self.release()
+        self.server.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> Rendezvous:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_line(conn: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def _slope(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares slope of y over x."""
+    if len(points) < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    den = sum((x - mean_x) ** 2 for x, _ in points)
+    if not den:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / den
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    return "-" if not ours or not theirs else f"{ours / theirs:.2f}"
+
+
+def _stdlib_processes(
+    method: str, target: Callable[..., Any], args_of: Callable[[int], tuple[Any, ...]], n: int
+) -> list[Any]:
+    import multiprocessing
+
+    context = multiprocessing.get_context(method)
+    processes = [
+        context.Process(target=target, args=args_of(rank))  # type: ignore[attr-defined]
+        for rank in range(n)
+    ]
+    for process in processes:
+        process.start()
+    return processes
+
+
+def _join_all(processes: list[Any], timeout: float = JOB_TIMEOUT) -> list[int | None]:
+    """Join with a deadline; kill what is left after it. The exit codes."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0))
+    codes = [process.exitcode for process in processes]
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+            process.join(10)
+    if any(code is None for code in codes):
+        raise TimeoutError(f"workers still running after {timeout} s: exit codes {codes}")
+    return codes
+
+
+def _torch_job(target: Callable[..., Any], args: tuple[Any, ...], n: int, method: str) -> None:
+    """torch.multiprocessing.start_processes, joined with a deadline."""
+    import torch.multiprocessing as tmp
+
+    ctx = tmp.start_processes(target, args=args, nprocs=n, join=False, start_method=method)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    try:
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"torch {method} job still running after {JOB_TIMEOUT} s")
+    finally:
+        for process in ctx.processes:
+            if process.is_alive():
+                process.kill()
+                process.join(10)
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _version(module: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _isolated(function: str, **kwargs: Any) -> Any:
+    """Run ``function(**kwargs)`` of this script in a fresh interpreter; its JSON result."""
+    import json
+    import subprocess
+
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--isolated",
+        function,
+        json.dumps(kwargs),
+    ]
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60
+    )
+    if done.returncode:
+        raise RuntimeError(f"{function}{kwargs} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+class Config:
+    def __init__(
+        self,
+        repeat: int = 5,
+        counts: tuple[int, ...] = (1, 2, 4, 8, 16),
+        backends: tuple[str, ...] = (),
+        torch: bool = True,
+        loky: bool = True,
+        small_n: int = 4,
+    ) -> None:
+        import spawnkit
+
+        self.repeat = repeat
+        self.counts = counts
+        self.backends = backends or tuple(
+            b
+            for b in spawnkit.available_backends()
+            if b in ("spawn", "forkserver", "fork", "subprocess")
+        )
+        self.torch = torch and _have("torch")
+        self.loky = loky and _have("loky")
+        self.small_n = small_n  # N of the failure, first-work and memory jobs
+
+
+class Section:
+    def __init__(self, title: str, notes: list[str], rows: Rows) -> None:
+        self.title, self.notes, self.rows = title, notes, rows
+
+
+# --- 1. launch + join ------------------------------------------------------------------------
+
+
+def _launch_competitors(backend: str, config: Config) -> list[tuple[str, Callable[[int], None]]]:
+    import launch
+
+    method = STDLIB_METHOD.get(backend, "spawn")
+
+    def ours(n: int) -> None:
+        import spawnkit
+
+        spawnkit.spawn(noop, nprocs=n, backend=backend, timeout=JOB_TIMEOUT)
+
+    def stdlib(n: int) -> None:
+        codes = _join_all(_stdlib_processes(method, launch.noop, lambda r: (r,), n))
+        if any(codes):
+            raise RuntimeError(f"stdlib {method} workers failed: {codes}")
+
+    def torch_run(n: int) -> None:
+        _torch_job(launch.noop, (), n, method)
+
+    def loky_process(n: int) -> None:
+        from loky.backend.context import get_context
+
+        context = get_context("loky")
+        processes = [context.Process(target=launch.noop, args=(r,)) for r in range(n)]
+        for process in processes:
+            process.start()
+        if any(_join_all(processes)):
+            raise RuntimeError("loky workers failed")
+
+    def loky_executor(n: int) -> None:
+        import loky
+
+        executor = loky.ProcessPoolExecutor(max_workers=n)
+        try:
+            futures = [executor.submit(launch.noop, r) for r in range(n)]
+            for future in futures:
+                future.result(timeout=JOB_TIMEOUT)
+        finally:
+            executor.shutdown(wait=True)
+
+    competitors = [(f"spawnkit {backend}", ours), (f"stdlib {method}", stdlib)]
+    if config.torch and backend in TORCH_METHODS:
+        competitors.append((f"torch start_processes {method}", torch_run))
+    if config.loky and backend in ("spawn", "subprocess"):
+        # loky's own start method: fork + exec of a fresh interpreter, the spawn family.
+        competitors.append(("loky Process (loky context)", loky_process))
+        competitors.append(("loky ProcessPoolExecutor", loky_executor))
+    return competitors
+
+
+def bench_launch(config: Config) -> Section:
+    rows: Rows = []
+    for backend in config.backends:
+        competitors = _launch_competitors(backend, config)
+        medians: dict[str, dict[int, float]] = {name: {} for name, _ in competitors}
+        for n in config.counts:
+            for _, run in competitors:  # warm-up: caches, servers, resource trackers
+                run(n)
+            samples: dict[str, list[float]] = {name: [] for name, _ in competitors}
+            for _ in range(config.repeat):
+                for name, run in competitors:
+                    start = time.perf_counter()
+                    run(n)
+                    samples[name].append(time.perf_counter() - start)
+            for name, values in samples.items():
+                medians[name][n] = _median(values)
+            print(".", end="", file=sys.stderr, flush=True)
+        ours = medians[competitors[0][0]]
+        for name, _ in competitors:
+            row = {"backend": backend, "launcher": name}
+            for n in config.counts:
+                mine = medians[name][n]
+                cell = _ms(mine)
+                if name != competitors[0][0]:
+                    cell += f" ({_ratio(ours[n], mine)})"
+                row[f"N={n} ms"] = cell
+            slope = _slope(sorted(medians[name].items()))
+            row["ms/extra worker"] = "-" if slope is None else f"{slope * 1000:.1f}"
+            rows.append(row)
+    print(file=sys.stderr)
+    notes = [
+        "median wall time of spawn()/start+join; in brackets: spawnkit / that launcher",
+        "slope: least-squares fit of the medians over N",
+        "loky rows: loky.backend.context.get_context('loky').Process start+join, and a fresh "
+        "loky.ProcessPoolExecutor(max_workers=N) given N no-op tasks, then shutdown(wait=True)",
+    ]
+    if config.torch:
+        notes.append("torch is imported in the parent for every row (the torch rows need it)")
+    return Section("1. launch + join of N no-op workers", notes, rows)
+
+
+# --- 2. a rank raises --------------------------------------------------------------------------
+
+
+def _failure_watch(rendezvous: Rendezvous, n: int, out: dict[str, Any]) -> None:
+    """Thread: once all ranks checked in, watch the siblings' pidfds, then say go to rank 0."""
+    import select
+
+    try:
+        lines = rendezvous.wait(n)
+        pidfds = {}
+        for fields in lines:
+            if fields[0] == "block":
+                try:
+                    pidfds[os.pidfd_open(int(fields[2]))] = int(fields[2])
+                except ProcessLookupError:
+                    out.setdefault("exits", []).append(time.monotonic())
+        out["sibling_pids"] = list(pidfds.values())
+        failing = next(conn for conn, fields in rendezvous.peers if fields[0] == "fail")
+        failing.sendall(b"g")
+        out["raised_at"] = float(_read_line(failing))
+        out["read"].set()
+        poller = select.poll()
+        for fd in pidfds:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + JOB_TIMEOUT
+        waiting = set(pidfds)
+        while waiting and time.monotonic() < deadline:
+            for fd, _ in poller.poll(1000):
+                out.setdefault("exits", []).append(time.monotonic())
+                poller.unregister(fd)
+                waiting.discard(fd)
+        for fd in pidfds:
+            os.close(fd)
+        out["stragglers"] = [pidfds[fd] for fd in waiting]
+    except BaseException as exc:
+        out["error"] = repr(exc)
+    finally:
+        out["read"].set()
+
+
+class _QuietStderr:
+    """Send this process's descriptor 2 (inherited by workers) to a file while a job runs.
+
+    The failure jobs print the failing rank's traceback and the launchers' warnings; the
+    tail is shown if the measurement fails.
+    """
+
+    def __enter__(self) -> _QuietStderr:
+        import tempfile
+
+        self.log = tempfile.TemporaryFile()
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        os.dup2(self.log.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.log.seek(0)
+        self.text = self.log.read().decode(errors="replace")
+        self.log.close()
+
+
+def _failure_once(name: str, n: int, run: Callable[[str], None]) -> dict[str, float | None]:
+    import signal
+    import threading
+
+    with Rendezvous() as rendezvous:
+        out: dict[str, Any] = {"read": threading.Event()}
+        watcher = threading.Thread(target=_failure_watch, args=(rendezvous, n, out), daemon=True)
+        watcher.start()
+        quiet = _QuietStderr()
+        try:
+            with quiet:
+                run(rendezvous.address)
+        except Exception:
+            noticed = time.monotonic()
+        else:
+            raise RuntimeError(f"{name}: the job did not fail:\n{quiet.text[-3000:]}")
+        finally:
+            out["read"].wait(JOB_TIMEOUT)  # rank 0's line is read before its socket closes
+            rendezvous.release()  # siblings still blocked (stdlib) return now
+        watcher.join(JOB_TIMEOUT)
+        for pid in out.get("stragglers", []):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if "error" in out or "raised_at" not in out:
+        why = out.get("error", "rank 0 never raised")
+        raise RuntimeError(f"{name}: {why}\n{quiet.text[-3000:]}")
+    raised = out["raised_at"]
+    exits = out.get("exits", [])
+    gone = None if out.get("stragglers") else max(exits, default=raised) - raised
+    return {"exception": noticed - raised, "siblings gone": gone}
+
+
+def _failure_competitors(backend: str, config: Config) -> list[tuple[str, Callable[[str], None]]]:
+    method = STDLIB_METHOD.get(backend, "spawn")
+    n = config.small_n
+
+    def ours(address: str) -> None:
+        import spawnkit
+
+        spawnkit.spawn(
+            fail_or_block, args=(address,), nprocs=n, backend=backend, timeout=JOB_TIMEOUT
+        )
+
+    def stdlib(address: str) -> None:
+        from multiprocessing.connection import wait
+
+        processes = _stdlib_processes(method, fail_or_block, lambda r: (r, address), n)
+        try:
+            deadline = time.monotonic() + JOB_TIMEOUT
+            while time.monotonic() < deadline:
+                for sentinel in wait([p.sentinel for p in processes], timeout=1.0):
+                    process = next(p for p in processes if p.sentinel == sentinel)
+                    process.join()
+                    if process.exitcode:
+                        raise RuntimeError(f"a worker exited with {process.exitcode}")
+            raise TimeoutError("no worker failed")
+        finally:
+            for process in processes:
+                process.terminate()
+            _join_all(processes)
+
+    def torch_run(address: str) -> None:
+        _torch_job(fail_or_block, (address,), n, method)
+
+    competitors = [(f"spawnkit {backend}", ours), (f"stdlib {method} + hand-written wait", stdlib)]
+    if config.torch and backend in TORCH_METHODS:
+        competitors.append((f"torch start_processes {method}", torch_run))
+    return competitors
+
+
+def bench_failure(config: Config) -> Section:
+    rows: Rows = []
+    for backend in config.backends:
+        competitors = _failure_competitors(backend, config)
+        samples: dict[str, list[dict[str, float | None]]] = {name: [] for name, _ in competitors}
+        for _ in range(config.repeat):
+            for name, run in competitors:
+                samples[name].append(_failure_once(name, config.small_n, run))
+        print(".", end="", file=sys.stderr, flush=True)
+        for name, _ in competitors:
+            row = {"backend": backend, "launcher": name}
+            for key in ("exception", "siblings gone"):
+                values = [s[key] for s in samples[name]]
+                known = [v for v in values if v is not None]
+                row[f"raise -> {key} ms"] = (
+                    _ms(_median(known)) if len(known) == len(values) else "stragglers"
+                )
+            rows.append(row)
+    print(file=sys.stderr)
+    notes = [
+        f"N={config.small_n}: rank 0 raises once its siblings are up and blocked; times from "
+        "the worker's time.monotonic() just before raising",
+        "exception: when spawn() (torch: join()) raised in the parent; siblings gone: exit of "
+        "the last sibling, seen on pidfds the parent opened before the raise",
+        "stdlib has no failure propagation: its row is the usual hand-written loop "
+        "(connection.wait on the sentinels, terminate() the rest on a non-zero exit)",
+        "spawnkit's spawn() raises after stopping the siblings (SIGTERM, then SIGKILL after "
+        "the grace period), so its exception comes after they are gone",
+    ]
+    return Section("2. a rank raises: time to the parent's exception", notes, rows)
+
+
+# --- 3. parent SIGKILL -----------------------------------------------------------------------
+
+
+def bench_parent_death(config: Config) -> Section:
+    import spawnkit
+
+    import parent_death
+
+    rows: Rows = []
+    backends = [b for b in config.backends if b in ("spawn", "forkserver", "fork", "subprocess")]
+    nprocs = min(config.small_n, 2)
+    for backend in backends:
+        for watch in spawnkit.available_watches():
+            runs = [parent_death._measure(backend, watch, nprocs, 0) for _ in range(config.repeat)]
+            numbers = [r for r in runs if isinstance(r, float)]
+            row = {"backend": backend, "watch": watch}
+            if numbers:
+                row["median ms"] = _ms(_median(numbers))
+                row["min ms"], row["max ms"] = _ms(min(numbers)), _ms(max(numbers))
+            else:
+                row["median ms"] = str(runs[0])
+                row["min ms"] = row["max ms"] = "-"
+            rows.append(row)
+            print(".", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    notes = [
+        f"N={nprocs} blocked workers; parent SIGKILLed once every watch is armed; time to the "
+        "exit of the last worker (parent_death.py's harness, no warm-up here)",
+        "watch none = what stdlib multiprocessing does: its workers outlive the parent",
+        "torch.multiprocessing is not measured here (the harness drives spawnkit jobs)",
+    ]
+    return Section("3. parent SIGKILL -> all workers gone", notes, rows)
+
+
+# --- 4. time to first useful work ------------------------------------------------------------
+
+
+def _preload_support() -> str | None:
+    """None when spawnkit.spawn takes ``preload``; else why not."""
+    import inspect
+
+    import spawnkit
+
+    if "preload" in inspect.signature(spawnkit.spawn).parameters:
+        return None
+    try:
+        spawnkit.spawn(noop, nprocs=1, backend="fork", preload=["json"], timeout=JOB_TIMEOUT)
+    except spawnkit.UnknownOptionError:
+        return "not available"
+    except spawnkit.ConfigError as exc:
+        return f"not available ({exc})"
+    return None
+
+
+def first_work_job(launcher: str, module: str, n: int, preload: bool) -> dict[str, list[float]]:
+    """In a fresh parent: two jobs in a row; per rank, spawn() call -> module imported (s)."""
+    import multiprocessing
+
+    kind, method = launcher.split(":")
+    if kind == "stdlib" and method == "forkserver" and preload:
+        multiprocessing.set_forkserver_preload(["__main__", module])
+    result = {}
+    for job in ("cold", "warm"):
+        with Rendezvous() as rendezvous:
+            start = time.monotonic()
+            if kind == "spawnkit":
+                import spawnkit
+
+                options: dict[str, Any] = {"preload": [module]} if preload else {}
+                spawnkit.spawn(
+                    import_and_report,
+                    args=(rendezvous.address, module),
+                    nprocs=n,
+                    backend=method,
+                    timeout=JOB_TIMEOUT,
+                    **options,
+                )
+            else:
+                processes = _stdlib_processes(
+                    method, import_and_report, lambda r: (r, rendezvous.address, module), n
+                )
+                if any(_join_all(processes)):
+                    raise RuntimeError(f"{launcher} workers failed")
+            lines = rendezvous.wait(n)
+            result[job] = sorted(float(fields[2]) - start for fields in lines)
+    return result
+
+
+def bench_first_work(config: Config) -> Section:
+    modules = ["numpy"] if _have("numpy") else []
+    if config.torch:
+        modules.append("torch")
+    preload = _preload_support()
+    launchers = [(f"spawnkit:{b}", p) for b in config.backends for p in (False, True)]
+    launchers += [
+        ("stdlib:forkserver", False),
+        ("stdlib:forkserver", True),
+        ("stdlib:spawn", False),
+    ]
+    rows: Rows = []
+    for module in modules:
+        for launcher, with_preload in launchers:
+            row = {"module": module, "launcher": launcher.replace(":", " ")}
+            row["preload"] = "yes" if with_preload else "no"
+            if with_preload and launcher.startswith("spawnkit") and preload is not None:
+                row["preload"] = f"preload: {preload}"
+                rows.append(row)
+                continue
+            runs = [
+                _isolated(
+                    "first_work_job",
+                    launcher=launcher,
+                    module=module,
+                    n=config.small_n,
+                    preload=with_preload,
+                )
+                for _ in range(config.repeat)
+            ]
+            for job in ("cold", "warm"):
+                row[f"{job}: median rank ms"] = _ms(_median([_median(r[job]) for r in runs]))
+                row[f"{job}: last rank ms"] = _ms(_median([max(r[job]) for r in runs]))
+            rows.append(row)
+            print(".", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    notes = [
+        f"N={config.small_n}; from the parent's spawn() (stdlib: first Process.start()) to the "
+        "rank's time.monotonic() right after importing the module; medians over runs",
+        "each run is a fresh parent process that has not imported the module: cold = its "
+        "first job (a fork server starts then, preload included), warm = its second job",
+        "stdlib forkserver preload = multiprocessing.set_forkserver_preload(['__main__', module])",
+    ]
+    if not modules:
+        notes.append("numpy is not installed: nothing measured")
+    return Section("4. time to first useful work (heavy import in each rank)", notes, rows)
+
+
+# --- 5. a 100 MB argument --------------------------------------------------------------------
+
+
+def bench_big_arg(config: Config) -> Section:
+    n = 4
+    blob = os.urandom(1024) * (BIG_ARG_BYTES // 1024)
+    rows: Rows = []
+    for backend in config.backends:
+        method = STDLIB_METHOD.get(backend, "spawn")
+
+        def ours(backend: str = backend) -> None:
+            import spawnkit
+
+            got = spawnkit.spawn(
+                length, args=(blob,), nprocs=n, backend=backend, timeout=JOB_TIMEOUT
+            )
+            if got != [len(blob)] * n:
+                raise RuntimeError(f"spawnkit {backend}: {got}")
+
+        def stdlib(method: str = method) -> None:
+            processes = _stdlib_processes(
+                method, _length_or_exit, lambda r: (r, blob, len(blob)), n
+            )
+            if any(_join_all(processes)):
+                raise RuntimeError(f"stdlib {method}: a worker got the wrong length")
+
+        def torch_run(method: str = method) -> None:
+            _torch_job(_length_or_exit, (blob, len(blob)), n, method)
+
+        def loky_run() -> None:
+            import loky
+
+            executor = loky.ProcessPoolExecutor(max_workers=n)
+            try:
+                futures = [executor.submit(length, r, blob) for r in range(n)]
+                got = [f.result(JOB_TIMEOUT) for f in futures]
+            finally:
+                executor.shutdown(wait=True)
+            if got != [len(blob)] * n:
+                raise RuntimeError(f"loky: {got}")
+
+        competitors: list[tuple[str, Callable[[], None]]] = [
+            (f"spawnkit {backend}", ours),
+            (f"stdlib {method}", stdlib),
+        ]
+        if config.torch and backend in TORCH_METHODS:
+            competitors.append((f"torch start_processes {method}", torch_run))
+        if config.loky and backend in ("spawn", "subprocess"):
+            competitors.append(("loky ProcessPoolExecutor", loky_run))
+        for _, run in competitors:
+            run()  # warm-up
+        samples: dict[str, list[float]] = {name: [] for name, _ in competitors}
+        for _ in range(config.repeat):
+            for name, run in competitors:
+                start = time.perf_counter()
+                run()
+                samples[name].append(time.perf_counter() - start)
+        ours_ms = _median(samples[competitors[0][0]])
+        for name, _ in competitors:
+            mine = _median(samples[name])
+            rows.append(
+                {
+                    "backend": backend,
+                    "launcher": name,
+                    "median ms": _ms(mine),
+                    "spawnkit / this": "-" if name == competitors[0][0] else _ratio(ours_ms, mine),
+                }
+            )
+        print(".", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    notes = [
+        f"a {BIG_ARG_BYTES // 1000000} MB bytes argument to N={n} workers, launch + join "
+        "included; each worker returns (spawnkit, loky) or checks (stdlib, torch: exit code) "
+        "its length",
+        "fork-based launchers hand it over by inheritance, the others pickle it per worker",
+        "loky: a fresh ProcessPoolExecutor(max_workers=4), 4 tasks len(blob), shutdown",
+    ]
+    return Section("5. a 100 MB argument to 4 workers", notes, rows)
+
+
+# --- 6. memory per worker --------------------------------------------------------------------
+
+
+def _proc_memory(pid: int) -> dict[str, float]:
+    """MB: RSS and peak RSS (status), PSS and USS (smaps_rollup: Private_Clean+Private_Dirty)."""
+    found: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) / 1024
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            key, _, value = line.partition(":")
+            if key in ("Pss", "Private_Clean", "Private_Dirty"):
+                found[key] = int(value.split()[0]) / 1024
+    return {
+        "rss": found["VmRSS"],
+        "peak": found["VmHWM"],
+        "pss": found["Pss"],
+        "uss": found["Private_Clean"] + found["Private_Dirty"],
+    }
+
+
+def memory_job(launcher: str, module: str, n: int) -> list[dict[str, float]]:
+    """In a fresh parent: N workers import ``module`` and hold; /proc read per worker."""
+    kind, method = launcher.split(":")
+    with Rendezvous() as rendezvous:
+        args = (rendezvous.address, module)
+        if kind == "spawnkit":
+            import spawnkit
+
+            ctx = spawnkit.spawn(
+                import_and_hold, args=args, nprocs=n, join=False, backend=method,
+                timeout=JOB_TIMEOUT,
+            )  # fmt: skip
+        elif kind == "torch":
+            import torch.multiprocessing as tmp
+
+            ctx = tmp.start_processes(
+                import_and_hold, args=args, nprocs=n, join=False, start_method=method
+            )
+        else:
+            processes = _stdlib_processes(method, import_and_hold, lambda r: (r, *args), n)
+        try:
+            lines = rendezvous.wait(n)
+            measured = [_proc_memory(int(fields[1])) for fields in lines]
+        finally:
+            rendezvous.release()
+            if kind == "stdlib":
+                _join_all(processes)
+            else:
+                deadline = time.monotonic() + JOB_TIMEOUT
+                while not ctx.join(timeout=1.0):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{launcher}: workers still running")
+    return measured
+
+
+def bench_memory(config: Config) -> Section:
+    rows: Rows = []
+    if not _have("numpy"):
+        return Section("6. memory per worker", ["numpy is not installed: nothing measured"], [])
+    launchers = []
+    for backend in config.backends:
+        method = STDLIB_METHOD.get(backend, "spawn")
+        launchers.append(f"spawnkit:{backend}")
+        if backend in STDLIB_METHOD:
+            launchers.append(f"stdlib:{method}")
+            if config.torch:
+                launchers.append(f"torch:{method}")
+    for launcher in launchers:
+        runs = [
+            _isolated("memory_job", launcher=launcher, module="numpy", n=config.small_n)
+            for _ in range(config.repeat)
+        ]
+        row = {"launcher": launcher.replace(":", " ")}
+        for key, label in (("rss", "RSS"), ("peak", "peak RSS"), ("pss", "PSS"), ("uss", "USS")):
+            row[f"{label} MB"] = f"{_median([w[key] for run in runs for w in run]):.1f}"
+        rows.append(row)
+        print(".", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    notes = [
+        f"N={config.small_n} workers that imported numpy and wait (ready and release over a "
+        "Unix socket, no sleeps); medians over workers and runs, each run a fresh parent",
+        "RSS/peak RSS: VmRSS/VmHWM of /proc/<pid>/status; USS: Private_Clean + Private_Dirty "
+        "of /proc/<pid>/smaps_rollup; PSS from the same",
+        "torch rows: the parent imports torch (torch.multiprocessing needs it), so their fork "
+        "workers share torch's pages",
+    ]
+    return Section("6. memory per worker (numpy imported)", notes, rows)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+BENCHES: dict[str, Callable[[Config], Section]] = {
+    "launch": bench_launch,
+    "failure": bench_failure,
+    "parent-death": bench_parent_death,
+    "first-work": bench_first_work,
+    "big-arg": bench_big_arg,
+    "memory": bench_memory,
+}
+
+
+def machine_lines(config: Config) -> list[str]:
+    import platform
+
+    import spawnkit
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"CPUs: {os.cpu_count()} (usable: {affinity}); load average at start: {load}",
+        f"kernel: {platform.system()} {platform.release()} ({platform.machine()})",
+        f"Python: {platform.python_version()} ({sys.executable})",
+        f"spawnkit: {spawnkit.__version__} ({os.path.dirname(spawnkit.__file__)})",
+        f"torch: {_version('torch')}{'' if config.torch else ' (not compared)'}; "
+        f"loky: {_version('loky')}{'' if config.loky else ' (not compared)'}; "
+        f"numpy: {_version('numpy')}",
+        f"repeat: {config.repeat}; N: {','.join(map(str, config.counts))} (launch), "
+        f"{config.small_n} (failure, first-work, memory); backends: {', '.join(config.backends)}",
+    ]
+
+
+def render(section: Section, markdown: bool) -> str:
+    import launch
+
+    columns: list[str] = []
+    for row in section.rows:
+        columns += [c for c in row if c not in columns]
+    rows = [{c: row.get(c, "-") for c in columns} for row in section.rows]
+    if markdown:
+        lines = [f"### {section.title}", ""]
+        lines += [f"- {note}" for note in section.notes]
+        if rows:
+            lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+        return "\n".join(lines)
+    lines = [section.title, *(f"  {note}" for note in section.notes)]
+    if rows:
+        lines.append(launch._table(rows))
+    return "\n".join(lines)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per cell (median)")
+    parser.add_argument("--nprocs", default="1,2,4,8,16", help="worker counts of launch")
+    parser.add_argument("--small-n", type=int, default=4, help="N of failure/first-work/memory")
+    parser.add_argument("--only", default=",".join(ALL_BENCHES), help="benchmarks to run")
+    parser.add_argument("--backends", default="", help="default: every built-in available one")
+    parser.add_argument("--no-torch", action="store_true", help="leave torch out")
+    parser.add_argument("--no-loky", action="store_true", help="leave loky out")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    ns = parser.parse_args(argv)
+    ns.benches = [b.strip() for b in ns.only.split(",") if b.strip()]
+    unknown = sorted(set(ns.benches) - set(ALL_BENCHES))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; known: {', '.join(ALL_BENCHES)}")
+    if ns.repeat < 1 or ns.small_n < 2:
+        parser.error("--repeat must be >= 1 and --small-n >= 2")
+    ns.counts = tuple(int(n) for n in ns.nprocs.split(",") if n.strip())
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    import shlex
+
+    import spawnkit
+
+    ns = _parse(argv)
+    backends = tuple(b.strip() for b in ns.backends.split(",") if b.strip())
+    unknown = sorted(set(backends) - set(spawnkit.available_backends()))
+    if unknown:
+        print(f"not available here: {', '.join(unknown)}")
+        return 2
+    config = Config(ns.repeat, ns.counts, backends, not ns.no_torch, not ns.no_loky, ns.small_n)
+    if config.torch and {"launch", "failure", "big-arg"} & set(ns.benches):
+        import torch  # noqa: F401  every row of these sees the same parent: torch loaded
+
+    command = shlex.join(
+        [
+            "python",
+            os.path.relpath(os.path.abspath(__file__), os.path.dirname(_HERE)),
+            *sys.argv[1:],
+        ]
+    )
+    header = [f"command: {command}", *machine_lines(config)]
+    if ns.markdown:
+        print("\n".join(["```text", *header, "```"]))
+    else:
+        print("\n".join(header))
+    for name in ns.benches:
+        started = time.monotonic()
+        section = BENCHES[name](config)
+        section.notes.append(f"this benchmark took {time.monotonic() - started:.0f} s")
+        print()
+        print(render(section, ns.markdown), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--isolated"]:
+        import json
+
+        print(json.dumps(globals()[sys.argv[2]](**json.loads(sys.argv[3]))))
+        sys.exit(0)
+    sys.exit(main())
