@@ -248,6 +248,7 @@ def _backend_name(backend: str | None, start_method: str | None, registry: Plugi
 
 def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins) -> None:
     import difflib
+    import inspect
 
     unknown = sorted(set(options) - info.options)
     if not unknown:
@@ -256,7 +257,8 @@ def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins
     hints = []
     for name in unknown:
         others = sorted(b.name for b in registry.backends.values() if name in b.options)
-        close = difflib.get_close_matches(name, [*info.options, *_SPAWN_OPTIONS], n=1)
+        own = [p for p in inspect.signature(spawn).parameters if p not in ("fn", "options")]
+        close = difflib.get_close_matches(name, [*info.options, *own], n=1)
         if close:
             hints.append(f"did you mean {close[0]!r} instead of {name!r}?")
         elif others:
@@ -266,27 +268,6 @@ def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins
         f"backend {info.name!r} does not take option(s) {', '.join(unknown)}; "
         f"it accepts: {accepted}" + ("; " + "; ".join(hints) if hints else "")
     )
-
-
-# spawn()'s own keywords, for a did-you-mean on a misspelled one.
-_SPAWN_OPTIONS = (
-    "args",
-    "nprocs",
-    "join",
-    "daemon",
-    "backend",
-    "watch",
-    "grace_period",
-    "start_method",
-    "env",
-    "timeout",
-    "log_dir",
-    "redirect",
-    "tee",
-    "prefix",
-    "ranks",
-    "faulthandler",
-)
 
 
 def _output_plan(
