@@ -18,7 +18,7 @@ from ._fds import identity
 from ._signals import sigterm
 from ._signals.sigterm import Terminated
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
-from ._watches._shutdown import die_of_sigterm, parent_gone
+from ._watches._shutdown import die_of_sigterm, job_gone, parent_gone
 
 __all__ = ["Terminated", "run_worker"]
 
@@ -70,6 +70,11 @@ def _setup(spec: WorkerSpec) -> None:
     if spec.watch is not None:
         grace = spec.grace_period
         spec.watch.arm(spec.watch_fds, spec, lambda: parent_gone(grace))
+        if job_gone():
+            # arm() found the job gone and sent its group SIGTERM, which the main thread may
+            # only see after fn has begun (a signal caught by another thread waits for the
+            # main thread's next check, and Python 3.9 does not even ask it to look).
+            raise sigterm.stop_before_start()
     _send(spec, _wire.STARTED, b"")
 
 

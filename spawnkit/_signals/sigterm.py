@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Terminated", "install", "raise_if_stopped", "restore_default"]
+__all__ = ["Terminated", "install", "raise_if_stopped", "restore_default", "stop_before_start"]
 
 
 class Terminated(BaseException):
@@ -48,6 +48,17 @@ def _on_sigterm(signum: int, frame: object) -> None:
     _stop_requested = True
     if _worker.phase != _worker.REPORTING:
         raise Terminated("worker received SIGTERM")
+
+
+def stop_before_start() -> Terminated:
+    """The stop of a worker whose job was gone before its rank began, to be raised.
+
+    The SIGTERM its group was sent may still be on its way to the handler, which must then
+    leave the stop alone: it is already under way.
+    """
+    global _stop_requested
+    _stop_requested = True
+    return Terminated("the job's process was gone before the rank started")
 
 
 def raise_if_stopped(exc: BaseException) -> None:

@@ -14,7 +14,7 @@ import time
 
 from .._tree import own_group, signal_own_group
 
-__all__ = ["die_of_sigterm", "parent_gone"]
+__all__ = ["die_of_sigterm", "job_gone", "parent_gone"]
 
 # Set once the job is known to be gone. A lock, not a flag, makes parent_gone() run once
 # when two paths find out together (arm()'s own check and the watch's thread).
@@ -50,6 +50,11 @@ def parent_gone(grace_period: float) -> None:
         # worker ends first, die_of_sigterm() kills the group on its way out.
         time.sleep(grace_period)
         signal_own_group(_SIGKILL)
+
+
+def job_gone() -> bool:
+    """Whether :func:`parent_gone` has run in this process: the job is known to be gone."""
+    return _gone.locked()
 
 
 def die_of_sigterm() -> None:
