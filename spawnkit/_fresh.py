@@ -225,18 +225,26 @@ def _main_info() -> dict[str, Any]:
     return {"kind": "none", "target": None, "file": None, "reason": reason}
 
 
-def _header() -> bytes:
-    import pickle
+def spawnkit_dir() -> str:
+    """The directory this spawnkit is imported from (its package's parent)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(spawnkit.__file__)))
 
-    spawnkit_dir = os.path.dirname(os.path.dirname(os.path.abspath(spawnkit.__file__)))
-    header = {
-        "spawnkit_path": [spawnkit_dir],
+
+def header_fields() -> dict[str, Any]:
+    """What a fresh interpreter needs before it can read a spec: paths, argv, ``__main__``."""
+    return {
+        "spawnkit_path": [spawnkit_dir()],
         "path": _path_for_worker(),
         "argv": list(sys.argv),
         "main": _main_info(),
         "python": sys.version.split()[0],
     }
-    return pickle.dumps(header, _HEADER_PROTOCOL)
+
+
+def _header() -> bytes:
+    import pickle
+
+    return pickle.dumps(header_fields(), _HEADER_PROTOCOL)
 
 
 def _frame(data: bytes) -> bytes:

@@ -35,6 +35,24 @@ def unmark_parent_only(*fds: int) -> None:
     PARENT_ONLY_FDS.difference_update(fds)
 
 
+# Long-lived helper processes backends keep for this process's jobs (a fork server).
+HELPER_PIDS: set[int] = set()
+
+
+def mark_helper_process(pid: int) -> None:
+    """Note ``pid`` as a helper a backend keeps across jobs (a fork server), not a worker.
+
+    Leak checks (:mod:`spawnkit.testing`) do not count it, though they count its children.
+    Call :func:`unmark_helper_process` once it has been waited for.
+    """
+    HELPER_PIDS.add(pid)
+
+
+def unmark_helper_process(pid: int) -> None:
+    """Forget ``pid`` as a helper process; call it once the process has been reaped."""
+    HELPER_PIDS.discard(pid)
+
+
 class WorkerSpec:
     """Everything one rank needs: who it is, what to run, and which descriptors to keep.
 

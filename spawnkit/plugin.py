@@ -39,7 +39,13 @@ if TYPE_CHECKING:
         WatchRegistry,
     )
     from ._signals.threads import start_helper_thread
-    from ._spec import WorkerSpec, mark_parent_only, unmark_parent_only
+    from ._spec import (
+        WorkerSpec,
+        mark_helper_process,
+        mark_parent_only,
+        unmark_helper_process,
+        unmark_parent_only,
+    )
     from ._tree import signal_process_group
     from ._wire import Outcome, Report
     from ._worker import run_rank
@@ -67,11 +73,13 @@ WHERE = {
     "hookimpl": "spawnkit.hookspecs",
     "load_main": "spawnkit._main",
     "main_reference": "spawnkit._main",
+    "mark_helper_process": "spawnkit._spec",
     "mark_parent_only": "spawnkit._spec",
     "run_rank": "spawnkit._worker",
     "run_worker": "spawnkit._child",
     "signal_process_group": "spawnkit._tree",
     "start_helper_thread": "spawnkit._signals.threads",
+    "unmark_helper_process": "spawnkit._spec",
     "unmark_parent_only": "spawnkit._spec",
 }
 
@@ -95,11 +103,13 @@ __all__ = [
     "hookimpl",
     "load_main",
     "main_reference",
+    "mark_helper_process",
     "mark_parent_only",
     "run_rank",
     "run_worker",
     "signal_process_group",
     "start_helper_thread",
+    "unmark_helper_process",
     "unmark_parent_only",
 ]
 

@@ -1,46 +1,28 @@
-"""``forkserver``: ``multiprocessing``'s fork server; ranks fork from a clean server process."""
+"""``forkserver``: ranks forked from a warm server process of spawnkit's own.
+
+The server is a fresh interpreter that imports the job's ``__main__`` and the ``preload``
+modules once; every rank is a fork of it (see ``_fork_server``).
+"""
 
 from __future__ import annotations
 
-import sys
-
 from spawnkit import plugin
 
-
-def _unavailable() -> str | None:
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return f"multiprocessing has no forkserver start method on {sys.platform}"
-    return None
+from ._fork_server import NAME, unavailable_reason
 
 
-# What every worker imports before user code: loaded once in the fork server, each worker
-# inherits it instead of importing it again (milliseconds per rank).
-_WORKER_MODULES = ("spawnkit._child", "spawnkit_backends._mp_worker", "spawnkit._watches.pidfd")
+def _backend(preload: object = None) -> plugin.Backend:
+    from ._fork_server import ForkServerBackend
 
-
-def _backend() -> plugin.Backend:
-    from multiprocessing import forkserver
-
-    from ._mp import MultiprocessingBackend
-
-    server = getattr(forkserver, "_forkserver", None)
-    preload = getattr(server, "_preload_modules", None)
-    # Only before the server starts, and keeping the program's own preload list: the
-    # stdlib offers set_forkserver_preload() but no getter, hence the private read.
-    if getattr(server, "_forkserver_pid", 0) is None and isinstance(preload, list):
-        extra = [m for m in _WORKER_MODULES if m not in preload]
-        if extra:
-            forkserver.set_forkserver_preload([*preload, *extra])
-    return MultiprocessingBackend("forkserver")
+    return ForkServerBackend(preload)  # type: ignore[arg-type]
 
 
 @plugin.hookimpl
 def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
     registry.add(
-        "forkserver",
+        NAME,
         _backend,
-        unavailable=_unavailable(),
-        description="multiprocessing forkserver: forks from a warm server process; POSIX",
+        options=("preload",),
+        unavailable=unavailable_reason(),
+        description="forks ranks from a warm server with __main__ and preload imported; POSIX",
     )

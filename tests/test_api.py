@@ -345,18 +345,20 @@ def test_terminate_keeps_a_failure_that_already_happened() -> None:
 
 
 def test_a_lost_fork_server_does_not_pass_for_ended_workers() -> None:
-    from multiprocessing import forkserver
-
     from spawnkit.testing._processes import wait_gone
+    from spawnkit_backends._fork_server import server_pids
 
     ctx = spawnkit.spawn(t.block, nprocs=2, join=False, backend="forkserver")
     pids = ctx.pids()
-    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    (server,) = server_pids()
     os.kill(server, signal.SIGKILL)
     try:
-        # The server's end of every rank's status pipe is gone, but the ranks still run.
+        # The server's end of every rank's status socket is gone, but the ranks still run.
         assert ctx.join(timeout=0.5) is False
     finally:
         ctx.terminate(grace_period=5)
-        forkserver.ensure_running()  # reaps the dead server and starts the next one
     assert wait_gone(pids, timeout=10) == set()
+    # The next job starts a new server, and the dead one is reaped.
+    assert spawnkit.spawn(t.times, args=(2,), nprocs=1, backend="forkserver") == [0]
+    assert server not in server_pids()
+    assert wait_gone([server], timeout=0) == set()

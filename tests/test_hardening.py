@@ -65,17 +65,15 @@ def test_terminate_after_the_job_was_released_writes_nothing(tmp_path: Path) -> 
 
 
 def _kill_fork_server() -> int:
-    from multiprocessing import forkserver
+    from spawnkit_backends._fork_server import server_pids
 
-    server: int = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    (server,) = server_pids()
     os.kill(server, signal.SIGKILL)
     return server
 
 
 @posix
 def test_results_that_arrived_survive_the_fork_servers_death(tmp_path: Path) -> None:
-    from multiprocessing import forkserver
-
     ctx = spawnkit.spawn(
         d.check_in_and_wait, args=(str(tmp_path),), nprocs=2, join=False, backend="forkserver"
     )
@@ -86,13 +84,10 @@ def test_results_that_arrived_survive_the_fork_servers_death(tmp_path: Path) -> 
         assert ctx.results() == [0, 1]
     finally:
         ctx.terminate(grace_period=5)
-        forkserver.ensure_running()  # reaps the dead server and starts the next one
 
 
 @posix
 def test_a_rank_whose_outcome_died_with_the_fork_server_names_it(tmp_path: Path) -> None:
-    from multiprocessing import forkserver
-
     ctx = spawnkit.spawn(t.block, nprocs=1, join=False, backend="forkserver")
     try:
         (pid,) = ctx.pids()
@@ -105,7 +100,6 @@ def test_a_rank_whose_outcome_died_with_the_fork_server_names_it(tmp_path: Path)
         assert "died" in str(info.value)
     finally:
         ctx.terminate(grace_period=5)
-        forkserver.ensure_running()
 
 
 # -- the parent's signal dispositions ----------------------------------------------------

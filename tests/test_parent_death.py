@@ -202,36 +202,43 @@ def test_lifeline_copied_into_a_fork_sibling_does_not_delay_detection(
 
 
 @linux
-def test_forkserver_worker_keeps_nothing_that_holds_its_server_up() -> None:
-    # The fork server exits when its job does, as long as nobody else holds the write end
-    # of its lifeline: the workers hand theirs back first thing.
-    code = textwrap.dedent(
-        """
-        import os, spawnkit
-        from multiprocessing import forkserver
+@pytest.mark.parametrize("watch", ["poll", "pidfd"])
+def test_the_fork_server_and_its_ranks_end_when_the_job_is_killed(
+    watch: str, tmp_path: Path
+) -> None:
+    # The ranks' direct parent is the server: with a watch that follows the direct parent
+    # (poll), they end only because the server ends with the job.
+    from spawnkit.testing._processes import wait_gone
 
-        def probe(rank):
-            server = forkserver._forkserver
-            return server._forkserver_alive_fd, os.getppid()
+    script = tmp_path / "killed_job.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys, spawnkit
+            from spawnkit.testing import _targets as t
+            from spawnkit_backends._fork_server import server_pids
 
-        if __name__ == "__main__":
-            (alive_fd, ppid), = spawnkit.spawn(probe, backend="forkserver", watch="poll")
-            print(alive_fd, ppid == forkserver._forkserver._forkserver_pid)
-        """
+            if __name__ == "__main__":
+                ctx = spawnkit.spawn(
+                    t.block, nprocs=2, join=False, backend="forkserver", watch=sys.argv[1]
+                )
+                print(*server_pids(), *ctx.pids(), flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
     )
-    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"probe_{os.getpid()}.py"
-    script.write_text(code)
-    try:
-        out = subprocess.run(
-            [sys.executable, str(script)],
-            cwd=script.parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    finally:
-        script.unlink()
-    assert out.split() == ["None", "True"]
+    proc = subprocess.run(
+        [sys.executable, str(script), watch],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr
+    pids = [int(pid) for pid in proc.stdout.split()]
+    assert len(pids) == 3, proc.stdout
+    assert wait_gone(pids, timeout=30) == set()
 
 
 # -- the death signal -------------------------------------------------------------------

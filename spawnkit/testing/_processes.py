@@ -90,9 +90,12 @@ def _process_table() -> dict[int, tuple[int, str]]:
 
 
 def infrastructure_pids() -> set[int]:
-    """Long-lived helpers ``multiprocessing`` keeps per parent: not leaks, but their
-    children (forkserver workers) are."""
-    found: set[int] = set()
+    """Long-lived helpers kept per parent: not leaks, but their children (forkserver
+    workers) are: ``multiprocessing``'s fork server and resource tracker, and those a
+    backend marked (:func:`spawnkit.plugin.mark_helper_process`)."""
+    from .._spec import HELPER_PIDS
+
+    found: set[int] = set(HELPER_PIDS)
     try:
         from multiprocessing import forkserver, resource_tracker
 

@@ -1,0 +1,377 @@
+"""The ``forkserver`` backend's server (a zygote): a fresh interpreter that forks ranks.
+
+Run by path, ``python [flags] _zygote.py IMPORT_PATH CONTROL_FD JOB_PID``; IMPORT_PATH lists
+(``os.pathsep`` between) where the job found ``spawnkit`` and ``spawnkit_backends``. It reads a
+header from the control socket (the job's ``sys.path``, ``sys.argv``, where its
+``__main__`` is, the modules to preload), imports what every worker needs, the preload
+modules and the job's ``__main__`` (as ``__mp_main__``: its guarded block does not run),
+says it is ready, then forks one child per request. Each child is a rank: it reads its
+spec from a descriptor of its own and calls :func:`spawnkit.plugin.run_worker`, so what
+the server imported is warm in every rank and nothing is imported again.
+
+A request (``_zygote_protocol``) brings the rank's status socket, its spec channel, the job's
+stdout and stderr as they are now, and the spec's own descriptors. The server writes the
+child's pid to the status socket at once, and its exit code once it has reaped it; then
+closes it.
+
+The server ends when the job's process does, however it ends: the control socket reaches
+end-of-file, or (a retiring server, after ``R``) the job's pid is no longer its parent.
+Its ranks follow it through their own parent watches. It ignores SIGINT, like every
+helper of a terminal job; a Ctrl-C is the job's to handle.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+# POSIX only: the backend is unavailable elsewhere, so nothing imports this module there.
+assert sys.platform != "win32"
+
+# spawnkit_backends._zygote_protocol, once main() has found it where the job did.
+P: Any = None
+
+
+def _import_boot(import_path: str) -> Any:
+    # As fresh_worker does: the job's spawnkit, found where the job found it, then only
+    # through the packages' own __path__.
+    global P
+    where = import_path.split(os.pathsep)
+    sys.path[:0] = where
+    try:
+        import spawnkit.plugin
+        from spawnkit._boot import fresh_worker
+
+        from spawnkit_backends import _zygote_protocol
+
+        assert spawnkit.plugin.WorkerSpec is not None
+        P = _zygote_protocol
+    finally:
+        del sys.path[: len(where)]
+    return fresh_worker
+
+
+def _preload(boot: Any, header: dict[str, Any]) -> None:
+    import importlib
+
+    for name in header["warm"]:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # only to save the ranks time: one that needs it says why
+            pass
+    for name in header["preload"]:
+        importlib.import_module(name)
+    main = header["main"]
+    if main["kind"] != "none":
+        from spawnkit import _worker as worker
+
+        # As in a rank: a spawn() the script makes without its main guard raises, rather
+        # than end this process; a rank that needs the script runs it again, and reports.
+        worker.phase = worker.RUNNING
+        try:
+            boot._load_main(main)
+        except BaseException:  # noqa: BLE001, S110 - the stand-in stays: each rank tries again
+            pass
+        finally:
+            worker.phase = worker.SETUP
+
+
+def _send_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _recv_request(control: Any) -> tuple[bytes, list[int]]:
+    import socket
+
+    data, fds, flags, _ = socket.recv_fds(control, P.REQUEST_SIZE, P.MAX_FDS)
+    if flags & getattr(socket, "MSG_CTRUNC", 0):
+        for fd in fds:
+            os.close(fd)
+        raise OSError("a request's descriptors were cut short")
+    while data and len(data) < P.REQUEST_SIZE:  # a stream: the rest comes without descriptors
+        more = control.recv(P.REQUEST_SIZE - len(data))
+        if not more:
+            break
+        data += more
+    return data, list(fds)
+
+
+class Server:
+    """The fork server's state: its control socket, its children and their status sockets."""
+
+    def __init__(self, control: Any, job_pid: int) -> None:
+        import signal
+
+        self.control = control
+        self.job_pid = job_pid
+        self.children: dict[int, int] = {}
+        self.retiring = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        # Set, not inherited: a job that ignores SIGCHLD would have its ranks reaped by
+        # the kernel and their exit codes lost.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.poller: Any = None
+        self.job_fd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.job_fd = os.pidfd_open(job_pid)
+            except OSError:  # an old kernel, or gone already: getppid() tells
+                self.job_fd = None
+
+    def own_fds(self) -> list[int]:
+        fds = [self.control.fileno(), self.wake_r, self.wake_w, *self.children.values()]
+        return fds if self.job_fd is None else [*fds, self.job_fd]
+
+    def job_gone(self) -> bool:
+        return os.getppid() != self.job_pid
+
+    def serve(self) -> None:
+        import select
+
+        self.poller = poller = select.poll()
+        poller.register(self.control.fileno(), select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        if self.job_fd is not None:
+            poller.register(self.job_fd, select.POLLIN)
+        # Without a pidfd, the job's death shows only as a new parent: look now and then.
+        timeout = None if self.job_fd is not None else 200
+        while not (self.retiring and not self.children):
+            try:
+                ready = {fd for fd, _ in poller.poll(timeout)}
+            except InterruptedError:
+                continue
+            if self.job_fd in ready or self.job_gone():
+                return
+            if self.wake_r in ready:
+                try:
+                    while os.read(self.wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            self.reap()
+            if self.control.fileno() in ready and not self.retiring and not self.handle_request():
+                return  # end-of-file: the job's process is gone
+
+    def handle_request(self) -> bool:
+        import struct
+
+        data, fds = _recv_request(self.control)
+        if not data:
+            return False  # end-of-file: the job's process is gone
+        if len(data) < P.REQUEST_SIZE:
+            raise OSError(f"a request of {len(data)} bytes, not {P.REQUEST_SIZE}")
+        kind, flags, count, rank = struct.unpack(P.REQUEST, data)
+        if kind == P.RETIRE:
+            # The job moved on to another server; this one ends with its last rank. From
+            # now on only the job's death can end it sooner: the control socket is closed.
+            self.retiring = True
+            self.poller.unregister(self.control.fileno())
+            self.control.close()
+            self.control = _Closed()
+            return True
+        if kind != P.FORK or len(fds) != count or count < 2:
+            for fd in fds:
+                os.close(fd)
+            raise OSError(f"a malformed request: {kind!r} with {len(fds)} of {count} descriptors")
+        self.fork(rank, flags, fds)
+        return True
+
+    def fork(self, rank: int, flags: int, fds: list[int]) -> None:
+        import signal
+        import struct
+
+        status, spec_fd, *rest = fds
+        out = rest.pop(0) if flags & P.HAS_STDOUT else None
+        err = rest.pop(0) if flags & P.HAS_STDERR else None
+        # Born with every signal blocked: a SIGTERM from the job waits until the rank has
+        # its own handler (its spec's mask goes back in spawnkit._child).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _all_signals())
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _run_child(self, status, spec_fd, out, err, rest)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        try:
+            # Both sides: the group exists before the job hears the pid and may signal it.
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        for fd in (spec_fd, out, err, *rest):
+            if fd is not None:
+                os.close(fd)
+        try:
+            _send_all(status, struct.pack(P.CODE, pid))
+        except OSError:  # the job is gone; the rank finds out through its watch
+            pass
+        self.children[pid] = status
+
+    def reap(self) -> None:
+        import struct
+
+        while self.children:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            status = self.children.pop(pid, None)
+            if status is None:
+                continue
+            try:
+                _send_all(status, struct.pack(P.CODE, os.waitstatus_to_exitcode(wait_status)))
+            except OSError:
+                pass
+            os.close(status)
+
+
+class _Closed:
+    """The control socket once a retiring server has closed it."""
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        pass
+
+
+def _all_signals() -> set[int]:
+    import signal
+
+    return {int(s) for s in signal.valid_signals()} - {signal.SIGKILL, signal.SIGSTOP}
+
+
+def _run_child(
+    server: Server, status: int, spec_fd: int, out: int | None, err: int | None, fds: list[int]
+) -> NoReturn:
+    """A forked rank: take its descriptors and spec, run it, exit without the server's
+    ``atexit`` handlers (those of the preloaded modules are the server's)."""
+    code = 1
+    try:
+        import signal
+
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # The server's descriptors, its other ranks' status sockets among them: a copy
+        # here would hide the server's death from the job, or a sibling's end.
+        for fd in (*server.own_fds(), status):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for given, target in ((out, 1), (err, 2)):
+            if given is not None:
+                os.dup2(given, target)
+                os.close(given)
+        if out is not None and os.isatty(1):
+            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        code = _run_rank(spec_fd, fds)
+    finally:
+        _exit(code)
+
+
+def _run_rank(spec_fd: int, fds: list[int]) -> int:
+    import pickle
+
+    try:
+        boot = sys.modules["spawnkit._boot.fresh_worker"]
+        cwd, spec = pickle.loads(boot._read_frame(spec_fd))
+        os.close(spec_fd)
+        spec = spec.with_fds(fds)
+        os.chdir(cwd)
+        if spec.sigmask is None:
+            import signal
+
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    except BaseException as exc:  # noqa: BLE001 - reported as the rank's failure
+        import traceback
+
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if fds:
+            sys.modules["spawnkit._boot.fresh_worker"].send_error(fds[0], exc, text)
+        return 1
+    from spawnkit.plugin import run_worker
+
+    return run_worker(spec)
+
+
+def _exit(code: int) -> NoReturn:
+    # As a multiprocessing fork child ends: its finalizers (queue feeder threads flush
+    # there), the standard streams, then out without the inherited atexit handlers.
+    try:
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            util._exit_function()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except BaseException:  # noqa: BLE001, S110 - on the way out, nothing left to tell
+        pass
+    os._exit(code)
+
+
+def _report(control: Any, kind: bytes, text: str = "") -> None:
+    body = text.encode("utf-8", "replace")
+    _send_all(control.fileno(), kind + len(body).to_bytes(8, "big") + body)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``argv`` is ``[script, import path, control fd, job pid]``."""
+    import signal
+
+    here = os.path.dirname(os.path.realpath(__file__))
+    if sys.path and sys.path[0] and os.path.realpath(sys.path[0]) == here:
+        del sys.path[0]
+    # Started while the job held signals, or by one that blocks some: the server's own
+    # work needs SIGCHLD, and its ranks get the job's mask from their spec.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import pickle
+    import socket
+
+    control = socket.socket(fileno=int(argv[2]))
+    job_pid = int(argv[3])
+    try:
+        boot = _import_boot(argv[1])
+        header = pickle.loads(boot._read_frame(control.fileno()))
+        boot._set_path(header["path"])
+        sys.argv[:] = header["argv"]
+        boot._install_main(header["main"])
+        _preload(boot, header)
+    except BaseException as exc:  # noqa: BLE001 - the job raises it
+        import traceback
+
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            _report(control, P.FAILED, text)
+        except OSError:
+            pass
+        return 1
+    server = Server(control, job_pid)
+    if server.job_gone():
+        return 0
+    _report(control, P.READY)
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    _BOOT_MODULE = sys.modules["__main__"]  # kept alive after __main__ is replaced
+    sys.exit(main(sys.argv))

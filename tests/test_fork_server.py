@@ -1,0 +1,214 @@
+"""What only the ``forkserver`` backend does: its server, preload, the preloaded ``__main__``.
+
+The shared behaviour (results, errors, signals, parent death) is tests/test_behaviour.py's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import spawnkit
+from spawnkit.testing._processes import descendants, wait_gone
+
+import _fork_server_targets as ft
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+BACKEND = "forkserver"
+
+
+def _servers() -> list[int]:
+    from spawnkit_backends._fork_server import server_pids
+
+    return server_pids()
+
+
+def _probe_module(folder: Path, log: Path) -> str:
+    """A module that notes each process that imports it, in ``log``."""
+    name = f"probe_{uuid.uuid4().hex[:8]}"
+    (folder / f"{name}.py").write_text(
+        f"import os\nwith open({str(log)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+    )
+    return name
+
+
+def _imported_by(log: Path) -> list[int]:
+    return [int(line) for line in log.read_text().split()] if log.exists() else []
+
+
+# -- preload ------------------------------------------------------------------------------
+
+
+def test_preloaded_module_is_imported_once_in_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    log = tmp_path / "imports.log"
+    name = _probe_module(tmp_path, log)
+    results = spawnkit.spawn(ft.loaded, args=(name,), nprocs=3, backend=BACKEND, preload=[name])
+    assert [seen for seen, _ in results] == [True, True, True]
+    (server,) = {ppid for _, ppid in results}
+    assert _imported_by(log) == [server]  # once, in the server; no rank imported it again
+    # The next job with the same preload reuses the warm server.
+    again = spawnkit.spawn(
+        ft.import_module, args=(name,), nprocs=2, backend=BACKEND, preload=[name]
+    )
+    assert again == [server, server]
+    assert _imported_by(log) == [server]
+
+
+def test_without_preload_each_rank_imports_for_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    log = tmp_path / "imports.log"
+    name = _probe_module(tmp_path, log)
+    assert spawnkit.spawn(ft.loaded, args=(name,), nprocs=2, backend=BACKEND)[0][0] is False
+    spawnkit.spawn(ft.import_module, args=(name,), nprocs=2, backend=BACKEND)
+    assert len(set(_imported_by(log))) == 2
+
+
+def test_a_new_preload_list_starts_a_new_server_and_retires_the_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND)[0]
+    second = spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND, preload=["json"])[0]
+    assert first != second
+    # The old server had no rank left: it is gone, and reaped.
+    assert wait_gone([first], timeout=10) == set()
+    assert _servers() == [second]
+
+
+def test_a_changed_environment_starts_a_new_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND)[0]
+    assert spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND)[0] == first
+    monkeypatch.setenv("SPAWNKIT_TEST_SETTING", uuid.uuid4().hex)
+    second = spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND)[0]
+    assert second != first
+    assert wait_gone([first], timeout=10) == set()
+
+
+def test_a_retired_server_ends_only_with_its_last_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    go = tmp_path / "go"
+    ctx = spawnkit.spawn(ft.wait_for, args=(str(go),), nprocs=2, join=False, backend=BACKEND)
+    try:
+        (old,) = _servers()
+        monkeypatch.setenv("SPAWNKIT_TEST_SETTING", uuid.uuid4().hex)
+        new = spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND)[0]
+        assert new != old
+        assert old in descendants()  # still serving the first job's ranks
+        go.touch()
+        assert ctx.results() == [old, old]
+    finally:
+        ctx.terminate(grace_period=5)
+    assert wait_gone([old], timeout=10) == set()
+
+
+def test_a_killed_server_is_replaced_by_the_next_job() -> None:
+    import signal
+
+    first = spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND)[0]
+    os.kill(first, signal.SIGKILL)
+    assert spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND)[0] not in (first, os.getpid())
+    assert wait_gone([first], timeout=10) == set()
+
+
+@pytest.mark.parametrize(
+    ("preload", "error", "words"),
+    [
+        ("json", spawnkit.InvalidArgumentError, "must be a list of module names"),
+        ([3], spawnkit.InvalidArgumentError, "must be module names (str), not int 3"),
+        (["json sys"], spawnkit.ConfigError, "is not a module name"),
+        (["no_such_module_here.sub"], spawnkit.ConfigError, "no module 'no_such_module_here'"),
+    ],
+)
+def test_bad_preload_is_refused_before_any_process_starts(
+    preload: object, error: type[Exception], words: str
+) -> None:
+    before = set(descendants())
+    with pytest.raises(error, match="backend 'forkserver'") as info:
+        spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND, preload=preload)
+    assert words in str(info.value)
+    assert set(descendants()) <= before
+
+
+def test_a_preload_that_fails_to_import_names_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "broken_preload.py").write_text("raise RuntimeError('broken at import')\n")
+    before = set(descendants())
+    with pytest.raises(spawnkit.LaunchError) as info:
+        spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND, preload=["broken_preload"])
+    message = str(info.value)
+    assert "RuntimeError: broken at import" in message
+    assert "leave the module out of preload" in message
+    assert 'broken_preload.py", line 1' in message  # the server's traceback
+    assert set(descendants()) <= before  # the failed server is gone and reaped
+
+
+def proc_pid(runs: list[str]) -> str:
+    """The job's pid, from the line its own run of the script wrote."""
+    (pid,) = [line.split()[1] for line in runs if line.startswith("__main__ ")]
+    return pid
+
+
+# -- the job's __main__, its directory and its streams -------------------------------------
+
+SCRIPT = """
+import os, sys, spawnkit
+
+with open(sys.argv[1], "a") as log:
+    log.write(f"{__name__} {os.getpid()}\\n")
+
+def work(rank):
+    # One write: print() writes the newline apart, and under PYTHONUNBUFFERED the
+    # ranks' halves would interleave.
+    sys.stdout.write(f"rank {rank} in {os.getcwd()}\\n")
+    sys.stdout.flush()
+    return os.getppid()
+
+if __name__ == "__main__":
+    first = spawnkit.spawn(work, nprocs=3, backend="forkserver")
+    os.chdir(sys.argv[2])
+    out = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT)
+    os.dup2(out, 1)
+    second = spawnkit.spawn(work, nprocs=3, backend="forkserver")
+    with open(sys.argv[1], "a") as log:
+        log.write(f"servers {' '.join(map(str, sorted({*first, *second})))}\\n")
+"""
+
+
+def test_main_is_imported_once_in_the_server_and_ranks_follow_the_jobs_cwd_and_stdout(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    log, elsewhere, out = tmp_path / "log", tmp_path / "elsewhere", tmp_path / "out"
+    elsewhere.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(script), str(log), str(elsewhere), str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    *runs, last = log.read_text().splitlines()
+    server = int(last.split()[1])
+    assert last == f"servers {server}"  # one server for both jobs
+    # The script ran in the job (as __main__) and once more, in the server (as
+    # __mp_main__, its guarded block skipped): not once per rank.
+    assert sorted(runs) == [f"__main__ {proc_pid(runs)}", f"__mp_main__ {server}"]
+    # Each job's ranks wrote to the job's stdout and sat in its cwd of that moment.
+    assert sorted(proc.stdout.splitlines()) == [f"rank {r} in {tmp_path}" for r in range(3)]
+    assert sorted(out.read_text().splitlines()) == [f"rank {r} in {elsewhere}" for r in range(3)]
