@@ -16,15 +16,27 @@ Benchmarks (``--only`` names; each is a function ``bench_<name>(config)`` that r
 - ``parent-death``: parent SIGKILLed to all workers gone, per parent watch
   (``parent_death.py``'s harness).
 - ``first-work``: from the parent's ``spawn()`` call to each rank having imported numpy
-  (and torch), with and without a preload, next to stdlib forkserver's
+  (and torch), with and without ``preload`` (forkserver), next to stdlib forkserver's
   ``set_forkserver_preload``; each measured in a fresh parent process.
 - ``big-arg``: a 100 MB ``bytes`` argument delivered to 4 workers (each returns its length).
-- ``memory``: RSS, peak RSS, PSS and USS of a worker that has imported numpy.
+- ``memory``: RSS, peak RSS, PSS and USS of a worker that has imported numpy; forkserver
+  with and without preloading numpy (spawnkit's ``preload``, stdlib's
+  ``set_forkserver_preload``).
+- ``heavy-main``: launch + join of N no-op workers when the program's ``__main__`` script
+  imports numpy (and torch) at its top level: spawnkit forkserver (1st call: cold server;
+  later calls: warm), spawnkit spawn and subprocess, stdlib forkserver and spawn, torch
+  ``start_processes`` spawn and forkserver, each in a fresh ``python script.py LAUNCHER``
+  process; how often the script's top level ran per call; spawnkit forkserver against its
+  targets (<= 0.5x stdlib forkserver, >= 20x as fast as torch spawn).
+
+``preload`` is an option of spawnkit's forkserver backend; where the installed spawnkit does
+not take it, its rows say "preload: not available" and the rest is measured as usual.
 
 Every figure is a median of ``--repeat`` runs (after a warm-up where it says so), the
 competitors of one row group run in turn, so that they see the same machine load. Ratios
 are ``spawnkit / the other``: below 1, spawnkit is faster. Every wait has a timeout; every
-process a run starts is gone when it returns.
+process a run starts is gone when it returns (``heavy-main`` checks: each script runs in a
+session of its own, and what is left of it 10 s after the script exited is killed and named).
 
 Imports stay inside functions: stdlib ``spawn`` workers re-import this script.
 """
@@ -49,11 +61,14 @@ if TYPE_CHECKING:
 
     Rows = list[dict[str, str]]
 
-ALL_BENCHES = ("launch", "failure", "parent-death", "first-work", "big-arg", "memory")
+ALL_BENCHES = ("launch", "failure", "parent-death", "first-work", "big-arg", "memory", "heavy-main")
 STDLIB_METHOD = {"fork": "fork", "forkserver": "forkserver", "spawn": "spawn"}
 TORCH_METHODS = ("spawn", "fork", "forkserver")
 JOB_TIMEOUT = 120.0  # seconds: the bound of every job and every wait below
 BIG_ARG_BYTES = 100 * 1000 * 1000
+PRELOAD_BACKEND = "forkserver"  # the backend whose option ``preload`` is
+# heavy-main: the variable naming the file where the script logs each run of its top level
+HEAVY_MAIN_LOG = "RUN_ALL_MAIN_LOG"
 
 
 # --- workers: module level, so that every backend can send them by name ------------------
@@ -203,7 +218,10 @@ def _ms(seconds: float | None) -> str:
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str:
-    return "-" if not ours or not theirs else f"{ours / theirs:.2f}"
+    if not ours or not theirs:
+        return "-"
+    ratio = ours / theirs
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"  # 0.0043, not 0.00
 
 
 def _stdlib_processes(
@@ -312,7 +330,7 @@ class Config:
         )
         self.torch = torch and _have("torch")
         self.loky = loky and _have("loky")
-        self.small_n = small_n  # N of the failure, first-work and memory jobs
+        self.small_n = small_n  # N of the failure, first-work, memory and heavy-main jobs
 
 
 class Section:
@@ -619,21 +637,39 @@ def bench_parent_death(config: Config) -> Section:
 # --- 4. time to first useful work ------------------------------------------------------------
 
 
-def _preload_support() -> str | None:
-    """None when spawnkit.spawn takes ``preload``; else why not."""
-    import inspect
-
+def preload_probe(backend: str) -> str | None:
+    """One rank on ``backend`` with ``preload=["json"]``: None if it ran, else why not."""
     import spawnkit
 
-    if "preload" in inspect.signature(spawnkit.spawn).parameters:
-        return None
     try:
-        spawnkit.spawn(noop, nprocs=1, backend="fork", preload=["json"], timeout=JOB_TIMEOUT)
+        spawnkit.spawn(noop, nprocs=1, backend=backend, preload=["json"], timeout=JOB_TIMEOUT)
     except spawnkit.UnknownOptionError:
         return "not available"
     except spawnkit.ConfigError as exc:
         return f"not available ({exc})"
     return None
+
+
+_PRELOAD_SUPPORT: dict[str, str | None] = {}
+
+
+def _preload_support(backend: str = PRELOAD_BACKEND) -> str | None:
+    """None when spawnkit's ``backend`` takes ``preload``; else why not. Asked once per run.
+
+    ``preload`` is a backend option (``spawn(..., backend="forkserver", preload=[...])``),
+    unless a spawnkit takes it as a keyword of ``spawn()`` itself. The probe runs in a fresh
+    interpreter, so that the fork server it starts ends with it, not with this run.
+    """
+    import inspect
+
+    import spawnkit
+
+    if backend not in _PRELOAD_SUPPORT:
+        if "preload" in inspect.signature(spawnkit.spawn).parameters:
+            _PRELOAD_SUPPORT[backend] = None
+        else:
+            _PRELOAD_SUPPORT[backend] = _isolated("preload_probe", backend=backend)
+    return _PRELOAD_SUPPORT[backend]
 
 
 def first_work_job(launcher: str, module: str, n: int, preload: bool) -> dict[str, list[float]]:
@@ -674,8 +710,12 @@ def bench_first_work(config: Config) -> Section:
     modules = ["numpy"] if _have("numpy") else []
     if config.torch:
         modules.append("torch")
-    preload = _preload_support()
-    launchers = [(f"spawnkit:{b}", p) for b in config.backends for p in (False, True)]
+    preload = _preload_support() if PRELOAD_BACKEND in config.backends else None
+    launchers = []
+    for backend in config.backends:
+        launchers.append((f"spawnkit:{backend}", False))
+        if backend == PRELOAD_BACKEND:
+            launchers.append((f"spawnkit:{backend}", True))
     launchers += [
         ("stdlib:forkserver", False),
         ("stdlib:forkserver", True),
@@ -712,6 +752,8 @@ def bench_first_work(config: Config) -> Section:
         "each run is a fresh parent process that has not imported the module: cold = its "
         "first job (a fork server starts then, preload included), warm = its second job",
         "stdlib forkserver preload = multiprocessing.set_forkserver_preload(['__main__', module])",
+        f"spawnkit preload = spawn(..., preload=[module]), an option of the {PRELOAD_BACKEND} "
+        "backend alone: the other backends have no preload row",
     ]
     if not modules:
         notes.append("numpy is not installed: nothing measured")
@@ -822,17 +864,26 @@ def _proc_memory(pid: int) -> dict[str, float]:
     }
 
 
-def memory_job(launcher: str, module: str, n: int) -> list[dict[str, float]]:
-    """In a fresh parent: N workers import ``module`` and hold; /proc read per worker."""
+def memory_job(launcher: str, module: str, n: int, preload: bool = False) -> list[dict[str, float]]:
+    """In a fresh parent: N workers import ``module`` and hold; /proc read per worker.
+
+    With ``preload``, a fork server imports ``module`` first (spawnkit: ``preload=[module]``,
+    stdlib: ``set_forkserver_preload``), so its workers share those pages.
+    """
+    import multiprocessing
+
     kind, method = launcher.split(":")
+    if kind == "stdlib" and method == "forkserver" and preload:
+        multiprocessing.set_forkserver_preload(["__main__", module])
     with Rendezvous() as rendezvous:
         args = (rendezvous.address, module)
         if kind == "spawnkit":
             import spawnkit
 
+            options: dict[str, Any] = {"preload": [module]} if preload else {}
             ctx = spawnkit.spawn(
                 import_and_hold, args=args, nprocs=n, join=False, backend=method,
-                timeout=JOB_TIMEOUT,
+                timeout=JOB_TIMEOUT, **options,
             )  # fmt: skip
         elif kind == "torch":
             import torch.multiprocessing as tmp
@@ -861,20 +912,37 @@ def bench_memory(config: Config) -> Section:
     rows: Rows = []
     if not _have("numpy"):
         return Section("6. memory per worker", ["numpy is not installed: nothing measured"], [])
-    launchers = []
+    preload = _preload_support() if PRELOAD_BACKEND in config.backends else None
+    launchers: list[tuple[str, bool]] = []
     for backend in config.backends:
         method = STDLIB_METHOD.get(backend, "spawn")
-        launchers.append(f"spawnkit:{backend}")
+        launchers.append((f"spawnkit:{backend}", False))
+        if backend == PRELOAD_BACKEND:
+            launchers.append((f"spawnkit:{backend}", True))
         if backend in STDLIB_METHOD:
-            launchers.append(f"stdlib:{method}")
+            launchers.append((f"stdlib:{method}", False))
+            if method == "forkserver":
+                launchers.append((f"stdlib:{method}", True))
             if config.torch:
-                launchers.append(f"torch:{method}")
-    for launcher in launchers:
+                launchers.append((f"torch:{method}", False))
+    for launcher, with_preload in launchers:
+        row = {"launcher": launcher.replace(":", " "), "preload": "no"}
+        if with_preload:
+            row["preload"] = "numpy"
+            if launcher.startswith("spawnkit") and preload is not None:
+                row["preload"] = f"preload: {preload}"
+                rows.append(row)
+                continue
         runs = [
-            _isolated("memory_job", launcher=launcher, module="numpy", n=config.small_n)
+            _isolated(
+                "memory_job",
+                launcher=launcher,
+                module="numpy",
+                n=config.small_n,
+                preload=with_preload,
+            )
             for _ in range(config.repeat)
         ]
-        row = {"launcher": launcher.replace(":", " ")}
         for key, label in (("rss", "RSS"), ("peak", "peak RSS"), ("pss", "PSS"), ("uss", "USS")):
             row[f"{label} MB"] = f"{_median([w[key] for run in runs for w in run]):.1f}"
         rows.append(row)
@@ -887,8 +955,299 @@ def bench_memory(config: Config) -> Section:
         "of /proc/<pid>/smaps_rollup; PSS from the same",
         "torch rows: the parent imports torch (torch.multiprocessing needs it), so their fork "
         "workers share torch's pages",
+        f"preload numpy: spawnkit {PRELOAD_BACKEND} with spawn(..., preload=['numpy']), stdlib "
+        "forkserver with set_forkserver_preload(['__main__', 'numpy']): the server imports "
+        "numpy once, its workers are forks of it and share those pages until written",
     ]
     return Section("6. memory per worker (numpy imported)", notes, rows)
+
+
+# --- 7. a program whose __main__ imports a heavy module --------------------------------------
+
+# The program of heavy-main, written to a fresh folder per module: what a torch user's
+# training script looks like to a launcher. Its main block imports this file (by path) for
+# the timing loop; a worker that re-imports the script runs only the part above the guard.
+HEAVY_MAIN_SCRIPT = """\
+import os
+
+import {module}
+
+if os.environ.get({log_env!r}):  # one line per run of this top level: who imported {module}
+    with open(os.environ[{log_env!r}], "a") as log:
+        log.write(f"{{os.getpid()}} {{__name__}}\\n")
+
+
+def noop(rank):
+    pass
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    sys.path.insert(0, {here!r})
+    import run_all
+
+    print(json.dumps(run_all.heavy_main_job(noop, *sys.argv[1:])))
+"""
+
+
+def _count_lines(path: str | None) -> int:
+    try:
+        with open(path or "") as lines:
+            return sum(1 for _ in lines)
+    except FileNotFoundError:
+        return 0
+
+
+def heavy_main_job(
+    fn: Callable[[int], None], launcher: str, n: str, repeat: str, preload: str = ""
+) -> dict[str, list[float]]:
+    """In the heavy script's main block: a warm-up launch + join, then ``repeat`` timed ones.
+
+    ``fn`` is the script's own ``noop``, so every launcher's workers need its ``__main__``.
+    Per launch: wall time (s) and how often the script's top level ran meanwhile.
+    """
+    kind, method = launcher.split(":")
+    nprocs = int(n)
+    log = os.environ.get(HEAVY_MAIN_LOG)
+
+    def launch_once() -> None:
+        if kind == "spawnkit":
+            import spawnkit
+
+            options: dict[str, Any] = {"preload": [preload]} if preload else {}
+            spawnkit.spawn(fn, nprocs=nprocs, backend=method, timeout=JOB_TIMEOUT, **options)
+        elif kind == "stdlib":
+            codes = _join_all(_stdlib_processes(method, fn, lambda r: (r,), nprocs))
+            if any(codes):
+                raise RuntimeError(f"stdlib {method} workers failed: {codes}")
+        else:
+            _torch_job(fn, (), nprocs, method)
+
+    result: dict[str, list[float]] = {"seconds": [], "main runs": []}
+    for _ in range(1 + int(repeat)):
+        before = _count_lines(log)
+        start = time.perf_counter()
+        launch_once()
+        result["seconds"].append(time.perf_counter() - start)
+        result["main runs"].append(_count_lines(log) - before)
+    return result
+
+
+def _session_members(session: int) -> list[int]:
+    """Live processes (zombies left out) of a session, read from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # after the command's closing bracket: state, ppid, pgrp, session, ...
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def _end_session(session: int, grace: float = 10.0) -> list[int]:
+    """Give what is left of a session ``grace`` seconds to exit; SIGKILL the rest, named."""
+    import signal
+
+    deadline = time.monotonic() + grace
+    left = _session_members(session)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _session_members(session)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+def _heavy_main_run(
+    script: str, launcher: str, n: int, repeat: int, preload: str
+) -> tuple[dict[str, list[float]], list[int]]:
+    """``python script.py LAUNCHER N REPEAT PRELOAD`` in a session of its own.
+
+    Its result, and the processes of that session still running once the script had exited
+    (given 10 s to go, then killed).
+    """
+    import json
+    import subprocess
+    import tempfile
+
+    folder = os.path.dirname(script)
+    log = os.path.join(folder, "main-runs.log")
+    if os.path.exists(log):
+        os.remove(log)
+    command = [sys.executable, script, launcher, str(n), str(repeat), preload]
+    # Files, not pipes: a process that outlives the script must not hold up the wait.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=err,
+            cwd=folder,
+            env={**os.environ, HEAVY_MAIN_LOG: log},
+            start_new_session=True,
+        )
+        try:
+            code = process.wait((1 + repeat) * JOB_TIMEOUT + 60)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            left = _end_session(process.pid)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
+    if code is None:
+        raise TimeoutError(f"heavy-main {launcher}: still running, killed:\n{stderr[-3000:]}")
+    if code:
+        raise RuntimeError(f"heavy-main {launcher} exited with {code}:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1]), left
+
+
+def _heavy_main_label(launcher: str, preload: str) -> str:
+    kind, method = launcher.split(":")
+    name = {"torch": "torch start_processes"}.get(kind, kind)
+    return f"{name} {method}" + (f" preload=[{preload}]" if preload else "")
+
+
+def _heavy_main_launchers(module: str, ours: list[str], config: Config) -> list[tuple[str, str]]:
+    """(launcher, module to preload or "") of one row group, in the order of its rows."""
+    launchers = []
+    for backend in ours:
+        launchers.append((f"spawnkit:{backend}", ""))
+        if backend == PRELOAD_BACKEND:
+            launchers.append((f"spawnkit:{backend}", module))
+    launchers += [("stdlib:forkserver", ""), ("stdlib:spawn", "")]
+    if config.torch:
+        launchers += [("torch:spawn", ""), ("torch:forkserver", "")]
+    return launchers
+
+
+def _heavy_main_group(
+    module: str, launchers: list[tuple[str, str]], config: Config, left_behind: list[str]
+) -> tuple[Rows, dict[tuple[str, str], float]]:
+    """One module's rows, and the median seconds per measured launcher."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    preload = _preload_support() if any(p for _, p in launchers) else None
+    folder = tempfile.mkdtemp(prefix="spawnkit-bench-heavy-main-")
+    medians: dict[tuple[str, str], float] = {}
+    group: Rows = []
+    # The module's files into the page cache first: the group's first launcher must not pay
+    # for reading them from disk and the others not.
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, timeout=JOB_TIMEOUT)
+    try:
+        script = os.path.join(folder, f"heavy_{module}.py")
+        with open(script, "w") as file:
+            file.write(HEAVY_MAIN_SCRIPT.format(module=module, log_env=HEAVY_MAIN_LOG, here=_HERE))
+        for launcher, with_preload in launchers:
+            row = {"module": module, "launcher": _heavy_main_label(launcher, with_preload)}
+            group.append(row)
+            if with_preload and preload is not None:
+                row["1st call ms"] = f"preload: {preload}"
+                continue
+            result, left = _heavy_main_run(
+                script, launcher, config.small_n, config.repeat, with_preload
+            )
+            if left:
+                left_behind.append(f"{row['launcher']} ({module}): pids {left}")
+            medians[(launcher, with_preload)] = _median(result["seconds"][1:])
+            runs = result["main runs"]
+            row["1st call ms"] = _ms(result["seconds"][0])
+            row["median ms"] = _ms(medians[(launcher, with_preload)])
+            row["top-level runs"] = f"{runs[0]:.0f} / {_median(runs[1:]):.0f}"
+            print(".", end="", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    fast = medians.get((f"spawnkit:{PRELOAD_BACKEND}", ""))
+    for row, (launcher, with_preload) in zip(group, launchers):
+        mine = medians.get((launcher, with_preload))
+        kind, method = launcher.split(":")
+        same = medians.get((f"spawnkit:{method}", "")) if kind != "spawnkit" else None
+        row["spawnkit / this"] = _ratio(same, mine)
+        if (launcher, with_preload) != (f"spawnkit:{PRELOAD_BACKEND}", ""):
+            row[f"spawnkit {PRELOAD_BACKEND} / this"] = _ratio(fast, mine)
+    return group, medians
+
+
+def bench_heavy_main(config: Config) -> Section:
+    modules = ["numpy"] if _have("numpy") else []
+    if config.torch:
+        modules.append("torch")
+    ours = [b for b in ("forkserver", "spawn", "subprocess") if b in config.backends]
+    notes = [
+        f"N={config.small_n} no-op workers (the script's own noop) launched + joined from a "
+        "program whose __main__ script imports the module at its top level; each launcher in "
+        "a fresh `python script.py LAUNCHER ...` process: one 1st call, then the median of "
+        f"{config.repeat} timed calls",
+        "1st call: includes what a launcher starts once (spawnkit's and stdlib's fork "
+        "servers, torch.multiprocessing's import in the parent); for spawnkit forkserver, "
+        "the cold server. Later calls of spawnkit forkserver reuse the warm server",
+        "top-level runs: how often the script's top level (the heavy import) ran during the "
+        "1st call / during each later call (median), counted in a log file it appends to",
+        "spawnkit / this: the spawnkit backend of the same start method (stdlib and torch "
+        "spawn vs spawnkit spawn, forkserver vs forkserver, later calls); below 1, spawnkit "
+        "is faster",
+        "preload=[module]: the module the script imports anyway, so the server has it either "
+        "way; the row shows what passing it costs or saves",
+        "torch rows: torch.multiprocessing wraps the target in a function of its own, so each "
+        "of its workers imports torch too, whatever the script imports",
+    ]
+    rows: Rows = []
+    left_behind: list[str] = []
+    for module in modules:
+        launchers = _heavy_main_launchers(module, ours, config)
+        group, medians = _heavy_main_group(module, launchers, config, left_behind)
+        rows += group
+        notes += _heavy_main_targets(module, medians)
+    print(file=sys.stderr)
+    if not modules:
+        notes.append("numpy is not installed: nothing measured")
+    if left_behind:
+        notes.append(
+            "still running 10 s after their script exited, then killed: " + "; ".join(left_behind)
+        )
+    else:
+        notes.append("no process of any launcher outlived its script by 10 s")
+    return Section("7. a program whose __main__ imports a heavy module", notes, rows)
+
+
+def _heavy_main_targets(module: str, medians: dict[tuple[str, str], float]) -> list[str]:
+    """The goals of spawnkit forkserver: half stdlib forkserver's time, 20x torch spawn's."""
+    lines = []
+    for preload in ("", module):
+        ours = medians.get((f"spawnkit:{PRELOAD_BACKEND}", preload))
+        if not ours:
+            continue
+        name = _heavy_main_label(f"spawnkit:{PRELOAD_BACKEND}", preload)
+        stdlib = medians.get(("stdlib:forkserver", ""))
+        if stdlib:
+            verdict = "met" if ours / stdlib <= 0.5 else "NOT met"
+            lines.append(
+                f"{module}: {name} / stdlib forkserver = {ours / stdlib:.2f} "
+                f"(target <= 0.5: {verdict})"
+            )
+        torch_spawn = medians.get(("torch:spawn", ""))
+        if torch_spawn:
+            verdict = "met" if torch_spawn / ours >= 20 else "NOT met"
+            lines.append(
+                f"{module}: {name} is {torch_spawn / ours:.1f}x as fast as torch "
+                f"start_processes spawn (target >= 20x: {verdict})"
+            )
+    return lines
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -901,6 +1260,7 @@ BENCHES: dict[str, Callable[[Config], Section]] = {
     "first-work": bench_first_work,
     "big-arg": bench_big_arg,
     "memory": bench_memory,
+    "heavy-main": bench_heavy_main,
 }
 
 
@@ -920,7 +1280,8 @@ def machine_lines(config: Config) -> list[str]:
         f"loky: {_version('loky')}{'' if config.loky else ' (not compared)'}; "
         f"numpy: {_version('numpy')}",
         f"repeat: {config.repeat}; N: {','.join(map(str, config.counts))} (launch), "
-        f"{config.small_n} (failure, first-work, memory); backends: {', '.join(config.backends)}",
+        f"{config.small_n} (failure, first-work, memory, heavy-main); "
+        f"backends: {', '.join(config.backends)}",
     ]
 
 
@@ -950,7 +1311,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs per cell (median)")
     parser.add_argument("--nprocs", default="1,2,4,8,16", help="worker counts of launch")
-    parser.add_argument("--small-n", type=int, default=4, help="N of failure/first-work/memory")
+    parser.add_argument(
+        "--small-n", type=int, default=4, help="N of failure/first-work/memory/heavy-main"
+    )
     parser.add_argument("--only", default=",".join(ALL_BENCHES), help="benchmarks to run")
     parser.add_argument("--backends", default="", help="default: every built-in available one")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out")
