@@ -1,4 +1,4 @@
-"""What the three ``multiprocessing`` start methods share: a process, a handle, fd passing."""
+"""What the ``fork`` and ``spawn`` backends share: a ``multiprocessing`` process and its handle."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ class _Carrier:
     """Carries a spec into a new interpreter, its descriptors duplicated on the way.
 
     ``multiprocessing`` pickles a process's arguments while it spawns; ``DupFd`` then
-    registers each descriptor with the spawning Popen, which passes it to the child (as an
-    inherited fd for ``spawn``, over SCM_RIGHTS for ``forkserver``).
+    registers each descriptor with the spawning Popen, which has the child inherit it.
     """
 
     def __init__(self, spec: plugin.WorkerSpec, payload_fd: int | None, size: int) -> None:
@@ -66,8 +65,8 @@ def _write_all(fd: int, data: bytes) -> None:
 def _start_without_sigpipe(process: BaseProcess) -> None:
     """``process.start()``, with a dead reader costing ``EPIPE`` rather than SIGPIPE.
 
-    multiprocessing writes the new process's preparation data to a pipe (spawn) or a
-    socket (forkserver) without MSG_NOSIGNAL; a program that restored SIGPIPE's default
+    multiprocessing writes the new process's preparation data to a pipe (spawn) without
+    MSG_NOSIGNAL; a program that restored SIGPIPE's default
     action (common in command-line tools) would die if the reader were gone. The signal
     is blocked in this thread only, and a SIGPIPE that came up meanwhile is consumed.
     """
@@ -88,26 +87,16 @@ def _start_without_sigpipe(process: BaseProcess) -> None:
 class MultiprocessingHandle:
     """A worker started by ``multiprocessing`` (a :class:`spawnkit.plugin.ProcessHandle`)."""
 
-    def __init__(
-        self,
-        process: BaseProcess,
-        own_child: bool,
-        writer: threading.Thread | None = None,
-        server_pid: int | None = None,
-    ) -> None:
+    def __init__(self, process: BaseProcess, writer: threading.Thread | None = None) -> None:
         self._process = process
         self._writer = writer
         self._pid = process.pid  # still answered after close(), as the protocol asks
-        self._own_child = own_child
-        self._server_pid = server_pid
         # Why the exit status is unknown, once it is: core reads this (see _context).
         self.status_lost: str | None = None
         self._pidfd: int | None = None
         self._ended_r: int | None = None
         # multiprocessing's sentinel for fork and spawn is a pipe the worker holds open, and
         # so do grandchildren it forks; a pidfd turns readable when the worker itself ends.
-        # A forkserver worker is not our child, but its pidfd still tells whether it runs
-        # when the fork server, which reports its exit, is gone.
         if hasattr(os, "pidfd_open") and process.pid is not None:
             try:
                 self._pidfd = os.pidfd_open(process.pid)
@@ -118,7 +107,6 @@ class MultiprocessingHandle:
             sys.platform != "win32"
             and hasattr(os, "waitid")  # macOS has none: multiprocessing's sentinel, then
             and self._pidfd is None
-            and own_child
             and process.pid is not None
         ):
             # No pidfd (the BSDs, Linux < 5.3): a thread waits for the worker's exit
@@ -136,7 +124,7 @@ class MultiprocessingHandle:
 
     @property
     def sentinel(self) -> int:
-        if self._pidfd is not None and (self._own_child or self.status_lost):
+        if self._pidfd is not None:
             return self._pidfd
         if self._ended_r is not None:
             return self._ended_r
@@ -144,17 +132,7 @@ class MultiprocessingHandle:
 
     def poll(self) -> int | None:
         status = self._process.exitcode
-        if status == 255 and not self._own_child and self.status_lost is None:
-            # What multiprocessing reports when the fork server's pipe closes, and what a
-            # worker's own exit(255) looks like: a worker still running, or a server that
-            # is gone, says which.
-            running = self._pidfd is not None and not _readable(self._pidfd)
-            if running or self._server_gone():
-                self.status_lost = (
-                    f"the fork server (pid {self._server_pid}) that started it died while "
-                    "the job ran, and the worker's exit status died with it"
-                )
-        if status is None and self._own_child and self._gone_unreaped():
+        if status is None and self._gone_unreaped():
             # It has ended, yet multiprocessing's waitpid() finds no child: another part of
             # the program reaped it (os.waitpid(-1) or os.wait()) and took its status.
             self.status_lost = (
@@ -172,33 +150,6 @@ class MultiprocessingHandle:
             return False
         return self._process.exitcode is None  # looked again: still nothing to read
 
-    def _server_gone(self) -> bool:
-        """Whether the fork server has exited; bounded wait for one that is exiting.
-
-        Its end of the status pipe closes before the kernel reports it exited, so a
-        server killed a moment ago may still look alive for a moment.
-        """
-        if self._server_pid is None:
-            return True
-        if sys.platform == "win32" or not hasattr(os, "waitid"):
-            return False  # no waitid (Windows, macOS): not known to be gone
-        else:  # a platform branch type checkers understand
-            import time
-
-            deadline = time.monotonic() + 1.0
-            while True:
-                try:
-                    # WNOWAIT: only look; multiprocessing reaps its server itself.
-                    if os.waitid(os.P_PID, self._server_pid, _WAIT_FLAGS) is not None:
-                        return True
-                except ChildProcessError:  # reaped already
-                    return True
-                except OSError:
-                    return False
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.005)
-
     def close(self) -> None:
         if self._writer is not None:
             # The worker has ended, so its end of the payload pipe is closed: the writer
@@ -214,9 +165,6 @@ class MultiprocessingHandle:
             self._process.close()
         except ValueError:  # still running: given up after SIGKILL (see core's KILL_WAIT)
             pass
-
-
-_WAIT_FLAGS = getattr(os, "WEXITED", 4) | getattr(os, "WNOHANG", 1) | getattr(os, "WNOWAIT", 0)
 
 
 def _close_when_ended(pid: int, ended_w: int) -> None:
@@ -250,25 +198,23 @@ class MultiprocessingBackend(plugin.LocalBackend):
         if method != "fork":
             _check_main_file(method)
             # Started now, not while core starts the ranks: core holds every signal then,
-            # and a helper started meanwhile would keep that mask for good (a fork server
-            # that never sees SIGCHLD never reports an exit).
+            # and a helper started meanwhile would keep that mask for good.
             from multiprocessing import resource_tracker
 
             resource_tracker.ensure_running()
-            if method == "forkserver":
-                from multiprocessing import forkserver
-
-                forkserver.ensure_running()
         self._method = method
         self._context: BaseContext = multiprocessing.get_context(method)
         # Loaded here, a fork child inherits the worker bootstrap instead of importing it
-        # again in every rank.
+        # again in every rank, and what the bootstrap imports on first use (about 1 ms).
         self._run_worker = plugin.run_worker
+        if method == "fork" and sys.platform != "win32":
+            import faulthandler
+            import resource
+
+            self._preloaded = (faulthandler, resource)
 
     def start_process(self, spec: plugin.WorkerSpec) -> MultiprocessingHandle:
         arg: plugin.WorkerSpec | _Carrier = spec  # fork: inherited, fds keep their numbers
-        if self._method == "forkserver":
-            spec = spec.with_parent_pid(_forkserver_pid(spec.sigmask))
         payload = spec.payload
         pipe: tuple[int, int] | None = None
         if self._method != "fork":
@@ -282,7 +228,10 @@ class MultiprocessingBackend(plugin.LocalBackend):
             target=worker, args=(arg,), name=f"spawnkit-rank-{spec.rank}", daemon=False
         )
         try:
-            _start_without_sigpipe(process)
+            if self._method == "fork":
+                process.start()  # a fork writes nothing to the child: no SIGPIPE to fear
+            else:
+                _start_without_sigpipe(process)
         except BaseException:
             if pipe is not None:
                 plugin.unmark_parent_only(*pipe)
@@ -297,8 +246,7 @@ class MultiprocessingBackend(plugin.LocalBackend):
             writer = plugin.start_helper_thread(
                 _write_all, pipe[1], payload, name=f"spawnkit-payload-{spec.rank}"
             )
-        own = self._method != "forkserver"
-        return MultiprocessingHandle(process, own, writer, None if own else spec.parent_pid)
+        return MultiprocessingHandle(process, writer)
 
 
 def _check_main_file(method: str) -> None:
@@ -315,31 +263,3 @@ def _check_main_file(method: str) -> None:
         "the main program's file again in every worker. Save the program to a file and run "
         "that, or use backend 'fork' or 'subprocess'"
     )
-
-
-def _forkserver_pid(sigmask: tuple[int, ...] | None) -> int:
-    from multiprocessing import forkserver
-
-    if sigmask is None or sys.platform == "win32":
-        forkserver.ensure_running()
-    else:
-        # A server that died since the job began is started again here, while core holds
-        # every signal: with the job's own mask, or it would never see SIGCHLD.
-        import signal
-
-        held = signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
-        try:
-            forkserver.ensure_running()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    # The stdlib keeps the server's pid private; the watch needs it to tell the server (the
-    # worker's direct parent) apart from the job.
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    if not isinstance(pid, int):
-        # Guessing would be worse than failing: a wrong parent pid makes every worker think
-        # its job is gone the moment it arms its watch.
-        raise spawnkit.LaunchError(
-            "cannot find the fork server's pid (multiprocessing's internals changed); "
-            "use backend 'spawn' or 'subprocess'"
-        )
-    return pid
