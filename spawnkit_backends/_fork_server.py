@@ -53,6 +53,10 @@ _WARM = (
     "spawnkit._watches.poll",
     "spawnkit._watches.prctl",
     "traceback",
+    # What the worker setup imports on first use: faulthandler, and for its SIGTERM pipe.
+    "faulthandler",
+    "fcntl",
+    "resource",
 )
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # macOS has none; Python ignores SIGPIPE there
 
