@@ -189,6 +189,7 @@ class Server:
     def fork(self, rank: int, flags: int, fds: list[int]) -> None:
         import signal
         import struct
+        import warnings
 
         status, spec_fd, *rest = fds
         out = rest.pop(0) if flags & P.HAS_STDOUT else None
@@ -197,7 +198,17 @@ class Server:
         # its own handler (its spec's mask goes back in spawnkit._child).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _all_signals())
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about fork() in a process with threads. The threads are
+                # those of preloaded modules (a BLAS pool); the ranks start none before fn,
+                # and the warning would speak of the server, not of the job. Both processes
+                # leave this block, so a rank keeps its own filters.
+                warnings.filterwarnings(
+                    "ignore",
+                    message=r".*multi-threaded, use of fork\(\)",
+                    category=DeprecationWarning,
+                )
+                pid = os.fork()
             if pid == 0:
                 _run_child(self, status, spec_fd, out, err, rest)
         finally:

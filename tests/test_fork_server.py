@@ -212,3 +212,43 @@ def test_main_is_imported_once_in_the_server_and_ranks_follow_the_jobs_cwd_and_s
     # Each job's ranks wrote to the job's stdout and sat in its cwd of that moment.
     assert sorted(proc.stdout.splitlines()) == [f"rank {r} in {tmp_path}" for r in range(3)]
     assert sorted(out.read_text().splitlines()) == [f"rank {r} in {elsewhere}" for r in range(3)]
+
+
+THREADED = """
+import os, sys, threading, spawnkit
+
+def forks_with_a_thread(rank):
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return rank
+
+if __name__ == "__main__":
+    print(spawnkit.spawn(forks_with_a_thread, nprocs=2, backend="forkserver", preload=["busy"]))
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python 3.12 added the fork warning")
+def test_the_servers_threads_bring_no_fork_warning_but_a_ranks_own_do(tmp_path: Path) -> None:
+    # A preloaded module that runs a thread, as a BLAS pool does: the server's forks are not
+    # the job's concern; a rank that forks with a thread of its own is warned as usual.
+    (tmp_path / "busy.py").write_text(
+        "import threading\nthreading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+    )
+    script = tmp_path / "threaded.py"
+    script.write_text(textwrap.dedent(THREADED))
+    proc = subprocess.run(
+        [sys.executable, "-W", "default::DeprecationWarning", str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 1]"
+    warned = [line for line in proc.stderr.splitlines() if "multi-threaded" in line]
+    assert len(warned) == 2, proc.stderr  # one per rank, none from the server
+    assert all("threaded.py" in line for line in warned), proc.stderr
