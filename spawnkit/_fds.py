@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["above_stdio", "identity", "out_of_the_way", "pipe"]
+__all__ = ["above_stdio", "identity", "out_of_the_way", "pipe", "readable"]
 
 
 def above_stdio(fd: int) -> int:
@@ -90,3 +90,15 @@ def identity(fd: int) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (fd, st.st_dev, st.st_ino)
+
+
+def readable(fd: int) -> bool:
+    """Whether a read from ``fd`` would not block now (POSIX: ``poll()`` with no wait)."""
+    if sys.platform == "win32":
+        raise OSError("select.poll() is not available on Windows")
+    else:  # noqa: RET506 - a platform branch type checkers understand
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))

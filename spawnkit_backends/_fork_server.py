@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import spawnkit
 from spawnkit import _fresh, plugin
+from spawnkit._fds import identity, readable
 
 from ._zygote_protocol import (
     CODE,
@@ -111,14 +112,6 @@ def _interpreter_flags() -> list[str]:
     return list(flags()) if callable(flags) else []
 
 
-def _open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
 def _recv_exact(sock: socket.socket, size: int, what: str, server: _Server) -> bytes:
     data = b""
     while len(data) < size:
@@ -167,7 +160,7 @@ class _Server:
                 close_fds=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=None if _open(2) else subprocess.DEVNULL,
+                stderr=None if identity(2) is not None else subprocess.DEVNULL,
             )
         except OSError as exc:
             ours.close()
@@ -209,11 +202,20 @@ class _Server:
         if kind != READY:
             raise spawnkit.LaunchError(f"the fork server (pid {self.pid}) said {kind!r}")
 
-    def exit_note(self) -> str:
+    def exited(self) -> bool:
+        """Whether the server has exited; a server that is exiting gets a second to finish."""
+        import subprocess
+
         try:
-            code = self.process.wait(timeout=1.0)
-        except Exception:  # noqa: BLE001 - still running, or gone some other way
+            self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def exit_note(self) -> str:
+        if not self.exited():
             return ""
+        code = self.process.returncode
         return f" (exit status {code}; its stderr, the job's, says why)"
 
     def alive(self) -> bool:
@@ -224,7 +226,7 @@ class _Server:
         import pickle
 
         spec = spec.with_parent_pid(self.pid)
-        standard = [fd for fd in (1, 2) if _open(fd)]
+        standard = [fd for fd in (1, 2) if identity(fd) is not None]
         flags = (HAS_STDOUT if 1 in standard else 0) | (HAS_STDERR if 2 in standard else 0)
         if 2 + len(standard) + len(spec.fds) > MAX_FDS:
             raise spawnkit.LaunchError(
@@ -385,17 +387,6 @@ def _send_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
         socket.send_fds(sock, [data], fds, _NOSIGNAL)
 
 
-def _readable(fd: int) -> bool:
-    if sys.platform == "win32":  # only ever asked about POSIX descriptors
-        raise OSError("select.poll() is not available on Windows")
-    else:  # noqa: RET506 - a platform branch type checkers understand
-        import select
-
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-
-
 @final
 class ForkServerHandle:
     """A rank the fork server forked: a :class:`spawnkit.plugin.ProcessHandle`.
@@ -451,7 +442,7 @@ class ForkServerHandle:
                 f"the fork server (pid {self._server.pid}) that started it died while the "
                 "job ran, and the worker's exit status died with it"
             )
-        if self._pidfd is not None and not _readable(self._pidfd):
+        if self._pidfd is not None and not readable(self._pidfd):
             return None  # still running: it stops itself, its parent being gone
         self._code = 255
         return self._code
@@ -487,7 +478,7 @@ class ForkServerBackend(plugin.LocalBackend):
         try:
             return self._server.start(spec)
         except _ServerGone:
-            if self._server.exit_note() == "":
+            if not self._server.exited():
                 raise  # not gone after all: a server that is stuck is not replaced
         # Killed since the job began (or the previous one ended): a new one takes over.
         self._server = server_for(self._preload)

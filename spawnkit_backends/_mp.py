@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import spawnkit
 from spawnkit import plugin
+from spawnkit._fds import readable
 
 from ._mp_worker import Carried, worker
 
@@ -141,12 +142,12 @@ class MultiprocessingHandle:
             )
             status = 255
         if self.status_lost is not None and self._pidfd is not None:
-            status = 255 if _readable(self._pidfd) else None  # ended, how is unknown
+            status = 255 if readable(self._pidfd) else None  # ended, how is unknown
         return status
 
     def _gone_unreaped(self) -> bool:
         ended = self._pidfd if self._pidfd is not None else self._ended_r
-        if ended is None or not _readable(ended):
+        if ended is None or not readable(ended):
             return False
         return self._process.exitcode is None  # looked again: still nothing to read
 
@@ -176,17 +177,6 @@ def _close_when_ended(pid: int, ended_w: int) -> None:
     finally:
         plugin.unmark_parent_only(ended_w)
         os.close(ended_w)
-
-
-def _readable(fd: int) -> bool:
-    if sys.platform == "win32":  # only ever asked about a pidfd, which Windows has not
-        raise OSError("select.poll() is not available on Windows")
-    else:  # noqa: RET506 - a platform branch type checkers understand
-        import select
-
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
 
 
 class MultiprocessingBackend(plugin.LocalBackend):

@@ -155,6 +155,20 @@ def test_a_preload_that_fails_to_import_names_its_error(
     assert set(descendants()) <= before  # the failed server is gone and reaped
 
 
+def _run_program(
+    script: Path, *args: str, flags: tuple[str, ...] | list[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` as a program in its own folder (bounded), its output captured."""
+    return subprocess.run(
+        [sys.executable, *flags, str(script), *args],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
 def proc_pid(runs: list[str]) -> str:
     """The job's pid, from the line its own run of the script wrote."""
     (pid,) = [line.split()[1] for line in runs if line.startswith("__main__ ")]
@@ -194,14 +208,7 @@ def test_main_is_imported_once_in_the_server_and_ranks_follow_the_jobs_cwd_and_s
     script.write_text(textwrap.dedent(SCRIPT))
     log, elsewhere, out = tmp_path / "log", tmp_path / "elsewhere", tmp_path / "out"
     elsewhere.mkdir()
-    proc = subprocess.run(
-        [sys.executable, str(script), str(log), str(elsewhere), str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    proc = _run_program(script, str(log), str(elsewhere), str(out))
     assert proc.returncode == 0, proc.stderr
     *runs, last = log.read_text().splitlines()
     server = int(last.split()[1])
@@ -239,14 +246,7 @@ def test_the_servers_threads_bring_no_fork_warning_but_a_ranks_own_do(tmp_path: 
     )
     script = tmp_path / "threaded.py"
     script.write_text(textwrap.dedent(THREADED))
-    proc = subprocess.run(
-        [sys.executable, "-W", "default::DeprecationWarning", str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    proc = _run_program(script, flags=["-W", "default::DeprecationWarning"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 1]"
     warned = [line for line in proc.stderr.splitlines() if "multi-threaded" in line]
