@@ -265,7 +265,9 @@ class _Server:
             raise
         with self.lock:
             self.live += 1
-        return ForkServerHandle(self, pid, status, writer)
+        # A bare number from here on: a socket object that a fork of the job collected
+        # would close that number there, whatever file had taken it by then.
+        return ForkServerHandle(self, pid, status.detach(), writer)
 
     def released(self) -> None:
         with self.lock:
@@ -298,6 +300,19 @@ class _Server:
             plugin.unmark_parent_only(self.control.fileno())
             self.control.close()
 
+    def disown(self) -> None:
+        """Forget the server in a fork of the job, where it is neither a child nor reachable.
+
+        The control socket was closed there already, as the job's own
+        (``plugin.mark_parent_only``): the socket object must not close that number again
+        when it is collected, by then maybe another file's. Nor may the ``Popen`` warn that
+        its process still runs, or wait for it: it is not this process's child.
+        """
+        self.control.detach()
+        if self.process.returncode is None:
+            self.process.returncode = _NOT_OURS
+        plugin.unmark_helper_process(self.pid)
+
     def _reap(self, wait: float = 0.0) -> None:
         import subprocess
 
@@ -310,6 +325,9 @@ class _Server:
             self.process.wait()
         plugin.unmark_helper_process(self.pid)
 
+
+# The exit code a fork of the job gives its copy of the server's Popen: none is known.
+_NOT_OURS = -1 << 16
 
 _lock = threading.Lock()
 _current: _Server | None = None
@@ -349,13 +367,12 @@ def server_pids() -> list[int]:
 
 
 def _forget_in_child() -> None:
-    # A fork of the job (a fork worker, the program's own os.fork()) has no server: the
-    # control socket was closed there as the job's own (plugin.mark_parent_only), and a
+    # A fork of the job (a fork worker, the program's own os.fork()) has no server, and a
     # lock some other thread held would never be released.
     global _current, _lock
     for server in [_current, *_retired]:
         if server is not None:
-            plugin.unmark_helper_process(server.pid)
+            server.disown()
     _current = None
     _retired.clear()
     _lock = threading.Lock()
@@ -396,11 +413,11 @@ class ForkServerHandle:
     """
 
     def __init__(
-        self, server: _Server, pid: int, status: socket.socket, writer: threading.Thread | None
+        self, server: _Server, pid: int, status: int, writer: threading.Thread | None
     ) -> None:
         self._server = server
         self._pid = pid
-        self._status: socket.socket | None = status
+        self._status: int | None = status
         self._writer = writer
         self._received = b""
         self._code: int | None = None
@@ -419,7 +436,7 @@ class ForkServerHandle:
         if self.status_lost is not None and self._pidfd is not None:
             return self._pidfd  # the status socket is at end-of-file for good
         assert self._status is not None
-        return self._status.fileno()
+        return self._status
 
     def poll(self) -> int | None:
         if self._code is not None:
@@ -427,7 +444,7 @@ class ForkServerHandle:
         if self.status_lost is None:
             assert self._status is not None
             try:
-                data = self._status.recv(4 - len(self._received))
+                data = os.read(self._status, 4 - len(self._received))
             except BlockingIOError:
                 return None
             except OSError:

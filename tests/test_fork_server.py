@@ -252,3 +252,52 @@ def test_the_servers_threads_bring_no_fork_warning_but_a_ranks_own_do(tmp_path: 
     warned = [line for line in proc.stderr.splitlines() if "multi-threaded" in line]
     assert len(warned) == 2, proc.stderr  # one per rank, none from the server
     assert all("threaded.py" in line for line in warned), proc.stderr
+
+
+FORKED = """
+import gc, os, signal, sys, warnings
+import spawnkit
+from spawnkit_backends import _fork_server
+
+def block(rank):
+    while True:
+        signal.pause()
+
+def is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+if __name__ == "__main__":
+    warnings.simplefilter("error")  # a destructor's ResourceWarning reaches the hook
+    ctx = spawnkit.spawn(block, nprocs=1, join=False, backend="forkserver")
+    numbers = {_fork_server._current.control.fileno(), ctx.processes[0].sentinel}
+    pid = os.fork()
+    if pid == 0:
+        dropped = []
+        sys.unraisablehook = dropped.append
+        taken = set()
+        while not numbers <= taken:  # closed at the fork: the child's next files get them
+            taken.add(os.open(os.devnull, os.O_RDONLY))
+        del ctx
+        gc.collect()
+        closed = [fd for fd in sorted(numbers) if not is_open(fd)]
+        os.write(1, f"closed {closed} dropped {[str(u.exc_value) for u in dropped]}\\n".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    ctx.terminate()
+"""
+
+
+def test_a_fork_of_the_job_leaves_the_servers_numbers_and_process_alone(tmp_path: Path) -> None:
+    # A fork worker of another job, or the program's own fork, gets copies of the server's
+    # socket and Popen objects, and of the running job's handles, whose descriptors were
+    # closed at the fork. Collected there, they must not close what has the numbers now,
+    # nor warn of a process that is not the fork's child.
+    script = tmp_path / "forked.py"
+    script.write_text(textwrap.dedent(FORKED))
+    proc = _run_program(script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "closed [] dropped []\n", proc.stderr

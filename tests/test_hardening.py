@@ -422,3 +422,40 @@ def test_a_sigterm_that_lands_in_a_destructor_still_stops_the_rank(
     forced = [r.getMessage() for r in caplog.records if "SIGKILL" in r.getMessage()]
     assert forced == []
     assert [p.exitcode for p in ctx.processes] == [-signal.SIGTERM, -signal.SIGTERM]
+
+
+@posix
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("backend", "own_hook"),
+    [("fork", False), ("fork", True), ("forkserver", True), ("subprocess", True)],
+    ids=["fork-inherited-hook", "fork-own-hook", "forkserver-own-hook", "subprocess-own-hook"],
+)
+def test_a_sigterm_that_lands_in_an_unraisable_hook_still_stops_the_rank(
+    backend: str, own_hook: bool, tmp_path: Path
+) -> None:
+    """Python drops what an unraisable hook raises; the Terminated waits until it returns.
+
+    The inherited hook is pytest's case: a fork rank runs the parent's hook for an error
+    in a destructor, through spawnkit's own.
+    """
+    hook = sys.unraisablehook
+    if not own_hook:
+        sys.unraisablehook = t.waiting_unraisable_hook(str(tmp_path))
+    try:
+        ctx = spawnkit.spawn(
+            t.signalled_in_unraisable_hook,
+            args=(str(tmp_path), own_hook),
+            nprocs=1,
+            join=False,
+            backend=backend,
+        )
+    finally:
+        sys.unraisablehook = hook
+    with ctx:
+        wait_for_files(tmp_path / "in_hook")
+        os.kill(ctx.pids()[0], signal.SIGTERM)
+        (tmp_path / "sent").touch()
+        with pytest.raises(spawnkit.ProcessExitedException) as info:
+            assert ctx.join(timeout=60), "the rank slept on after its SIGTERM"
+    assert info.value.signal_name == "SIGTERM"

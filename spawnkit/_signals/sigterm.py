@@ -40,14 +40,19 @@ def stop_requested() -> bool:
     return _stop_requested
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
+def _on_sigterm(signum: int, frame: Any) -> None:
     global _stop_requested, _seen
-    _seen = True
     if _stop_requested:
+        _seen = True
         return  # raised once: a nudge (below) or a second SIGTERM changes nothing
-    _stop_requested = True
-    if _worker.phase != _worker.REPORTING:
-        raise Terminated("worker received SIGTERM")
+    if _worker.phase == _worker.REPORTING:
+        _seen = _stop_requested = True
+        return
+    if _would_be_dropped(frame):
+        return  # not seen: the nudge thread sends the signal again, after the hook
+    _seen = _stop_requested = True
+    _keep_drops_in_view()
+    raise Terminated("worker received SIGTERM")
 
 
 def stop_before_start() -> Terminated:
@@ -123,12 +128,15 @@ def restore_default() -> None:
 def _seeing(handler: Any) -> Any:
     """``handler``, noting that it ran; repeats caused by a nudge do not reach it."""
 
-    def on_sigterm(signum: int, frame: object) -> Any:
+    def on_sigterm(signum: int, frame: Any) -> Any:
         global _seen, _nudges
         if _seen and _nudges:
             _nudges -= 1
             return None
+        if _would_be_dropped(frame):
+            return None  # as for _on_sigterm: whatever the handler raised would be lost
         _seen = True
+        _keep_drops_in_view()
         return handler(signum, frame)
 
     on_sigterm.__wrapped__ = handler  # type: ignore[attr-defined]
@@ -193,6 +201,43 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_hold_sigterm, after_in_parent=_release_sigterm, after_in_child=_forget_and_release
     )
+
+
+def _code_of(hook: object) -> object:
+    function = getattr(hook, "__func__", hook)  # a bound method's function
+    code = getattr(function, "__code__", None)
+    if code is None:  # an instance of a class that defines __call__
+        call = vars(type(hook)).get("__call__")
+        code = getattr(call, "__code__", None)
+    return code
+
+
+def _would_be_dropped(frame: Any) -> bool:
+    """Whether an exception raised at ``frame`` would be lost: it runs in an unraisable hook.
+
+    Python prints what such a hook raises and goes on, so a SIGTERM that arrives while
+    one runs (say pytest's, for an error in a destructor of a fork rank) must wait until
+    it has returned. Only the nudge thread can send it again: without one, never wait.
+    """
+    if _nudge_pipe is None:
+        return False
+    hooks = {_code_of(_raise_dropped_terminated), _code_of(_dropped_hook)}
+    hooks.add(_code_of(sys.unraisablehook))
+    hooks.discard(None)
+    while frame is not None:
+        if frame.f_code in hooks:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _keep_drops_in_view() -> None:
+    # A hook the program installed after the worker's start would drop the Terminated a
+    # destructor raises: put ours back in front of it.
+    global _dropped_hook
+    if _nudge_pipe is not None and sys.unraisablehook is not _raise_dropped_terminated:
+        _dropped_hook = sys.unraisablehook
+        sys.unraisablehook = _raise_dropped_terminated
 
 
 def _raise_dropped_terminated(unraisable: Any) -> None:

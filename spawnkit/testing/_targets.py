@@ -432,3 +432,38 @@ def stopped_inside_del(rank: int, directory: str) -> None:
     obj = _StoppedInDel(Path(directory, f"{rank}.in_del"))
     del obj
     block_forever()
+
+
+def waiting_unraisable_hook(directory: str) -> Any:
+    """An unraisable hook that says it runs, then waits in Python code for the file ``sent``.
+
+    The test sends the rank SIGTERM before it writes ``sent``: the signal reaches the main
+    thread (spawnkit's threads block it) while the hook runs, and Python would drop what
+    the handler raises there.
+    """
+    folder = Path(directory)
+
+    def hook(unraisable: Any) -> None:
+        (folder / "in_hook").touch()
+        deadline = time.monotonic() + 60
+        while not (folder / "sent").exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    return hook
+
+
+class _RaisesInDel:
+    def __del__(self) -> None:
+        raise ValueError("raised in __del__: Python hands it to sys.unraisablehook")
+
+
+def signalled_in_unraisable_hook(rank: int, directory: str, own_hook: bool) -> None:
+    """Rank whose SIGTERM lands in an unraisable hook; it must still end on that SIGTERM.
+
+    With ``own_hook``, the rank installs the hook, in place of spawnkit's; otherwise it runs
+    the one a fork inherited, which spawnkit's calls.
+    """
+    if own_hook:
+        sys.unraisablehook = waiting_unraisable_hook(directory)
+    _RaisesInDel()
+    block_forever()
