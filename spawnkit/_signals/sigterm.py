@@ -48,10 +48,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     if _worker.phase == _worker.REPORTING:
         _seen = _stop_requested = True
         return
-    if _would_be_dropped(frame):
+    if not _seen and _would_be_dropped(frame):
         return  # not seen: the nudge thread sends the signal again, after the hook
     _seen = _stop_requested = True
-    _keep_drops_in_view()
     raise Terminated("worker received SIGTERM")
 
 
@@ -133,10 +132,12 @@ def _seeing(handler: Any) -> Any:
         if _seen and _nudges:
             _nudges -= 1
             return None
-        if _would_be_dropped(frame):
-            return None  # as for _on_sigterm: whatever the handler raised would be lost
+        if not _seen and _would_be_dropped(frame):
+            # As for _on_sigterm: what the handler raised would be lost. A nudge that
+            # arrives meanwhile is spent here, or a later SIGTERM would pass for one.
+            _nudges = max(_nudges - 1, 0)
+            return None
         _seen = True
-        _keep_drops_in_view()
         return handler(signum, frame)
 
     on_sigterm.__wrapped__ = handler  # type: ignore[attr-defined]
@@ -221,23 +222,15 @@ def _would_be_dropped(frame: Any) -> bool:
     """
     if _nudge_pipe is None:
         return False
-    hooks = {_code_of(_raise_dropped_terminated), _code_of(_dropped_hook)}
-    hooks.add(_code_of(sys.unraisablehook))
-    hooks.discard(None)
+    # By identity: code objects compare equal by their contents alone.
+    hooks = {id(_code_of(hook)) for hook in (_raise_dropped_terminated, _dropped_hook)}
+    hooks.add(id(_code_of(sys.unraisablehook)))
+    hooks.discard(id(None))
     while frame is not None:
-        if frame.f_code in hooks:
+        if id(frame.f_code) in hooks:
             return True
         frame = frame.f_back
     return False
-
-
-def _keep_drops_in_view() -> None:
-    # A hook the program installed after the worker's start would drop the Terminated a
-    # destructor raises: put ours back in front of it.
-    global _dropped_hook
-    if _nudge_pipe is not None and sys.unraisablehook is not _raise_dropped_terminated:
-        _dropped_hook = sys.unraisablehook
-        sys.unraisablehook = _raise_dropped_terminated
 
 
 def _raise_dropped_terminated(unraisable: Any) -> None:
