@@ -459,3 +459,37 @@ def test_a_sigterm_that_lands_in_an_unraisable_hook_still_stops_the_rank(
         with pytest.raises(spawnkit.ProcessExitedException) as info:
             assert ctx.join(timeout=60), "the rank slept on after its SIGTERM"
     assert info.value.signal_name == "SIGTERM"
+
+
+def _exit_7(signum: int, frame: object) -> None:
+    raise SystemExit(7)
+
+
+@posix
+@pytest.mark.timeout(120)
+def test_an_inherited_sigterm_handler_waits_until_the_unraisable_hook_returns(
+    tmp_path: Path,
+) -> None:
+    """A fork rank keeps its parent's own SIGTERM handler; what that raises in a hook is lost
+    as well, so it too runs once the hook has returned."""
+    previous = signal.signal(signal.SIGTERM, _exit_7)
+    hook = sys.unraisablehook
+    sys.unraisablehook = t.waiting_unraisable_hook(str(tmp_path))
+    try:
+        ctx = spawnkit.spawn(
+            t.signalled_in_unraisable_hook,
+            args=(str(tmp_path), False),
+            nprocs=1,
+            join=False,
+            backend="fork",
+        )
+    finally:
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGTERM, previous)
+    with ctx:
+        wait_for_files(tmp_path / "in_hook")
+        os.kill(ctx.pids()[0], signal.SIGTERM)
+        (tmp_path / "sent").touch()
+        with pytest.raises(spawnkit.ProcessExitedException) as info:
+            assert ctx.join(timeout=60), "the rank slept on after its SIGTERM"
+    assert info.value.exit_code == 7
