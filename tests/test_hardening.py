@@ -424,21 +424,11 @@ def test_a_sigterm_that_lands_in_a_destructor_still_stops_the_rank(
     assert [p.exitcode for p in ctx.processes] == [-signal.SIGTERM, -signal.SIGTERM]
 
 
-@posix
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    ("backend", "own_hook"),
-    [("fork", False), ("fork", True), ("forkserver", True), ("subprocess", True)],
-    ids=["fork-inherited-hook", "fork-own-hook", "forkserver-own-hook", "subprocess-own-hook"],
-)
-def test_a_sigterm_that_lands_in_an_unraisable_hook_still_stops_the_rank(
-    backend: str, own_hook: bool, tmp_path: Path
-) -> None:
-    """Python drops what an unraisable hook raises; the Terminated waits until it returns.
-
-    The inherited hook is pytest's case: a fork rank runs the parent's hook for an error
-    in a destructor, through spawnkit's own.
-    """
+def _signalled_in_unraisable_hook(
+    tmp_path: Path, backend: str, own_hook: bool
+) -> spawnkit.ProcessExitedException:
+    """Start one rank that runs an unraisable hook (its own, or the one it inherited), send
+    it SIGTERM while the hook waits, and return the failure its end brings."""
     hook = sys.unraisablehook
     if not own_hook:
         sys.unraisablehook = t.waiting_unraisable_hook(str(tmp_path))
@@ -458,7 +448,26 @@ def test_a_sigterm_that_lands_in_an_unraisable_hook_still_stops_the_rank(
         (tmp_path / "sent").touch()
         with pytest.raises(spawnkit.ProcessExitedException) as info:
             assert ctx.join(timeout=60), "the rank slept on after its SIGTERM"
-    assert info.value.signal_name == "SIGTERM"
+    return info.value
+
+
+@posix
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("backend", "own_hook"),
+    [("fork", False), ("fork", True), ("forkserver", True), ("subprocess", True)],
+    ids=["fork-inherited-hook", "fork-own-hook", "forkserver-own-hook", "subprocess-own-hook"],
+)
+def test_a_sigterm_that_lands_in_an_unraisable_hook_still_stops_the_rank(
+    backend: str, own_hook: bool, tmp_path: Path
+) -> None:
+    """Python drops what an unraisable hook raises; the Terminated waits until it returns.
+
+    The inherited hook is pytest's case: a fork rank runs the parent's hook for an error
+    in a destructor, through spawnkit's own.
+    """
+    failure = _signalled_in_unraisable_hook(tmp_path, backend, own_hook)
+    assert failure.signal_name == "SIGTERM"
 
 
 def _exit_7(signum: int, frame: object) -> None:
@@ -473,23 +482,8 @@ def test_an_inherited_sigterm_handler_waits_until_the_unraisable_hook_returns(
     """A fork rank keeps its parent's own SIGTERM handler; what that raises in a hook is lost
     as well, so it too runs once the hook has returned."""
     previous = signal.signal(signal.SIGTERM, _exit_7)
-    hook = sys.unraisablehook
-    sys.unraisablehook = t.waiting_unraisable_hook(str(tmp_path))
     try:
-        ctx = spawnkit.spawn(
-            t.signalled_in_unraisable_hook,
-            args=(str(tmp_path), False),
-            nprocs=1,
-            join=False,
-            backend="fork",
-        )
+        failure = _signalled_in_unraisable_hook(tmp_path, "fork", own_hook=False)
     finally:
-        sys.unraisablehook = hook
         signal.signal(signal.SIGTERM, previous)
-    with ctx:
-        wait_for_files(tmp_path / "in_hook")
-        os.kill(ctx.pids()[0], signal.SIGTERM)
-        (tmp_path / "sent").touch()
-        with pytest.raises(spawnkit.ProcessExitedException) as info:
-            assert ctx.join(timeout=60), "the rank slept on after its SIGTERM"
-    assert info.value.exit_code == 7
+    assert failure.exit_code == 7

@@ -42,16 +42,14 @@ def stop_requested() -> bool:
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     global _stop_requested, _seen
+    if not _stop_requested and _worker.phase != _worker.REPORTING and _would_be_dropped(frame):
+        return  # left unseen: the nudge thread sends it again once the hook has returned
+    _seen = True
     if _stop_requested:
-        _seen = True
         return  # raised once: a nudge (below) or a second SIGTERM changes nothing
-    if _worker.phase == _worker.REPORTING:
-        _seen = _stop_requested = True
-        return
-    if not _seen and _would_be_dropped(frame):
-        return  # not seen: the nudge thread sends the signal again, after the hook
-    _seen = _stop_requested = True
-    raise Terminated("worker received SIGTERM")
+    _stop_requested = True
+    if _worker.phase != _worker.REPORTING:
+        raise Terminated("worker received SIGTERM")
 
 
 def stop_before_start() -> Terminated:
@@ -222,10 +220,9 @@ def _would_be_dropped(frame: Any) -> bool:
     """
     if _nudge_pipe is None:
         return False
+    codes = [_code_of(h) for h in (_raise_dropped_terminated, _dropped_hook, sys.unraisablehook)]
     # By identity: code objects compare equal by their contents alone.
-    hooks = {id(_code_of(hook)) for hook in (_raise_dropped_terminated, _dropped_hook)}
-    hooks.add(id(_code_of(sys.unraisablehook)))
-    hooks.discard(id(None))
+    hooks = {id(code) for code in codes if code is not None}
     while frame is not None:
         if id(frame.f_code) in hooks:
             return True
