@@ -89,11 +89,15 @@ class WorkerSpec:
             that order: its log file, or a pipe to the parent's console.
         faulthandler: whether the worker enables :mod:`faulthandler` (a crash in native
             code then leaves a Python traceback on the rank's stderr).
+        deadline: the job's deadline (``spawn(..., timeout=...)``) as a :func:`time.monotonic`
+            value of the job's process, or ``None``. A backend bounds every wait of its start
+            by it; core reports a start that failed once it passed as a timeout.
     """
 
     __slots__ = (
         "carried",
         "channel",
+        "deadline",
         "env",
         "faulthandler",
         "fds",
@@ -126,6 +130,7 @@ class WorkerSpec:
         channel: bool = False,
         streams: tuple[int, ...] = (),
         faulthandler: bool = False,
+        deadline: float | None = None,
     ) -> None:
         self.rank = rank
         self.nprocs = nprocs
@@ -142,6 +147,7 @@ class WorkerSpec:
         self.channel = channel
         self.streams = streams
         self.faulthandler = faulthandler
+        self.deadline = deadline
 
     def _replace(self, **changes: Any) -> WorkerSpec:
         fields = {name: getattr(self, name) for name in self.__slots__}

@@ -3,8 +3,9 @@
 The server (``_zygote``) is a fresh interpreter that has imported what
 every worker needs, the job's ``__main__`` (as ``__mp_main__``) and the ``preload`` modules,
 and forks a rank per request. One server serves every job of this process whose preload
-list, interpreter, ``sys.path``, ``sys.argv``, ``__main__`` and environment are the same; a
-job that differs in any of them retires it (it ends with its last rank) and starts its own.
+list, interpreter, ``sys.path``, ``sys.argv``, ``__main__``, environment and credentials (its
+key) are the same; jobs of other keys, in other threads, have their own. A server nothing
+uses is retired (ended) once a job asks for another key, so it ends with its last rank.
 It ends with this process: its control socket reaches end-of-file however the process ends.
 """
 
@@ -15,6 +16,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, final
 
@@ -31,7 +33,7 @@ from ._zygote_protocol import (
     MAX_FDS,
     READY,
     REQUEST,
-    RETIRE,
+    process_state,
 )
 
 if TYPE_CHECKING:
@@ -138,23 +140,50 @@ class _ServerGone(spawnkit.LaunchError):
 
 
 class _Server:
-    """One fork server process and the control socket to it."""
+    """One fork server process and the control socket to it, for the jobs of one key.
+
+    Created empty, in the registry; the first job that needs it starts the process
+    (:meth:`ensure_started`), and jobs of its key wait for that start, others do not.
+    """
 
     def __init__(self, key: tuple[Any, ...], header: bytes) -> None:
+        self.key = key
+        self._header = header
+        self.owner = os.getpid()
+        # Ranks it forked whose handles are open, and starts under way (one each): while
+        # any is, it is in use and stays. Changed under ``lock``, read under ``_lock``.
+        self.live = 0
+        self.lock = threading.Lock()
+        self._starting = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.control: socket.socket
+        self._control_id: tuple[int, int, int] | None = None
+
+    def ensure_started(self, deadline: float | None) -> None:
+        """Start the server unless it runs; waits (bounded by ``deadline``) for another start."""
+        if not self._starting.acquire(timeout=_left(deadline, READY_TIMEOUT)):
+            raise spawnkit.LaunchError(
+                "the job's deadline passed while another job started the fork server it needs"
+            )
+        try:
+            if self.process is None:
+                self._run(deadline)
+        finally:
+            self._starting.release()
+
+    def _run(self, deadline: float | None) -> None:
         import subprocess
 
-        self.key = key
-        self.owner = os.getpid()
-        self.live = 0
-        self.retired = False
-        self.lock = threading.Lock()
+        if not _left(deadline, READY_TIMEOUT):
+            raise spawnkit.LaunchError("the job's deadline passed before its fork server started")
         ours, theirs = socket.socketpair()
         fd = _fresh._above_stdio(theirs.detach())
         where = [_fresh.spawnkit_dir(), os.path.dirname(os.path.dirname(SERVER))]
         import_path = os.pathsep.join(dict.fromkeys(where))
         argv = [sys.executable, *_interpreter_flags(), SERVER, import_path]
         try:
-            self.process: subprocess.Popen[bytes] = subprocess.Popen(
+            process: subprocess.Popen[bytes] = subprocess.Popen(
                 [*argv, str(fd), str(os.getpid())],
                 pass_fds=(fd,),
                 close_fds=True,
@@ -170,18 +199,33 @@ class _Server:
             ) from exc
         finally:
             os.close(fd)
-        self.pid = self.process.pid
-        plugin.mark_helper_process(self.pid)
+        # The socket first: a job in another thread that sees the process looks at it.
         self.control = ours
+        # Its number may be closed by the program (os.closerange) and reused for a file of
+        # its own: what it names is checked against this before every use (_ours).
+        self._control_id = identity(ours.fileno())
         plugin.mark_parent_only(ours.fileno())
+        self.process, self.pid = process, process.pid
+        plugin.mark_helper_process(self.pid)
         try:
-            self._handshake(header)
+            self._handshake(self._header, deadline)
         except BaseException:
-            self.shut_down()
+            # Half started (importing a slow __main__, say): nothing of it is worth waiting for.
+            self._close_control()
+            if process.returncode is None:
+                process.kill()
+            process.wait()
+            plugin.unmark_helper_process(self.pid)
+            self.process = None  # the next job of this key starts it afresh
             raise
 
-    def _handshake(self, header: bytes) -> None:
-        self.control.settimeout(READY_TIMEOUT)
+    def _handshake(self, header: bytes, deadline: float | None) -> None:
+        ready = _left(deadline, READY_TIMEOUT)
+        if not ready:
+            raise spawnkit.LaunchError(
+                f"the fork server (pid {self.pid}) did not get ready before the job's deadline"
+            )
+        self.control.settimeout(ready)
         try:
             self.control.sendall(_fresh._frame(header) + header, _NOSIGNAL)
         except OSError as exc:
@@ -206,6 +250,8 @@ class _Server:
         """Whether the server has exited; a server that is exiting gets a second to finish."""
         import subprocess
 
+        if self.process is None:
+            return True
         try:
             self.process.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
@@ -213,13 +259,13 @@ class _Server:
         return True
 
     def exit_note(self) -> str:
-        if not self.exited():
+        if self.process is None or not self.exited():
             return ""
         code = self.process.returncode
         return f" (exit status {code}; its stderr, the job's, says why)"
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process is not None and self.process.poll() is None
 
     def start(self, spec: plugin.WorkerSpec) -> ForkServerHandle:
         """Have the server fork ``spec``'s rank; return once the rank's pid is known."""
@@ -237,7 +283,9 @@ class _Server:
             cwd: str | None = os.getcwd()
         except OSError:  # deleted under the job: the rank stays in the server's
             cwd = None
-        body = pickle.dumps((cwd, spec), 5)
+        # As of now, not as of the server's start: the rank is the job's child as a spawned
+        # one would be, whatever the program changed between jobs (umask, limits, signals).
+        body = pickle.dumps((cwd, process_state(), spec), 5)
         status, theirs = socket.socketpair()
         spec_fd, spec_end = _fresh._spec_channel()
         plugin.mark_parent_only(status.fileno())
@@ -257,6 +305,8 @@ class _Server:
             os.close(spec_fd)
         writer = _fresh._send(spec_end, [_fresh._frame(body), body])
         try:
+            # Not cut short by the job's deadline: the rank may be forked by now, and only
+            # its pid lets the job stop it.
             status.settimeout(FORK_TIMEOUT)
             (pid,) = struct.unpack(CODE, _recv_exact(status, 4, "fork the rank", self))
             status.setblocking(False)
@@ -269,36 +319,46 @@ class _Server:
         # would close that number there, whatever file had taken it by then.
         return ForkServerHandle(self, pid, status.detach(), writer)
 
-    def released(self) -> None:
-        with self.lock:
-            self.live -= 1
-            last = self.retired and self.live == 0
-        if last:
-            # It ends once it has reaped that rank, which it has: the code came from it.
-            self._reap(wait=5.0)
+    def usable(self) -> bool:
+        """Whether a job may use it: not started yet, or running with its socket ours."""
+        return self.process is None or (self.alive() and self._ours())
 
-    def retire(self) -> None:
-        """No more jobs: end now if no rank of it runs, else once its last rank has ended."""
-        self.retired = True
-        if self.live == 0 or not self.alive():
-            self.shut_down()
-            return
-        try:
+    def _ours(self) -> bool:
+        fd = self.control.fileno()
+        return fd >= 0 and identity(fd) == self._control_id
+
+    def released(self) -> None:
+        """A rank it forked was collected, or a start ended: it goes once nothing uses it.
+
+        It stays only for the key a job asked for last (see :func:`_acquire`).
+        """
+        with _lock:
             with self.lock:
-                self.control.sendall(struct.pack(REQUEST, RETIRE, 0, 0, 0), _NOSIGNAL)
-        except OSError:
-            pass
-        self._close_control()
+                self.live -= 1
+            if self.live or self.owner != os.getpid():
+                return
+            if _servers.get(self.key) is self and self.key == _latest and self.alive():
+                return
+            _retire(self)
+        self.shut_down()
 
     def shut_down(self) -> None:
         """End the server now: its control socket's end-of-file tells it to."""
+        if self.process is None:
+            return
         self._close_control()
         self._reap(wait=5.0)
 
     def _close_control(self) -> None:
-        if self.control.fileno() >= 0:
-            plugin.unmark_parent_only(self.control.fileno())
+        fd = self.control.fileno()
+        if fd < 0:
+            return
+        plugin.unmark_parent_only(fd)
+        if self._ours():
             self.control.close()
+        else:
+            # The program closed it and the number is one of its own files now: forget it.
+            self.control.detach()
 
     def disown(self) -> None:
         """Forget the server in a fork of the job, where it is neither a child nor reachable.
@@ -308,6 +368,8 @@ class _Server:
         when it is collected, by then maybe another file's. Nor may the ``Popen`` warn that
         its process still runs, or wait for it: it is not this process's child.
         """
+        if self.process is None:
+            return
         self.control.detach()
         if self.process.returncode is None:
             self.process.returncode = _NOT_OURS
@@ -316,65 +378,118 @@ class _Server:
     def _reap(self, wait: float = 0.0) -> None:
         import subprocess
 
+        if self.process is None:
+            return
         try:
             self.process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             if not wait:
                 return
-            self.process.kill()
+            try:
+                self.process.kill()
+            except PermissionError:
+                return  # the job gave up the rights it started it with; it ends on EOF
             self.process.wait()
         plugin.unmark_helper_process(self.pid)
+
+
+def _left(deadline: float | None, bound: float) -> float:
+    """How long a wait of a rank's start may take: ``bound``, less (0 once passed) if the
+    job's deadline (``spec.deadline``) is nearer."""
+    if deadline is None:
+        return bound
+    return max(0.0, min(bound, deadline - time.monotonic()))
 
 
 # The exit code a fork of the job gives its copy of the server's Popen: none is known.
 _NOT_OURS = -1 << 16
 
+# The registry: a server per key that jobs use now or used last. Jobs in several threads
+# with different keys each keep theirs; a server is retired only once nothing uses it and a
+# job asked for another key, so it never goes from under a job, and at most one idle server
+# (the last key's) stays: each is an interpreter holding its preload (torch: a gigabyte).
 _lock = threading.Lock()
-_current: _Server | None = None
+_servers: dict[tuple[Any, ...], _Server] = {}
+_latest: tuple[Any, ...] | None = None
+# Servers no job may use any more, until they are reaped: ending, or dead but still in use.
 _retired: list[_Server] = []
 
 
-def server_for(preload: tuple[str, ...]) -> _Server:
-    """The running server for a job with ``preload``, started (or started again) if need be."""
-    global _current
+def _retire(server: _Server) -> None:
+    # Under _lock.
+    if _servers.get(server.key) is server:
+        del _servers[server.key]
+    if server.process is not None and server not in _retired:
+        _retired.append(server)
+
+
+def _key(preload: tuple[str, ...]) -> tuple[tuple[Any, ...], bytes]:
+    """What a server must share with a job to serve it, and the header that starts one."""
     import pickle
 
     header = _fresh.header_fields()
     header["preload"] = list(preload)
     header["warm"] = [*_WARM, *(m for m in ("cloudpickle",) if m in sys.modules)]
     data = pickle.dumps(header, 2)
-    key = (sys.executable, tuple(_interpreter_flags()), data, tuple(sorted(os.environ.items())))
+    # Its ranks get the server's credentials, not the job's: a job that dropped privileges
+    # (setuid, setgid, setgroups) must not have ranks with the rights it gave up, nor ranks
+    # its terminate() cannot signal.
+    ids: tuple[object, ...] = ()
+    if sys.platform != "win32":  # no fork server there; no such ids either
+        ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid(), tuple(sorted(os.getgroups())))
+    environ = tuple(sorted(os.environ.items()))
+    return (sys.executable, tuple(_interpreter_flags()), data, environ, ids), data
+
+
+def _acquire(key: tuple[Any, ...], header: bytes) -> _Server:
+    """The server for ``key``, counted as in use (``released()`` undoes it); maybe unstarted."""
+    global _latest
     with _lock:
         for old in _retired:
             old._reap()
-        _retired[:] = [old for old in _retired if old.process.returncode is None]
-        server = _current
-        if server is not None and (server.key != key or not server.alive()):
-            server.retire()
-            if server.process.returncode is None:
-                _retired.append(server)
-            _current = server = None
+        _retired[:] = [old for old in _retired if old.alive()]
+        _latest = key
+        stale = []
+        server = _servers.get(key)
+        if server is not None and not server.usable():
+            _retire(server)
+            if server.live == 0:
+                stale.append(server)
+            server = None
+        for other in list(_servers.values()):
+            if other.live == 0 and other is not server:
+                _retire(other)
+                stale.append(other)
         if server is None:
-            server = _current = _Server(key, data)
-        return server
+            server = _servers[key] = _Server(key, header)
+        with server.lock:
+            server.live += 1
+    for old in stale:
+        old.shut_down()
+    return server
+
+
+def _every_server() -> list[_Server]:
+    # Under _lock.
+    return [*_servers.values(), *_retired]
 
 
 def server_pids() -> list[int]:
     """The pids of this process's fork servers that have not been reaped, retiring ones too."""
     with _lock:
-        servers = [_current] if _current is not None else []
-        return [s.pid for s in [*servers, *_retired] if s.process.returncode is None]
+        running = [s for s in _every_server() if s.process and s.process.returncode is None]
+        return [s.pid for s in running]
 
 
 def _forget_in_child() -> None:
     # A fork of the job (a fork worker, the program's own os.fork()) has no server, and a
     # lock some other thread held would never be released.
-    global _current, _lock
-    for server in [_current, *_retired]:
-        if server is not None:
-            server.disown()
-    _current = None
+    global _lock, _latest
+    for server in _every_server():
+        server.disown()
+    _servers.clear()
     _retired.clear()
+    _latest = None
     _lock = threading.Lock()
 
 
@@ -387,8 +502,8 @@ def _at_exit() -> None:
     # exit (spawnkit._context), and its ranks need their server until then. Either way the
     # control socket closes with the process, and the server ends.
     with _lock:
-        for server in [_current, *_retired]:
-            if server is not None and server.owner == os.getpid() and server.live == 0:
+        for server in _every_server():
+            if server.owner == os.getpid() and server.live == 0:
                 server.shut_down()
 
 
@@ -488,15 +603,27 @@ class ForkServerBackend(plugin.LocalBackend):
     """
 
     def __init__(self, preload: Iterable[str] | None = None) -> None:
-        self._preload = check_preload(preload)
-        self._server = server_for(self._preload)
+        # Taken now, for the whole job: what the program changes while its ranks start
+        # (its environment, its credentials) is the next job's.
+        self._key, self._header = _key(check_preload(preload))
 
     def start_process(self, spec: plugin.WorkerSpec) -> ForkServerHandle:
+        # A server is looked up for every rank, not kept: one that died, or whose socket
+        # the program closed, since the job's previous rank is replaced.
+        server = _acquire(self._key, self._header)
         try:
-            return self._server.start(spec)
-        except _ServerGone:
-            if not self._server.exited():
-                raise  # not gone after all: a server that is stuck is not replaced
-        # Killed since the job began (or the previous one ended): a new one takes over.
-        self._server = server_for(self._preload)
-        return self._server.start(spec)
+            server.ensure_started(spec.deadline)
+            try:
+                return server.start(spec)
+            except _ServerGone:
+                if not server.exited():
+                    raise  # not gone after all: a server that is stuck is not replaced
+        finally:
+            server.released()
+        # Killed since it was looked up: a new one takes over.
+        server = _acquire(self._key, self._header)
+        try:
+            server.ensure_started(spec.deadline)
+            return server.start(spec)
+        finally:
+            server.released()

@@ -12,12 +12,16 @@ the server imported is warm in every rank and nothing is imported again.
 A request (``_zygote_protocol``) brings the rank's status socket, its spec channel, the job's
 stdout and stderr as they are now, and the spec's own descriptors. The server writes the
 child's pid to the status socket at once, and its exit code once it has reaped it; then
-closes it.
+closes it. The spec comes with the job's process state as of the request (umask, limits,
+ignored signals, nice, affinity): the rank takes what differs from the server's before it
+runs anything, so that it is the job's child as of now, as a ``spawn`` rank would be.
 
 The server ends when the job's process does, however it ends: the control socket reaches
-end-of-file, or (a retiring server, after ``R``) the job's pid is no longer its parent.
+end-of-file (the job also closes it to retire a server it no longer uses), or the job's
+pid is no longer its parent.
 Its ranks follow it through their own parent watches. It ignores SIGINT, like every
-helper of a terminal job; a Ctrl-C is the job's to handle.
+helper of a terminal job; a Ctrl-C is the job's to handle. It ends with ``os._exit``: the
+threads a preloaded module started (a library's pool) are not waited for.
 """
 
 from __future__ import annotations
@@ -111,7 +115,6 @@ class Server:
         self.control = control
         self.job_pid = job_pid
         self.children: dict[int, int] = {}
-        self.retiring = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -121,6 +124,8 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.poller: Any = None
+        # What every rank inherits, and keeps where the job's state is the same.
+        self.state: Any = None
         self.job_fd: int | None = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -145,7 +150,7 @@ class Server:
             poller.register(self.job_fd, select.POLLIN)
         # Without a pidfd, the job's death shows only as a new parent: look now and then.
         timeout = None if self.job_fd is not None else 200
-        while not (self.retiring and not self.children):
+        while True:
             try:
                 ready = {fd for fd, _ in poller.poll(timeout)}
             except InterruptedError:
@@ -159,7 +164,7 @@ class Server:
                 except BlockingIOError:
                     pass
             self.reap()
-            if self.control.fileno() in ready and not self.retiring and not self.handle_request():
+            if self.control.fileno() in ready and not self.handle_request():
                 return  # end-of-file: the job's process is gone
 
     def handle_request(self) -> bool:
@@ -171,14 +176,6 @@ class Server:
         if len(data) < P.REQUEST_SIZE:
             raise OSError(f"a request of {len(data)} bytes, not {P.REQUEST_SIZE}")
         kind, flags, count, rank = struct.unpack(P.REQUEST, data)
-        if kind == P.RETIRE:
-            # The job moved on to another server; this one ends with its last rank. From
-            # now on only the job's death can end it sooner: the control socket is closed.
-            self.retiring = True
-            self.poller.unregister(self.control.fileno())
-            self.control.close()
-            self.control = _Closed()
-            return True
         if kind != P.FORK or len(fds) != count or count < 2:
             for fd in fds:
                 os.close(fd)
@@ -247,16 +244,6 @@ class Server:
             os.close(status)
 
 
-class _Closed:
-    """The control socket once a retiring server has closed it."""
-
-    def fileno(self) -> int:
-        return -1
-
-    def close(self) -> None:
-        pass
-
-
 def _all_signals() -> set[int]:
     import signal
 
@@ -278,7 +265,6 @@ def _run_child(
             pass
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
         # The server's descriptors, its other ranks' status sockets among them: a copy
         # here would hide the server's death from the job, or a sibling's end.
         for fd in (*server.own_fds(), status):
@@ -293,18 +279,19 @@ def _run_child(
                 os.close(given)
         if out is not None and os.isatty(1):
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        code = _run_rank(spec_fd, fds)
+        code = _run_rank(server.state, spec_fd, fds)
     finally:
         _exit(code)
 
 
-def _run_rank(spec_fd: int, fds: list[int]) -> int:
+def _run_rank(base: Any, spec_fd: int, fds: list[int]) -> int:
     import pickle
 
     try:
         boot = sys.modules["spawnkit._boot.fresh_worker"]
-        cwd, spec = pickle.loads(boot._read_frame(spec_fd))
+        cwd, state, spec = pickle.loads(boot._read_frame(spec_fd))
         os.close(spec_fd)
+        _take_state(spec.rank, base, state)
         spec = spec.with_fds(fds)
         os.chdir(cwd)
         if spec.sigmask is None:
@@ -321,6 +308,59 @@ def _run_rank(spec_fd: int, fds: list[int]) -> int:
     from spawnkit.plugin import run_worker
 
     return run_worker(spec)
+
+
+def _take_state(rank: int, base: Any, state: Any) -> None:
+    """Make this rank's process state the job's (``_zygote_protocol.process_state``).
+
+    It has the server's, ``base``: only what differs costs a system call, and the usual
+    job differs in nothing. Limits go first, since they bound what nice and the scheduler
+    may be set to. Signals end as in a new interpreter started by the job: ignored where
+    the job ignores them, else the default, and Python's handler for SIGINT.
+    """
+    import signal
+
+    umask, limits, ignored, nice, cpus, sched = state
+    if umask != base[0]:
+        os.umask(umask)
+    if limits != base[1]:
+        import resource
+
+        had = {number: (soft, hard) for number, soft, hard in base[1]}
+        for number, soft, hard in limits:
+            if had.get(number) != (soft, hard):
+                name = P.limit_names().get(number, str(number))
+                wanted = (soft, hard)
+                _change(rank, name, wanted, had.get(number), resource.setrlimit, number, wanted)
+    if sys.platform == "linux" and sched is not None and sched != base[5]:
+        param = os.sched_param(sched[1])
+        _change(
+            rank, "scheduling policy", sched, base[5], os.sched_setscheduler, 0, sched[0], param
+        )
+    if nice != base[3]:
+        _change(rank, "nice value", nice, base[3], os.setpriority, os.PRIO_PROCESS, 0, nice)
+    if sys.platform == "linux" and cpus is not None and cpus != base[4]:
+        _change(rank, "CPU affinity", set(cpus), set(base[4] or ()), os.sched_setaffinity, 0, cpus)
+    # The server ignores SIGINT, its own way, whatever the job does: not a difference.
+    for number in set(ignored).symmetric_difference(base[2]) - {signal.SIGINT}:
+        signal.signal(number, signal.SIG_IGN if number in ignored else signal.SIG_DFL)
+    interrupt = signal.SIG_IGN if signal.SIGINT in ignored else signal.default_int_handler
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def _change(rank: int, what: str, wanted: object, had: object, *call: Any) -> None:
+    """``call[0](*call[1:])``, one change of :func:`_take_state`; if the rank cannot make
+    it, an error that says which setting, and what to do."""
+    try:
+        call[0](*call[1:])
+    except (OSError, ValueError) as exc:
+        import spawnkit
+
+        raise spawnkit.LaunchError(
+            f"rank {rank} cannot take the job's {what}, {wanted!r} ({exc}): it is forked "
+            f"from the fork server (pid {os.getppid()}), which has {had!r}. Make the change "
+            "in the rank's function instead, or use backend 'spawn'"
+        ) from exc
 
 
 def _exit(code: int) -> NoReturn:
@@ -378,6 +418,7 @@ def main(argv: list[str]) -> int:
     server = Server(control, job_pid)
     if server.job_gone():
         return 0
+    server.state = P.process_state()
     _report(control, P.READY)
     server.serve()
     return 0
@@ -385,4 +426,20 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     _BOOT_MODULE = sys.modules["__main__"]  # kept alive after __main__ is replaced
-    sys.exit(main(sys.argv))
+    code = 1
+    try:
+        code = main(sys.argv)
+    except BaseException:  # noqa: BLE001 - told on the job's stderr, as an uncaught one is
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        # Not through the interpreter's shutdown: it waits for every non-daemon thread,
+        # and one a preloaded module started (a library's pool) would keep the server on
+        # after the job, forever or until the job's exit gives up on it.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        os._exit(code)

@@ -273,7 +273,8 @@ def is_open(fd):
 if __name__ == "__main__":
     warnings.simplefilter("error")  # a destructor's ResourceWarning reaches the hook
     ctx = spawnkit.spawn(block, nprocs=1, join=False, backend="forkserver")
-    numbers = {_fork_server._current.control.fileno(), ctx.processes[0].sentinel}
+    (server,) = _fork_server._servers.values()
+    numbers = {server.control.fileno(), ctx.processes[0].sentinel}
     pid = os.fork()
     if pid == 0:
         dropped = []
@@ -301,3 +302,223 @@ def test_a_fork_of_the_job_leaves_the_servers_numbers_and_process_alone(tmp_path
     proc = _run_program(script)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "closed [] dropped []\n", proc.stderr
+
+
+# -- the server registry: credentials, threads, descriptor numbers, the deadline ------------
+
+NOBODY = 65534
+
+
+def _python_for_nobody() -> tuple[str, dict[str, str]]:
+    """An interpreter of this version that uid ``NOBODY`` can run with spawnkit importable.
+
+    This one may live where only root can look (pyenv under /root); the system's same
+    version can do instead, given this environment's packages on PYTHONPATH.
+    """
+    import shutil
+    import site
+
+    import spawnkit_backends
+
+    tests = os.path.dirname(os.path.abspath(ft.__file__))
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(spawnkit_backends.__file__)))
+    path = os.pathsep.join([checkout, tests, *site.getsitepackages()])
+    env = {**os.environ, "PYTHONPATH": path}
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    candidates = [sys.executable, shutil.which(version, path="/usr/bin:/usr/local/bin")]
+    for python in dict.fromkeys(c for c in candidates if c):
+        try:
+            probe = subprocess.run(
+                [python, "-c", "import psutil, spawnkit, _fork_server_targets"],
+                user=NOBODY,
+                group=NOBODY,
+                extra_groups=[],
+                env=env,
+                cwd="/",
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        except PermissionError:  # not even the interpreter is nobody's to run
+            continue
+        if probe.returncode == 0:
+            return python, env
+    pytest.skip(f"uid {NOBODY} can run no {version} here that imports spawnkit and psutil")
+
+
+DROPS = """
+import json, os, psutil, spawnkit
+from spawnkit_backends import _fork_server
+import _fork_server_targets as ft
+
+first = spawnkit.spawn(ft.credentials, nprocs=1, backend="forkserver")[0]
+os.setgroups([])
+os.setgid({nobody})
+os.setuid({nobody})
+second = spawnkit.spawn(ft.credentials, nprocs=2, backend="forkserver")
+print(json.dumps({{
+    "first": first,
+    "second": second,
+    "servers": _fork_server.server_pids(),
+    "old_there": psutil.pid_exists(first["server"]),
+}}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_a_job_that_dropped_privileges_gets_ranks_with_its_new_credentials() -> None:
+    # A server started as root forks ranks as root: after setuid(nobody) the job's ranks
+    # would keep the rights it gave up, and its terminate() could not signal them.
+    python, env = _python_for_nobody()
+    proc = subprocess.run(
+        [python, "-c", textwrap.dedent(DROPS.format(nobody=NOBODY))],
+        env=env,
+        cwd="/",  # the ranks follow the job's cwd, which nobody must be able to enter
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    seen = json.loads(proc.stdout)
+    assert seen["first"]["ids"] == [0, 0, 0, 0]
+    for rank in seen["second"]:
+        assert rank["ids"] == [NOBODY] * 4
+        assert rank["groups"] in ([], [NOBODY])  # getgroups() may list the egid
+    (new,) = {rank["server"] for rank in seen["second"]}
+    assert new != seen["first"]["server"]
+    assert seen["servers"] == [new]  # the root server was ended and reaped
+    assert seen["old_there"] is False
+
+
+THREADS = """
+import json, os, sys, threading
+import spawnkit
+from spawnkit_backends import _fork_server
+
+def preloaded(rank, names):
+    return [name in sys.modules for name in names], os.getppid()
+
+def run(names, index, results, errors):
+    try:
+        for job in range(4):
+            if index == 3:  # a changed environment is another key too
+                os.environ["SPAWNKIT_TEST_SETTING"] = str(job)
+            ranks = spawnkit.spawn(
+                preloaded, args=(names,), nprocs=2, backend="forkserver", preload=names
+            )
+            results.append([names, ranks])
+    except BaseException as exc:
+        errors.append(repr(exc))
+
+if __name__ == "__main__":
+    a, b = sys.argv[1:3]
+    results, errors = [], []
+    os.environ["SPAWNKIT_TEST_SETTING"] = "start"
+    threads = [
+        threading.Thread(target=run, args=(names, i, results, errors))
+        for i, names in enumerate([[a], [b], [a, b], []])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    kept = _fork_server.server_pids()
+    print(json.dumps({"results": results, "errors": errors, "kept": kept}))
+"""
+
+
+def test_jobs_in_threads_with_different_preloads_each_keep_their_server(tmp_path: Path) -> None:
+    # A job of another key used to retire the server a job in another thread was using,
+    # closing its socket under it ("Bad file descriptor").
+    log = tmp_path / "imports.log"
+    a, b = _probe_module(tmp_path, log), _probe_module(tmp_path, log)
+    script = tmp_path / "threads.py"
+    script.write_text(textwrap.dedent(THREADS))
+    proc = _run_program(script, a, b)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    seen = json.loads(proc.stdout)
+    assert seen["errors"] == []
+    assert len(seen["results"]) == 16
+    servers = set()
+    for names, ranks in seen["results"]:
+        for loaded, server in ranks:
+            assert loaded == [True] * len(names)
+            servers.add(server)
+    assert len(seen["kept"]) <= 1  # only the server of the last key asked for stays idle
+    assert wait_gone(servers, timeout=10) == set()  # and none outlives the program
+
+
+CLOSES = """
+import os, stat, sys, spawnkit
+
+def parent(rank):
+    return os.getppid()
+
+def is_socket(fd):
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+if __name__ == "__main__":
+    first = spawnkit.spawn(parent, nprocs=1, backend="forkserver")[0]
+    (number,) = [fd for fd in range(3, 1024) if is_socket(fd)]  # the server's control socket
+    os.closerange(3, 1024)
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    if fd != number:  # the program's file under the control socket's old number
+        os.dup2(fd, number)
+        os.close(fd)
+    second = spawnkit.spawn(parent, nprocs=1, backend="forkserver")[0]
+    os.write(number, b"the program's data")
+    os.close(number)
+    print(first, second)
+"""
+
+
+def test_a_control_socket_number_the_program_closed_and_reused_is_left_to_it(
+    tmp_path: Path,
+) -> None:
+    # The next job closed the old socket's number, the program's file by then, and the new
+    # server's socket took it: the program's writes went into the server.
+    script = tmp_path / "closes.py"
+    script.write_text(textwrap.dedent(CLOSES))
+    data = tmp_path / "data"
+    proc = _run_program(script, str(data))
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.split()
+    assert first != second  # the first server saw end-of-file and ended
+    assert data.read_bytes() == b"the program's data"
+    assert wait_gone([int(first), int(second)], timeout=10) == set()
+
+
+SLOW_MAIN = """
+import os, sys, time
+import psutil, spawnkit
+
+if __name__ == "__mp_main__":
+    time.sleep(30)  # a slow import, in the fork server only
+
+def work(rank):
+    return rank
+
+if __name__ == "__main__":
+    try:
+        spawnkit.spawn(work, nprocs=2, backend="forkserver", timeout=2)
+    except spawnkit.SpawnTimeoutError as exc:
+        print("timed out:", exc.timeout, exc.running)
+    left = psutil.Process().children(recursive=True)
+    print("left:", [p.pid for p in left if p.status() != psutil.STATUS_ZOMBIE])
+"""
+
+
+def test_the_jobs_deadline_covers_the_fork_servers_start(tmp_path: Path) -> None:
+    script = tmp_path / "slow_main.py"
+    script.write_text(textwrap.dedent(SLOW_MAIN))
+    proc = _run_program(script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["timed out: 2 (0,)", "left: []"], proc.stderr
