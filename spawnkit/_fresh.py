@@ -15,6 +15,7 @@ working directory.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -648,6 +649,8 @@ class FreshInterpreterBackend(plugin.LocalBackend):
                     **extra,
                 )
         except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                raise  # this process's trouble, not the command's: core names it
             where = f" in {self._cwd!r}" if self._cwd and exc.filename == self._cwd else ""
             if prefix:
                 what = f"command {prefix[0]!r} (from command_prefix())"
@@ -663,6 +666,10 @@ class FreshInterpreterBackend(plugin.LocalBackend):
                 f"{exc.strerror or exc}; {fix}"
             ) from exc
 
+
+# Errors of starting any process here (descriptors, memory, the process limit), which no
+# other executable or command prefix would fix.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 _OWN_POPEN_OPTIONS = frozenset(
     {"args", "pass_fds", "close_fds", "env", "cwd", "stdin", "startupinfo", "executable"}

@@ -47,11 +47,15 @@ def load_main(reference: tuple[str, str]) -> None:
     import runpy
     import types
 
+    from ._worker import importing_main
+
     kind, where = reference
     module = types.ModuleType("__mp_main__")
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
     if kind == "module":
-        namespace = runpy.run_module(where, run_name="__mp_main__", alter_sys=True)
+        namespace = importing_main(
+            lambda: runpy.run_module(where, run_name="__mp_main__", alter_sys=True)
+        )
     else:
-        namespace = runpy.run_path(where, run_name="__mp_main__")
+        namespace = importing_main(lambda: runpy.run_path(where, run_name="__mp_main__"))
     module.__dict__.update(namespace)

@@ -102,8 +102,10 @@ class JobReport:
 
     ``outcome`` is ``"succeeded"``, ``"failed"``, ``"timed out"``, ``"stopped"`` or
     ``"running"``. ``failed`` lists the ranks that failed on their own, earliest first;
-    ``root_cause`` is the first of them. :meth:`format` is the summary block spawnkit shows
-    when a job fails; :meth:`as_dict` the same for machines (``spawnkit run --json``).
+    ``root_cause`` is the first of them. ``unshown`` counts the lines of the ranks' output
+    that a stalled console (a pipe nobody reads) did not take in time, so were not shown.
+    :meth:`format` is the summary block spawnkit shows when a job fails; :meth:`as_dict` the
+    same for machines (``spawnkit run --json``).
     """
 
     backend: str
@@ -113,6 +115,7 @@ class JobReport:
     started: float
     ended: float | None
     timeout: float | None = None
+    unshown: int = 0
 
     @property
     def root_cause(self) -> RankReport | None:
@@ -150,6 +153,12 @@ class JobReport:
                 else ("stopped by spawnkit")
             )
             lines.append(f"{what}: " + ", ".join(_who(r) for r in stopped))
+        if self.unshown:
+            logs = "; the rank logs have them" if any(r.logs for r in self.ranks) else ""
+            lines.append(
+                f"not shown: {self.unshown} lines of the ranks' output, which the console "
+                f"(a pipe nobody reads?) did not take in time{logs}"
+            )
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,6 +170,7 @@ class JobReport:
             "ended": self.ended,
             "duration": self.duration,
             "timeout": self.timeout,
+            "unshown": self.unshown,
             "root_cause": None if root is None else root.rank,
             "failed": list(self.failed),
             "ranks": [r.as_dict() for r in self.ranks],

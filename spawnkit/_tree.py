@@ -22,11 +22,14 @@ def signal_process_group(pid: int, signum: int, *, reaped: bool = False) -> None
 
     Pass ``reaped=True`` once the worker has been reaped: then only a group that still has
     members is signalled (its id stays reserved while it has them), never the bare pid,
-    which the system may have handed to an unrelated process by now.
+    which the system may have handed to an unrelated process by now. A group that refuses
+    the signal then is not an error either: it may be someone else's by now.
 
     Raises:
         ValueError: ``pid`` is not a positive process id (0 and negative numbers would
             address this process's own group, or every process it may signal).
+        PermissionError: the worker, not yet reaped, may not be signalled by this process
+            (it runs as another user): the signal did not reach it.
     """
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         raise ValueError(f"pid must be a worker's positive process id, not {pid!r}")
@@ -35,12 +38,14 @@ def signal_process_group(pid: int, signum: int, *, reaped: bool = False) -> None
             os.killpg(pid, signum)
             return
         except (ProcessLookupError, PermissionError):
+            # No such group yet, or none of its members may be signalled: the worker itself
+            # tells which, unless it was reaped (then the group may be someone else's).
             pass
     if reaped:
         return
     try:
         os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
         pass
 
 

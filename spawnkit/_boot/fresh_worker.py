@@ -111,7 +111,13 @@ class _LazyMain(type(sys)):  # type: ignore[misc]
                 f"cannot import: {info['reason']}. Define {name!r} in a module file and import "
                 "it from there, or run the parent as a script (python yourscript.py)"
             )
-        return getattr(_load_main(info), name)
+        try:
+            return getattr(_load_main(info), name)
+        except AttributeError:
+            # Before 3.14, pickle replaced this error with its own, which names the module
+            # by its repr above; from 3.14 it passes a module's own error through. So the
+            # error says why itself, in the words older pickles use.
+            raise AttributeError(f"Can't get attribute {name!r} on {self!r}") from None
 
 
 def _install_main(info: dict[str, Any]) -> None:
@@ -145,8 +151,11 @@ def _load_main(info: dict[str, Any]) -> ModuleType:
         module.__file__ = info["target"]
     module.__dict__[_MAIN_MARK] = info
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    from spawnkit import _worker  # imported by now: _prepare (a rank), the fork server
+
     try:
-        exec(code, module.__dict__)  # noqa: S102 - running the parent's script is the point
+        # Running the parent's script is the point; spawn() knows it runs (no main guard).
+        _worker.importing_main(lambda: exec(code, module.__dict__))  # noqa: S102
     except BaseException:
         # As a failed import does: the next lookup tries again, and fails the same way.
         for name in ("__main__", "__mp_main__"):
