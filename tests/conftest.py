@@ -1,9 +1,11 @@
-"""Every test in this suite fails if it leaves a process behind."""
+"""Every test in this suite fails if it leaves a process behind; the torch folders run only
+when named."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from spawnkit.testing import leak_guard
@@ -20,3 +22,25 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 def _no_leaked_processes() -> Iterator[None]:
     with leak_guard():
         yield
+
+
+# Importing torch changes spawnkit in the whole test process: its stop messages go to torch's
+# logger, its failures become torch's exception classes too. The rest of the suite tests
+# spawnkit as a program without torch sees it, so a plain ``pytest`` leaves these folders out
+# even where torch is installed; ``pytest tests/torch_tensors`` (tox -e torch) runs them.
+TESTS = Path(__file__).resolve().parent
+TORCH_FOLDERS = (TESTS / "torch_tensors", TESTS / "torch_ecosystem")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    folder = next(
+        (f for f in TORCH_FOLDERS if f == collection_path or f in collection_path.parents), None
+    )
+    if folder is None:
+        return None
+    base = config.invocation_params.dir
+    for arg in config.args:
+        named = (base / arg.split("::")[0]).resolve()
+        if named == folder or folder in named.parents:
+            return None
+    return True

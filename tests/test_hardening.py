@@ -192,9 +192,9 @@ def test_a_start_that_fails_is_a_launch_error_naming_the_cause(
     backend = _backend_raising_at_rank_1(monkeypatch, fail)
     with pytest.raises(spawnkit.LaunchError) as info:
         spawnkit.spawn(t.block, nprocs=3, backend=backend)
-    assert str(info.value) == (
+    assert str(info.value).startswith(  # then what to do about it (test_core_hardening)
         "backend 'fork-raising' could not start rank 1 of 3: "
-        "OSError: [Errno 24] Too many open files"
+        "OSError: [Errno 24] Too many open files. "
     )
 
 
@@ -336,6 +336,9 @@ def test_a_worker_reaped_by_the_programs_own_wait_is_a_failure_not_a_hang(backen
 
 
 @posix
+# The fork from a thread beside the main one is the point: Python 3.12+ warns of it (3.15
+# before the fork, so filterwarnings = error would stop it).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_fork_worker_started_while_another_job_waits_in_the_foreground(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -140,6 +140,35 @@ def test_an_orphan_that_ignores_sigterm_is_named_and_killed(tmp_path: Path, bloc
     assert not {grandchild, member} & set(descendants())
 
 
+# Writes its pid to ready, then waits to be killed.
+PAUSED = """
+    import os, signal, sys
+    with open(os.path.join(sys.argv[1], "ready.tmp"), "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(os.path.join(sys.argv[1], "ready.tmp"), os.path.join(sys.argv[1], "ready"))
+    while True:
+        signal.pause()
+"""
+
+
+@linux
+def test_a_leftover_run_from_a_long_path_is_named_by_its_script(tmp_path: Path) -> None:
+    # A checkout or a temporary directory deep in the file system: the command line is long,
+    # and where it is cut decides whether the message still says what leaked.
+    deep = tmp_path / ("d" * 100) / ("e" * 100)
+    deep.mkdir(parents=True)
+    started: list[int] = []
+    # leak_guard's timeout is no bet: the leftover never ends by itself.
+    with pytest.raises(AssertionError) as info, leak_guard(timeout=0.5):
+        started.append(_start_middle(deep, PAUSED, new_session=False))
+    message = str(info.value)
+    assert message.startswith(f"left processes behind: {started[0]} ("), message
+    assert "grandchild.py" in message
+    # Still cut, in the middle: the path that made it long is not there in full.
+    assert str(deep) not in message
+    assert _stat(started[0]) is None
+
+
 @linux
 def test_wait_gone_reaps_an_orphan_that_became_our_zombie(tmp_path: Path) -> None:
     assert become_subreaper()

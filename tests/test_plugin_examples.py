@@ -1,5 +1,6 @@
-"""The guide's pinned-CPU backend, installed as its own distribution, passes the kit and
-pins; the remote-style relay backend shares the job's fate without any parent watch."""
+"""The guide's pinned-CPU backend, installed as its own distribution, passes the kit's tiers
+its command prefix can break, and pins; the remote-style relay backend shares the job's fate
+without any parent watch."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux o
 
 class TestPinned(BackendSuite):
     backends = ("pinned",)
+    # The fresh-interpreter backend, which the full kit proves as 'subprocess', behind a
+    # command prefix: what a prefix can break is the launch, the results, and the pid and
+    # exit status that taskset's exec must keep.
+    tiers = ("universal", "pids and process groups", "exit signals", "os._exit status")
 
 
 def test_the_guide_shows_the_pinned_backend_as_it_is_tested() -> None:

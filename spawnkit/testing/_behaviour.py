@@ -275,7 +275,10 @@ class BehaviourTests:
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
             spawnkit.spawn(t.raise_on, args=(0, "pickled"), backend=backend)
         again = pickle.loads(pickle.dumps(info.value))
-        assert type(again) is spawnkit.ProcessRaisedException
+        # The same class as raised: spawnkit's, or, where torch is loaded, the one that is
+        # torch's class too.
+        assert type(again) is type(info.value)
+        assert isinstance(again, spawnkit.ProcessRaisedException)
         assert (again.error_index, again.pid) == (info.value.error_index, info.value.pid)
         assert again.remote_traceback == info.value.remote_traceback
         assert isinstance(again.exception, ValueError)
@@ -461,32 +464,18 @@ class BehaviourTests:
 
     # -- resources -----------------------------------------------------------------------
 
-    def test_hundreds_of_jobs_leak_nothing(self, backend: str) -> None:
-        from .. import _context, _spec
-
-        # A remote engine's own connections come and go with its traffic: for a remote
-        # backend, what spawnkit holds is counted instead of every descriptor.
-        remote = _is_remote(backend)
-
-        def snapshot() -> dict[str, int]:
-            children = descendants(exclude=infrastructure_pids())
-            return {
-                "descriptors": 0 if remote else _fds(),
-                "spawnkit's descriptors": len(_spec.PARENT_ONLY_FDS),
-                "running jobs": len(_context._live),
-                "child processes": len(children),
-                "threads": threading.active_count(),
-            }
-
-        spawnkit.spawn(t.mixed, args=(0,), nprocs=2, backend=backend)  # warm caches and servers
-        before = snapshot()
-        for cycle in range(100):
-            if cycle % 2:
-                with pytest.raises(spawnkit.ProcessRaisedException, match=f"cycle {cycle}"):
-                    spawnkit.spawn(t.mixed, args=(cycle,), nprocs=2, backend=backend)
-            else:
-                assert spawnkit.spawn(t.mixed, args=(cycle,), nprocs=2, backend=backend) == [0, 1]
-        assert snapshot() == before
+    def test_jobs_give_back_every_descriptor_thread_and_process(self, backend: str) -> None:
+        # Counted exactly after each job: a job that keeps one descriptor, thread, child or
+        # zombie shows after one job as surely as after hundreds; two of each outcome, so
+        # that a job also meets what one like it left. A leak that takes a rare race shows
+        # only in many jobs: tools/soak runs hundreds, outside the suite.
+        run_job(backend, 0)  # warms caches and servers, which stay
+        before = resource_counts(backend)
+        for job in range(1, 5):
+            run_job(backend, job)
+            after = resource_counts(backend)
+            outcome = "failed" if job % 2 else "succeeded"
+            assert after == before, f"after job {job}, which {outcome}: {after}, not {before}"
 
     def test_no_temporary_files_are_left(self, backend: str, tmp_path: Path) -> None:
         tmp = tmp_path / "tmp"
@@ -541,6 +530,31 @@ def _has_cloudpickle() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("cloudpickle") is not None
+
+
+def resource_counts(backend: str) -> dict[str, int]:
+    """What a job holds while it runs and must give back when it ends, counted in this
+    process: descriptors, spawnkit's own, live jobs, child processes (zombies too), threads."""
+    from .. import _context, _spec
+
+    # A remote engine's own connections come and go with its traffic: for a remote backend,
+    # what spawnkit holds is counted instead of every descriptor.
+    return {
+        "descriptors": 0 if _is_remote(backend) else _fds(),
+        "spawnkit's descriptors": len(_spec.PARENT_ONLY_FDS),
+        "running jobs": len(_context._live),
+        "child processes": len(descendants(exclude=infrastructure_pids())),
+        "threads": threading.active_count(),
+    }
+
+
+def run_job(backend: str, job: int) -> None:
+    """Job number ``job`` of two ranks: an odd one fails (rank 1 raises), an even one succeeds."""
+    if job % 2:
+        with pytest.raises(spawnkit.ProcessRaisedException, match=f"cycle {job}"):
+            spawnkit.spawn(t.mixed, args=(job,), nprocs=2, backend=backend)
+    else:
+        assert spawnkit.spawn(t.mixed, args=(job,), nprocs=2, backend=backend) == [0, 1]
 
 
 def _is_remote(backend: str) -> bool:

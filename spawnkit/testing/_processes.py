@@ -21,12 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "COMMAND_WIDTH",
     "PR_SET_CHILD_SUBREAPER",
     "become_subreaper",
     "descendants",
     "infrastructure_pids",
     "kill_all",
     "leak_guard",
+    "short_command",
     "wait_for_files",
     "wait_gone",
 ]
@@ -277,15 +279,58 @@ def kill_all(pids: Iterable[int]) -> None:
             pass
 
 
+# A leftover's command line in a leak message: enough to tell which process it is, short
+# enough that several leftovers fit in the lines of a test report.
+COMMAND_WIDTH = 120
+# A path longer than this shows as ".../" and its last part, the name that tells what it is.
+_PATH_WIDTH = 40
+# Interpreter options whose value is the next word; "-c" and "-m" end the options (python).
+_VALUED_OPTIONS = frozenset({"-W", "-X", "--check-hash-based-pycs"})
+
+
+def _short_word(word: str) -> str:
+    """``word`` on one line, a long path as ``.../name``, long code or text cut at its end."""
+    if "/" in word.rstrip("/") and not any(c.isspace() for c in word):
+        return word if len(word) <= _PATH_WIDTH else ".../" + word.rstrip("/").rsplit("/", 1)[1]
+    text = " ".join(word.split())
+    return text if len(text) <= _PATH_WIDTH else text[: _PATH_WIDTH - 3] + "..."
+
+
+def short_command(argv: list[str], width: int = COMMAND_WIDTH) -> str:
+    """``argv`` as one line of about ``width`` characters, cut in the middle if longer.
+
+    What names the process stays whole: the program and what it runs (the first word after
+    the interpreter's options: a script, or the module or code of ``-m`` or ``-c``), each
+    long path shortened to its last part; then as many of the last words as fit. Never a cut
+    at a fixed length: a checkout in a long path would push the script's name out of it.
+    """
+    line = " ".join(argv)
+    if len(line) <= width:
+        return line
+    subject = 1
+    while subject < len(argv) and argv[subject].startswith("-") and argv[subject] != "-":
+        if argv[subject] in ("-c", "-m"):
+            subject += 1
+            break
+        subject += 2 if argv[subject] in _VALUED_OPTIONS else 1
+    head = [_short_word(word) for word in argv[: subject + 1]]
+    rest = [_short_word(word) for word in argv[subject + 1 :]]
+    room = width - len(" ".join(head)) - len(" ...")
+    tail: list[str] = []
+    while rest and len(rest[-1]) + 1 <= room:
+        room -= len(rest[-1]) + 1
+        tail.insert(0, rest.pop())
+    return " ".join([*head, *(["..."] if rest else []), *tail])
+
+
 def _describe(pid: int, state: str) -> str:
     """``pid (state, command line)``: the command line where /proc tells it."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            raw = f.read().decode(errors="replace")
     except OSError:  # not Linux, or gone
-        command = ""
-    if len(command) > 120:
-        command = command[:117] + "..."
+        raw = ""
+    command = short_command(raw.rstrip("\0").split("\0")) if raw.strip("\0") else ""
     return f"{pid} ({state}, {command})" if command else f"{pid} ({state})"
 
 

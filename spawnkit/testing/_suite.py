@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+import spawnkit
+
 from ._behaviour import BehaviourTests
 from ._parent_death import ParentDeathTests
 from ._probe import probe
@@ -20,17 +22,25 @@ __all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch
 TEST_BACKENDS_ENV = "SPAWNKIT_TEST_BACKENDS"
 
 
+def _tier_name(test: object) -> str:
+    """The name a suite's ``tiers`` lists ``test``'s tier by: ``"universal"``, a local-process
+    tier's (``"process groups"``) or an opt-in capability (``"exit signals"``)."""
+    tier, what = tier_of(test)
+    return what if what else tier
+
+
 def backend_params(
     names: Sequence[str] | None = None,
     test: object = None,
     opted_in: Collection[str] = (),
+    tiers: Collection[str] | None = None,
 ) -> list[Any]:
     """``pytest.param`` per backend: the named ones, or every registered one.
 
     An unavailable backend is kept, marked to skip with the reason it gave. With ``test``,
     a check outside the backend's tiers is kept too, marked to skip saying why (see
     :mod:`spawnkit.testing._tiers`); ``opted_in`` lists the opt-in checks a remote backend
-    runs.
+    runs; ``tiers``, if given, the only tiers to run (by :func:`_tier_name`).
     """
     from .._registry import plugins
 
@@ -44,7 +54,14 @@ def backend_params(
     for name in chosen:
         info = registry.backends.get(name)
         marks = []
-        if info is None:
+        if test is not None and tiers is not None and _tier_name(test) not in tiers:
+            marks.append(
+                pytest.mark.skip(
+                    reason=f"tier {_tier_name(test)!r}: this suite runs only the tiers "
+                    f"{sorted(tiers)}"
+                )
+            )
+        elif info is None:
             marks.append(pytest.mark.skip(reason=f"backend {name!r} is not installed"))
         elif info.unavailable is not None:
             marks.append(pytest.mark.skip(reason=f"backend {name!r}: {info.unavailable}"))
@@ -82,6 +99,33 @@ def watch_params() -> list[Any]:
     return params
 
 
+def _backend_watch_params(backends: list[Any], hosts: Sequence[str] | None) -> list[Any]:
+    """``pytest.param`` per (backend, watch) a parent-watch check runs on: every backend on
+    its default watch (``auto``), and every watch on each of ``hosts`` that runs here
+    (without ``hosts``, or none of them here: on the first backend that runs)."""
+    by_name = {param.values[0]: param for param in backends}
+    runs = [name for name, param in by_name.items() if not param.marks]
+    chosen = [name for name in hosts or () if name in runs] or (runs or list(by_name))[:1]
+    pairs: list[tuple[Any, Any]] = [(param, None) for param in backends]
+    watches = [param for param in watch_params() if param.values[0] != "auto"]
+    pairs += [(by_name[host], watch) for host in chosen for watch in watches]
+    params = []
+    for backend, watch in pairs:
+        name = backend.values[0]
+        if watch is None:
+            params.append(pytest.param(name, "auto", id=f"{name}-auto", marks=backend.marks))
+        else:
+            params.append(
+                pytest.param(
+                    name,
+                    watch.values[0],
+                    id=f"{name}-{watch.values[0]}",
+                    marks=[*backend.marks, *watch.marks],
+                )
+            )
+    return params
+
+
 class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTests):
     """Subclass in a test module to run every conformance test against ``backends``."""
 
@@ -89,17 +133,47 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
     #: Opt-in checks a remote backend passes (see spawnkit.testing._tiers); local backends
     #: run them all.
     opt_in: ClassVar[Collection[str]] = ()
+    #: The only tiers to run, by name: "universal", a local-process tier ("process groups"),
+    #: an opt-in capability; the others skip, saying so. ``None``: every tier. For a plugin
+    #: that adds one thing to a mechanism a full run already proves (a command prefix on
+    #: the fresh-interpreter backend): the tiers that thing can break.
+    tiers: ClassVar[Collection[str] | None] = None
+    #: The backends every parent watch runs on; the others run their default watch only.
+    #: ``None``: the first of ``backends`` that runs here. A watch works in the worker, with
+    #: the worker's parent and a descriptor the backend passes as it passes the result
+    #: channel, which every check proves; so list each backend whose workers have another
+    #: parent than the job's process (a fork server's ranks).
+    watch_backends: ClassVar[Sequence[str] | None] = None
     # A broken backend hangs rather than fails: bound every test even where the author's
     # project configures no timeout.
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.timeout(120)]
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "backend" in metafunc.fixturenames:
-            metafunc.parametrize(
-                "backend", backend_params(self.backends, metafunc.function, self.opt_in)
+        names = metafunc.fixturenames
+        if "backend" not in names:
+            if "watch" in names:
+                metafunc.parametrize("watch", watch_params())
+            return
+        self._check_tiers()
+        backends = backend_params(self.backends, metafunc.function, self.opt_in, self.tiers)
+        if "watch" not in names:
+            metafunc.parametrize("backend", backends)
+            return
+        params = _backend_watch_params(backends, self.watch_backends)
+        metafunc.parametrize(("backend", "watch"), params)
+
+    @classmethod
+    def _check_tiers(cls) -> None:
+        """A misspelt tier would skip its checks without a word: refuse it by name."""
+        if cls.tiers is None:
+            return
+        known = {_tier_name(getattr(cls, name)) for name in dir(cls) if name.startswith("test_")}
+        wrong = [cls.tiers] if isinstance(cls.tiers, str) else sorted(set(cls.tiers) - known)
+        if wrong:
+            raise spawnkit.ConfigError(
+                f"{cls.__name__}.tiers: {', '.join(map(repr, wrong))} is no tier of the kit; "
+                f"give a collection of these: {', '.join(map(repr, sorted(known)))}"
             )
-        if "watch" in metafunc.fixturenames:
-            metafunc.parametrize("watch", watch_params())
 
     @pytest.fixture(autouse=True)
     def _no_leaks(self, request: pytest.FixtureRequest) -> Iterator[None]:
