@@ -62,6 +62,7 @@ class BackendInfo:
     remote: bool = False
     watches: tuple[str, ...] | str | None = None
     pass_nprocs: bool = False
+    needs_main_file: bool = False
 
     @property
     def available(self) -> bool:
@@ -224,6 +225,7 @@ class BackendRegistry(_Registry):
         remote: bool = False,
         watches: Iterable[str] | str | None = None,
         pass_nprocs: bool = False,
+        needs_main_file: bool = False,
     ) -> None:
         """Register a backend.
 
@@ -249,6 +251,10 @@ class BackendRegistry(_Registry):
             pass_nprocs: call the factory with the job's ``nprocs=`` too, so that it can
                 check its options against the number of ranks (and raise
                 :class:`spawnkit.ConfigError`) before any worker starts.
+            needs_main_file: whether every worker runs the main program's file again, as
+                ``multiprocessing``'s spawn does: a program read from standard input (or
+                whose file is gone) is then refused before any worker starts, naming the
+                backends that can run it.
         """
         if watches is not None and not isinstance(watches, str):
             watches = tuple(watches)
@@ -269,6 +275,7 @@ class BackendRegistry(_Registry):
                 remote=remote,
                 watches=watches,
                 pass_nprocs=pass_nprocs,
+                needs_main_file=needs_main_file,
             ),
         )
 
@@ -763,7 +770,10 @@ def _load() -> Plugins:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
             where = _failed_at(exc, module, dist)
-            result.broken.append(BrokenPlugin(name, dist_name, f"import failed: {exc!r}", *where))
+            # The repr as Pythons before 3.15 spell it; 3.15's adds an ImportError's name=
+            # and path=, which repeat what the message says.
+            error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
+            result.broken.append(BrokenPlugin(name, dist_name, f"import failed: {error}", *where))
             continue
         loader.add(plugin, name, dist_name, module, dist)
 
