@@ -13,6 +13,9 @@ Benchmarks (``--only`` names; each is a function ``bench_<name>(config)`` that r
   ``torch.multiprocessing.start_processes`` and loky; slope in ms per extra worker.
 - ``failure``: a rank raises while its siblings block: time from the raise to the parent's
   exception, and to the exit of the last sibling.
+- ``lingering-failure``: as ``failure``, but the raising rank's process lives on after the
+  raise for ``LINGER`` seconds (a non-daemon thread; gloo's teardown at exit takes 1-5 s):
+  time from the raise to the parent's exception (spawnkit's target: under 100 ms).
 - ``parent-death``: parent SIGKILLed to all workers gone, per parent watch
   (``parent_death.py``'s harness).
 - ``first-work``: from the parent's ``spawn()`` call to each rank having imported numpy
@@ -61,12 +64,24 @@ if TYPE_CHECKING:
 
     Rows = list[dict[str, str]]
 
-ALL_BENCHES = ("launch", "failure", "parent-death", "first-work", "big-arg", "memory", "heavy-main")
+ALL_BENCHES = (
+    "launch",
+    "failure",
+    "lingering-failure",
+    "parent-death",
+    "first-work",
+    "big-arg",
+    "memory",
+    "heavy-main",
+)
 STDLIB_METHOD = {"fork": "fork", "forkserver": "forkserver", "spawn": "spawn"}
 TORCH_METHODS = ("spawn", "fork", "forkserver")
 JOB_TIMEOUT = 120.0  # seconds: the bound of every job and every wait below
 BIG_ARG_BYTES = 100 * 1000 * 1000
 PRELOAD_BACKEND = "forkserver"  # the backend whose option ``preload`` is
+# lingering-failure: how long the raising rank's process lives on after its raise, in seconds,
+# as a non-daemon thread or gloo's teardown at exit (1-5 s) keeps it.
+LINGER = 3.0
 # heavy-main: the variable naming the file where the script logs each run of its top level
 HEAVY_MAIN_LOG = "RUN_ALL_MAIN_LOG"
 
@@ -108,6 +123,16 @@ def fail_or_block(rank: int, address: str) -> None:
     sock.sendall(f"{raised_at!r}\n".encode())
     sock.close()
     raise RuntimeError("rank 0 fails on purpose")
+
+
+def fail_lingering_or_block(rank: int, address: str) -> None:
+    """As :func:`fail_or_block`, but rank 0's process lives on for ``LINGER`` s after raising."""
+    if rank == 0:
+        import threading
+
+        # Non-daemon: Python waits for it before the process may exit.
+        threading.Thread(target=time.sleep, args=(LINGER,), daemon=False).start()
+    fail_or_block(rank, address)
 
 
 def import_and_report(rank: int, address: str, module: str) -> None:
@@ -530,21 +555,21 @@ def _failure_once(name: str, n: int, run: Callable[[str], None]) -> dict[str, fl
     return {"exception": noticed - raised, "siblings gone": gone}
 
 
-def _failure_competitors(backend: str, config: Config) -> list[tuple[str, Callable[[str], None]]]:
+def _failure_competitors(
+    backend: str, config: Config, target: Callable[[int, str], None] = fail_or_block
+) -> list[tuple[str, Callable[[str], None]]]:
     method = STDLIB_METHOD.get(backend, "spawn")
     n = config.small_n
 
     def ours(address: str) -> None:
         import spawnkit
 
-        spawnkit.spawn(
-            fail_or_block, args=(address,), nprocs=n, backend=backend, timeout=JOB_TIMEOUT
-        )
+        spawnkit.spawn(target, args=(address,), nprocs=n, backend=backend, timeout=JOB_TIMEOUT)
 
     def stdlib(address: str) -> None:
         from multiprocessing.connection import wait
 
-        processes = _stdlib_processes(method, fail_or_block, lambda r: (r, address), n)
+        processes = _stdlib_processes(method, target, lambda r: (r, address), n)
         try:
             deadline = time.monotonic() + JOB_TIMEOUT
             while time.monotonic() < deadline:
@@ -560,7 +585,7 @@ def _failure_competitors(backend: str, config: Config) -> list[tuple[str, Callab
             _join_all(processes)
 
     def torch_run(address: str) -> None:
-        _torch_job(fail_or_block, (address,), n, method)
+        _torch_job(target, (address,), n, method)
 
     competitors = [(f"spawnkit {backend}", ours), (f"stdlib {method} + hand-written wait", stdlib)]
     if config.torch and backend in TORCH_METHODS:
@@ -568,10 +593,10 @@ def _failure_competitors(backend: str, config: Config) -> list[tuple[str, Callab
     return competitors
 
 
-def bench_failure(config: Config) -> Section:
+def _failure_rows(config: Config, target: Callable[[int, str], None]) -> Rows:
     rows: Rows = []
     for backend in config.backends:
-        competitors = _failure_competitors(backend, config)
+        competitors = _failure_competitors(backend, config, target)
         samples: dict[str, list[dict[str, float | None]]] = {name: [] for name, _ in competitors}
         for _ in range(config.repeat):
             for name, run in competitors:
@@ -587,6 +612,11 @@ def bench_failure(config: Config) -> Section:
                 )
             rows.append(row)
     print(file=sys.stderr)
+    return rows
+
+
+def bench_failure(config: Config) -> Section:
+    rows = _failure_rows(config, fail_or_block)
     notes = [
         f"N={config.small_n}: rank 0 raises once its siblings are up and blocked; times from "
         "the worker's time.monotonic() just before raising",
@@ -598,6 +628,19 @@ def bench_failure(config: Config) -> Section:
         "the grace period), so its exception comes after they are gone",
     ]
     return Section("2. a rank raises: time to the parent's exception", notes, rows)
+
+
+def bench_lingering_failure(config: Config) -> Section:
+    rows = _failure_rows(config, fail_lingering_or_block)
+    notes = [
+        f"as section 2, but rank 0's process lives on for {LINGER:g} s after its raise (a "
+        "non-daemon thread; gloo's teardown at exit takes 1-5 s), as a failing rank of a "
+        "torch.distributed job does",
+        "spawnkit acts on the rank's error report as it arrives (target: under 100 ms) and "
+        "stops the failing rank with its siblings; torch and the stdlib loop wait for its "
+        "exit",
+    ]
+    return Section("2b. a rank raises and its process lingers: time to the exception", notes, rows)
 
 
 # --- 3. parent SIGKILL -----------------------------------------------------------------------
@@ -1256,6 +1299,7 @@ def _heavy_main_targets(module: str, medians: dict[tuple[str, str], float]) -> l
 BENCHES: dict[str, Callable[[Config], Section]] = {
     "launch": bench_launch,
     "failure": bench_failure,
+    "lingering-failure": bench_lingering_failure,
     "parent-death": bench_parent_death,
     "first-work": bench_first_work,
     "big-arg": bench_big_arg,
@@ -1342,7 +1386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not available here: {', '.join(unknown)}")
         return 2
     config = Config(ns.repeat, ns.counts, backends, not ns.no_torch, not ns.no_loky, ns.small_n)
-    if config.torch and {"launch", "failure", "big-arg"} & set(ns.benches):
+    if config.torch and {"launch", "failure", "lingering-failure", "big-arg"} & set(ns.benches):
         import torch  # noqa: F401  every row of these sees the same parent: torch loaded
 
     command = shlex.join(

@@ -123,6 +123,16 @@ class LocalWorker:
         lost = getattr(self.process, "status_lost", None)
         return _wire.Outcome(status, report, started=started, lost=lost)
 
+    def early_report(self) -> _wire.Report | None:
+        """The worker's outcome once it arrived whole, while its process may still run."""
+        if self._ended:
+            return None
+        self._inbox.pump()
+        message = self._inbox.message()
+        if message is None:
+            return None
+        return _wire.Report(message[0], message[1], 1 if message[0] == _wire.ERROR else 0)
+
     def stop(self, force: bool = False) -> None:
         pid = self.process.pid
         if pid is None or self._closed:

@@ -37,6 +37,12 @@ class WorkerHandle(Protocol):
     backend got with the spec is called, then asks :meth:`poll`. A local process (see
     :class:`spawnkit.plugin.LocalBackend`, which implements all of this) offers descriptors;
     a remote worker calls ``notify`` from its engine's completion callback.
+
+    Optionally, ``early_report() -> Report | None``: the worker's
+    :class:`~spawnkit.plugin.Report` as soon as it arrived whole, while the worker may still
+    be ending. Core then acts on an error at once, instead of when the worker has ended
+    (which a non-daemon thread or a library's teardown at exit may put off for seconds).
+    A handle without it is asked only :meth:`poll`.
     """
 
     @property

@@ -179,14 +179,31 @@ def _close_when_ended(pid: int, ended_w: int) -> None:
         os.close(ended_w)
 
 
+def _cuda_initialized() -> bool:
+    """Whether this process has initialised CUDA through torch; never imports torch.
+
+    Only a program that has loaded torch can have: importing it here would cost seconds.
+    """
+    torch = sys.modules.get("torch")
+    is_initialized = getattr(getattr(torch, "cuda", None), "is_initialized", None)
+    return callable(is_initialized) and bool(is_initialized())
+
+
 class MultiprocessingBackend(plugin.LocalBackend):
     """Starts each rank as a ``multiprocessing`` process of the given start method."""
 
     def __init__(self, method: str) -> None:
         import multiprocessing
 
+        if method == "fork" and _cuda_initialized():
+            raise spawnkit.ConfigError(
+                "backend 'fork' cannot run this job: this process has initialised CUDA "
+                "(torch.cuda.is_initialized() is True), and a forked rank cannot use it (torch "
+                "would fail inside the rank: 'Cannot re-initialize CUDA in forked "
+                "subprocess'). Use backend 'spawn', 'forkserver' or 'subprocess', or start "
+                "the job before the program's first use of CUDA"
+            )
         if method != "fork":
-            _check_main_file(method)
             # Started now, not while core starts the ranks: core holds every signal then,
             # and a helper started meanwhile would keep that mask for good.
             from multiprocessing import resource_tracker
@@ -237,19 +254,3 @@ class MultiprocessingBackend(plugin.LocalBackend):
                 _write_all, pipe[1], payload, name=f"spawnkit-payload-{spec.rank}"
             )
         return MultiprocessingHandle(process, writer)
-
-
-def _check_main_file(method: str) -> None:
-    """multiprocessing re-runs the main program's file in every new process: it must exist."""
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None):
-        return
-    path = getattr(main, "__file__", None)
-    if path is None or os.path.isfile(path):
-        return
-    what = "read from standard input" if path == "<stdin>" else f"whose file {path!r} is gone"
-    raise spawnkit.ConfigError(
-        f"backend {method!r} cannot start workers for a program {what}: multiprocessing runs "
-        "the main program's file again in every worker. Save the program to a file and run "
-        "that, or use backend 'fork' or 'subprocess'"
-    )

@@ -15,4 +15,5 @@ def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
         "spawn",
         partial(MultiprocessingBackend, "spawn"),
         description="multiprocessing spawn: a fresh interpreter per rank",
+        needs_main_file=True,
     )
