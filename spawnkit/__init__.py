@@ -29,7 +29,9 @@ __all__ = [
     "SpawnContext",
     "SpawnError",
     "SpawnTimeoutError",
+    "StopError",
     "Terminated",
+    "TorchSwitch",
     "UnknownBackendError",
     "UnknownOptionError",
     "UnknownWatchError",
@@ -39,6 +41,7 @@ __all__ = [
     "available_watches",
     "spawn",
     "start_processes",
+    "use_for_torch",
 ]
 
 # The plugin API (spawnkit.plugin) is reachable here too, outside __all__: plugins written
@@ -82,7 +85,9 @@ _WHERE = {
     "SpawnContext": "spawnkit._protocols",
     "SpawnError": _ERRORS,
     "SpawnTimeoutError": _ERRORS,
+    "StopError": _ERRORS,
     "Terminated": "spawnkit._signals.sigterm",
+    "TorchSwitch": "spawnkit._torch_switch",
     "UnknownBackendError": _ERRORS,
     "UnknownOptionError": _ERRORS,
     "UnknownWatchError": _ERRORS,
@@ -91,6 +96,7 @@ _WHERE = {
     "available_watches": "spawnkit._api",
     "spawn": "spawnkit._api",
     "start_processes": "spawnkit._api",
+    "use_for_torch": "spawnkit._torch_switch",
 }
 
 TYPE_CHECKING = False
@@ -120,6 +126,7 @@ if TYPE_CHECKING:
         RemoteTraceback,
         SpawnError,
         SpawnTimeoutError,
+        StopError,
         UnknownBackendError,
         UnknownOptionError,
         UnknownWatchError,
@@ -140,6 +147,7 @@ if TYPE_CHECKING:
     from ._spec import WorkerSpec as WorkerSpec
     from ._spec import mark_parent_only as mark_parent_only
     from ._spec import unmark_parent_only as unmark_parent_only
+    from ._torch_switch import TorchSwitch, use_for_torch
     from ._tree import signal_process_group as signal_process_group
     from .hookspecs import hookimpl as hookimpl
 

@@ -12,9 +12,12 @@ from ._context import ProcessContext, check_seconds, launch
 from ._errors import (
     ConfigError,
     InvalidArgumentError,
+    NoMainGuard,
     NotPicklableError,
     UnknownBackendError,
     UnknownOptionError,
+    no_main_guard_message,
+    safe_str,
 )
 from ._pickling import PickledJob, dumps_job
 from ._rank_env import rank_envs
@@ -63,6 +66,15 @@ def _describe(obj: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _fork_context(error: BaseException) -> bool:
+    """Whether pickling failed on an object of a ``fork`` context (a queue, a lock...).
+
+    ``multiprocessing`` refuses to send those to a new interpreter and says so in its
+    message, the only place the reason shows.
+    """
+    return "fork context" in safe_str(error)
+
+
 def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -> PickledJob:
     try:
         job = dumps_job((fn, args), remote=info.remote)
@@ -74,10 +86,12 @@ def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -
             except Exception as exc:  # noqa: BLE001
                 culprit, error, found = f"{label} {_describe(obj)}", exc, obj
                 break
+        # The reason is often a sentence of its own (multiprocessing's end with a period).
+        reason = safe_str(error).rstrip().rstrip(".")
         raise NotPicklableError(
-            f"cannot pickle {culprit} for backend {info.name!r}: {error}. Backend "
+            f"cannot pickle {culprit} for backend {info.name!r}: {reason}. Backend "
             f"{info.name!r} sends fn and args to a new interpreter, so they must be picklable"
-            f"{_fixes(by_value=_is_code(found))}"
+            f"{_fixes(by_value=_is_code(found), fork_context=_fork_context(error))}"
         ) from whole
     if job.by_value_missing:
         # Pickled by name, which a new interpreter could not resolve: refused here, before
@@ -104,8 +118,13 @@ def _is_code(obj: object) -> bool:
     return isinstance(obj, (types.FunctionType, types.MethodType, type))
 
 
-def _fixes(*, by_value: bool) -> str:
+def _fixes(*, by_value: bool, fork_context: bool = False) -> str:
     fixes = []
+    if fork_context:
+        fixes.append(
+            'create it with multiprocessing.get_context("spawn") (or '
+            'spawnkit.get_context("spawn")), whose objects a new interpreter can receive'
+        )
     if by_value:
         fixes.append("define it at module level of a module file")
         try:
@@ -131,32 +150,64 @@ def _refuse_while_importing_main() -> None:
     Backends that start a new interpreter import the parent's main module there (as
     ``__mp_main__``) to find its functions. Without an ``if __name__ == "__main__":`` guard,
     the script's call to ``spawn`` runs again in every worker, which would start workers
-    without end.
+    without end: from the importing thread, from a thread the script started and joins
+    (while the import is under way, in whichever thread), or from one that outlives the
+    import (spawnkit's workers remember those: ``spawnkit._worker.importing_main``).
     """
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and not (
-        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__"
-    ):
-        frame = frame.f_back
-    if frame is None:
-        return
-    where = frame.f_globals.get("__file__") or "the main module"
-    message = (
-        f"spawnkit.spawn() was called while this worker imported the parent's main module "
-        f"({where}) to find the job's function; without a guard the job would start again "
-        "in every worker. Put the code that starts the job under "
-        "`if __name__ == \"__main__\":`, or use backend='fork'"
-    )
-    worker = sys.modules.get("spawnkit._worker")
-    if worker is not None and worker.reporting_ready():
-        raise ConfigError(message)
+    import threading
+
+    from . import _worker as worker
+
+    where = _main_being_imported()
+    if where is None:
+        if threading.current_thread() not in worker.main_threads:
+            return
+        where = getattr(sys.modules.get("__mp_main__"), "__file__", None) or "the main module"
+    message = no_main_guard_message(where)
+    if worker.reporting_ready():
+        worker.refused = message  # fails the import, even when this is another thread
+        raise NoMainGuard(message)
     # Still in the backend's own start-up (multiprocessing's): nothing of spawnkit's can
-    # report yet, so say it on stderr and end with the status the parent recognises.
+    # report yet. The status alone tells the parent, which says it once for every rank.
     from ._wire import NO_MAIN_GUARD_STATUS
 
-    sys.stderr.write(f"spawnkit: error: {message}\n")
-    sys.stderr.flush()
     os._exit(NO_MAIN_GUARD_STATUS)
+
+
+def _main_being_imported() -> str | None:
+    """Where ``__mp_main__`` is, if a thread of this process runs its top level; else None."""
+    for top in sys._current_frames().values():
+        frame: FrameType | None = top
+        while frame is not None:
+            if (
+                frame.f_code.co_name == "<module>"
+                and frame.f_globals.get("__name__") == "__mp_main__"
+            ):
+                return str(frame.f_globals.get("__file__") or "the main module")
+            frame = frame.f_back
+    return None
+
+
+def _refuse_missing_main_file(info: BackendInfo, registry: Plugins) -> None:
+    """A backend whose workers run the main program's file again needs that file."""
+    if not info.needs_main_file:
+        return
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return  # python -m: the workers import the module by name
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path):
+        return  # no file at all (python -c): nothing is run again
+    what = "read from standard input" if path == "<stdin>" else f"whose file {path!r} is gone"
+    able = sorted(
+        b.name for b in registry.backends.values() if b.available and not b.needs_main_file
+    )
+    instead = f", or use a backend that does not: {', '.join(map(repr, able))}" if able else ""
+    raise ConfigError(
+        f"backend {info.name!r} cannot start workers for a program {what}: each of its "
+        "workers runs the main program's file again. Save the program to a file and run "
+        f"that{instead}"
+    )
 
 
 def _refuse_ignored_sigchld() -> None:
@@ -504,6 +555,7 @@ def start_job(
     registry = plugins()
     info = _backend_name(backend, start_method, registry)
     _check_options(info, options, registry)
+    _refuse_missing_main_file(info, registry)
     watch_info = registry.watch(watch, info)
     jobs = _jobs(info, fn, _rank_args(args, nprocs))
     envs = rank_envs(nprocs, env, local=not info.remote)

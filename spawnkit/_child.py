@@ -125,18 +125,38 @@ def _send(spec: WorkerSpec, kind: bytes, body: bytes) -> bool:
 def _report(spec: WorkerSpec, report: _wire.Report) -> int:
     """Send the report home; the exit status the process should end with."""
     status = report.status
+    # Before the report: the parent stops a failed rank as soon as its report arrives.
+    _worker.flush()
     if report.kind:
         if not _send(spec, report.kind, report.body):
             # Nothing on stderr either: descriptor 2 may be the user's file by now. The
             # parent recognises the status, since no outcome came with it.
             status = _wire.LOST_CHANNEL_STATUS
-        elif spec.result_fd is not None:
-            try:
-                os.close(spec.result_fd)
-            except OSError:
-                pass
-    _worker.flush()
+        else:
+            if spec.result_fd is not None:
+                try:
+                    os.close(spec.result_fd)
+                except OSError:
+                    pass
+            if report.kind == _wire.ERROR:
+                _stoppable()
     return status
+
+
+def _stoppable() -> None:
+    """The failure is out: from here a stop ends this process at once.
+
+    The parent acts on an error report as it arrives and stops this rank with the others,
+    while this process may still be ending for seconds (a non-daemon thread, a library's
+    teardown at exit), past the point where a SIGTERM raises. Nothing is left to protect:
+    SIGTERM gets its default action back, and one that came meanwhile is acted on now.
+    A handler of the program's own (inherited by a fork) is left alone.
+    """
+    if signal.getsignal(signal.SIGTERM) is not sigterm._on_sigterm:
+        return
+    sigterm.restore_default()
+    if sigterm.stop_requested():
+        raise Terminated("worker received SIGTERM")
 
 
 def run_worker(spec: WorkerSpec) -> int:

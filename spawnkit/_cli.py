@@ -13,17 +13,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _run_target
-from ._api import BACKEND_ENV, DEFAULT_GRACE, start_job, wait_in_foreground
+from . import __version__, _run_target
+from ._api import BACKEND_ENV, DEFAULT_BACKEND, DEFAULT_GRACE, start_job, wait_in_foreground
 from ._errors import (
     ProcessException,
     ProcessExitedException,
     ProcessRaisedException,
     SpawnError,
     SpawnTimeoutError,
+    UnknownOptionError,
 )
 from ._output import DEFAULT_PREFIX, console
-from ._registry import BackendInfo, WatchInfo, describe, plugins
+from ._registry import BackendInfo, Plugins, WatchInfo, describe, plugins
 
 if TYPE_CHECKING:
     from ._context import ProcessContext
@@ -40,25 +41,61 @@ class _UsageError(Exception):
     pass
 
 
-def _resolve(target: str) -> Callable[..., Any]:
+def _resolve(target: str, args: Sequence[str]) -> Callable[..., Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise SpawnError(
             f"TARGET must be 'package.module:function', a script path (train.py) or "
             f"-m package.module, not {target!r}"
         )
+    _set_argv(module_name, args)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise SpawnError(f"cannot import {module_name!r} for TARGET {target!r}: {exc}") from exc
+    module = obj
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise SpawnError(f"module {module_name!r} has no attribute {attr!r}") from None
+            raise SpawnError(
+                f"module {module_name!r} has no function {attr!r}; {_functions(module)}"
+            ) from None
     if not callable(obj):
         raise SpawnError(f"TARGET {target!r} is {type(obj).__name__}, not a function")
     return obj  # type: ignore[no-any-return]
+
+
+def _set_argv(module_name: str, args: Sequence[str]) -> None:
+    """``sys.argv`` as ``python -m module ARGS`` has it, before the module is imported.
+
+    A module may parse its arguments when imported; it must see its own, not spawnkit's
+    ``run -n 2 ...``. The ranks inherit this ``sys.argv`` (every backend hands the parent's
+    to its workers), so the check here and the import in a rank see the same.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        found = None  # the import that follows says what is wrong
+    origin = getattr(found, "origin", None)
+    sys.argv = [origin if origin and os.path.isfile(origin) else module_name, *args]
+
+
+def _functions(module: object) -> str:
+    """The functions ``module`` defines, for a message about one it lacks."""
+    import inspect
+
+    name = getattr(module, "__name__", "")
+    found = sorted(
+        key
+        for key, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == name and not key.startswith("_")
+    )
+    if not found:
+        return "it defines no public function"
+    return f"it has: {', '.join(found)}"
 
 
 def _job(ns: argparse.Namespace) -> tuple[Callable[..., Any], tuple[Any, ...]]:
@@ -81,7 +118,7 @@ def _job(ns: argparse.Namespace) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         if not os.path.isfile(target):
             raise SpawnError(f"script {target!r} does not exist")
         return _run_target.script, (os.path.abspath(target), *ns.args)
-    return _run_target.call, (_resolve(target), *ns.args)
+    return _run_target.call, (_resolve(target, ns.args), *ns.args)
 
 
 def _table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
@@ -89,6 +126,9 @@ def _table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
     lines += ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+_SINGULAR = {"backends": "backend", "watches": "watch"}
 
 
 def _list(kind: str, check: bool) -> int:
@@ -103,7 +143,9 @@ def _list(kind: str, check: bool) -> int:
             print(f"auto: {loaded.watch('auto').name!r} here (the best available)")
         except SpawnError as exc:
             print(f"auto: none: {exc}")
-    conflicts = sorted((c for c in loaded.conflicts if c.kind == kind[:-1]), key=lambda c: c.name)
+    conflicts = sorted(
+        (c for c in loaded.conflicts if c.kind == _SINGULAR[kind]), key=lambda c: c.name
+    )
     for conflict in conflicts:
         print(f"conflict: {conflict}")
     for broken in loaded.broken:
@@ -185,6 +227,29 @@ def _write_json(path: str, ctx: ProcessContext, status: int) -> None:
         file.write(text)
 
 
+def _check_json(path: str) -> None:
+    """Refuse a ``--json`` path the report could not be written to, before the job starts:
+    finding out once the job has run would lose the report of a job that may have taken hours."""
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise SpawnError(
+            f"--json {path!r}: is a directory; give a file path, such as "
+            f"{os.path.join(path, 'report.json')!r}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        raise SpawnError(
+            f"--json {path!r}: its directory {folder!r} does not exist; create it first"
+        )
+    if not os.path.isdir(folder):
+        raise SpawnError(f"--json {path!r}: {folder!r} is not a directory; give another path")
+    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(folder, os.W_OK)
+    if not writable:
+        where = f"file {path!r}" if os.path.exists(path) else f"directory {folder!r}"
+        raise SpawnError(f"--json {path!r}: {where} is not writable; give a path you can write")
+
+
 def _ranks(text: str) -> list[int]:
     try:
         return sorted({int(part) for part in text.split(",") if part.strip()})
@@ -192,6 +257,16 @@ def _ranks(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"--ranks takes rank numbers separated by commas, such as 0 or 0,3; not {text!r}"
         ) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of ranks >= 1, not {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -204,7 +279,111 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``--option``: VALUE as a Python literal when it is one, else the text."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"--option takes NAME=VALUE, such as preload='[\"numpy\"]'; not {text!r}"
+        )
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return name, value
+
+
+def _check_flags(ns: argparse.Namespace) -> dict[str, Any]:
+    """The backend options, after checking the flags in the command's own words.
+
+    ``start_job`` checks the same again, but its messages name ``spawn()``'s parameters
+    (``pass log_dir=PATH``); a user of the command must read the flag to change. So what the
+    flags alone can get wrong is refused here first, naming them, before any process starts.
+    """
+    options: dict[str, Any] = {}
+    for name, value in ns.options:
+        if name in options:
+            raise SpawnError(f"--option {name}=... is given twice; give it once")
+        options[name] = value
+    registry = plugins()
+    backend = ns.backend or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    try:
+        info = registry.backend(backend)
+    except SpawnError:
+        info = None  # start_job says what is wrong with the name, $SPAWNKIT_BACKEND's too
+    if info is not None:
+        _check_options(info, options, registry)
+        if ns.watch != "auto" and not info.allows_watch(ns.watch):
+            registry.watch(ns.watch)  # an unknown or unavailable name says so first
+            only = info.watches if isinstance(info.watches, tuple) else ("none",)
+            raise SpawnError(
+                f"--watch {ns.watch} does not apply to backend {info.name!r}; leave out "
+                f"--watch (it picks one that does), or pass --watch {' or '.join(only)}"
+            )
+    last = ns.nprocs - 1
+    for rank in ns.ranks or ():
+        if not 0 <= rank <= last:
+            have = "rank 0" if last == 0 else f"ranks 0-{last}"
+            raise SpawnError(
+                f"--ranks {','.join(map(str, ns.ranks))}: the job has {have} (-n {ns.nprocs}); "
+                "name ranks in that range"
+            )
+    redirect = ns.redirect or ("all" if ns.log_dir is not None else "none")
+    for flag, value in (("--redirect", ns.redirect), ("--tee", ns.tee)):
+        if value not in (None, "none") and ns.log_dir is None:
+            raise SpawnError(
+                f"{flag} {value} needs --log-dir DIR: the redirected streams go to "
+                "DIR/<rank>/stdout.log and stderr.log"
+            )
+    for stream in ("out", "err"):
+        if ns.tee in ("all", stream) and redirect not in ("all", stream):
+            raise SpawnError(
+                f"--tee {ns.tee} shows redirected std{stream} on the console too, but "
+                f"--redirect {redirect} does not redirect std{stream}: redirect it too "
+                f"(--redirect {stream if redirect == 'none' else 'all'}), or leave it out of --tee"
+            )
+    try:
+        ns.prefix.format(rank=0)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise SpawnError(
+            f"--prefix {ns.prefix!r} is not a valid format ({exc}); the only field is "
+            f"{{rank}}, as in {DEFAULT_PREFIX!r} (double a brace to print it)"
+        ) from None
+    return options
+
+
+def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins) -> None:
+    """``--option NAME=...`` names an option of the chosen backend, or gets told what does."""
+    import difflib
+
+    for name in sorted(set(options) - info.options):
+        accepted = ", ".join(sorted(info.options)) or "none"
+        close = difflib.get_close_matches(name, sorted(info.options), n=1)
+        others = sorted(b.name for b in registry.backends.values() if name in b.options)
+        if close:
+            hint = f"did you mean --option {close[0]}=...?"
+        elif others:
+            names = ", ".join(map(repr, others))
+            hint = f"it is an option of backend {names}: pass --backend {others[0]}"
+        elif f"--{name.replace('_', '-')}" in _takes_value(_parser()[1]):
+            hint = f"it is spawnkit's own: pass --{name.replace('_', '-')}"
+        else:
+            hint = "'spawnkit backends' lists the backends"
+        raise UnknownOptionError(
+            f"--option {name}={_shown(options[name])}: backend {info.name!r} does not take "
+            f"option {name!r}; it takes: {accepted}; {hint}"
+        )
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
 def _run(ns: argparse.Namespace) -> int:
+    if ns.json:
+        _check_json(ns.json)
+    options = _check_flags(ns)
     fn, args = _job(ns)
     started = time.monotonic()
     ctx = start_job(
@@ -225,7 +404,7 @@ def _run(ns: argparse.Namespace) -> int:
         prefix=ns.prefix,
         ranks=ns.ranks,
         faulthandler=True,
-        options={},
+        options=options,
     )
     ctx.on_stop = lambda line: _say(f"spawnkit: {line}")
     _quiet_logs()
@@ -260,6 +439,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="spawnkit", description="Run a function in N worker processes as one job."
     )
+    parser.add_argument("--version", action="version", version=f"spawnkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
@@ -267,12 +447,13 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="run a function, script or module in N processes",
         description="Run TARGET in N processes as one job. TARGET is 'package.module:function' "
         "(called as function(rank, *ARGS)), or a script path run as __main__ with ARGS as "
-        "its sys.argv, or -m MODULE. Options go before TARGET; ARGS after it, or after '--' "
-        "when they start with '-'. Every rank gets RANK, LOCAL_RANK, WORLD_SIZE, "
+        "its sys.argv, or -m MODULE. spawnkit's options go before TARGET; the words after it "
+        "are the job's ARGS, except one of spawnkit's options, which goes after '--' if the "
+        "job's. Every rank gets RANK, LOCAL_RANK, WORLD_SIZE, "
         "LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Exits 0 on success, else with the "
         "failing rank's exit code (128+N for signal N, 124 past --timeout, 1 otherwise).",
     )
-    run.add_argument("-n", "--nprocs", type=int, default=1, help="number of ranks (default 1)")
+    run.add_argument("-n", "--nprocs", type=_count, default=1, help="number of ranks (default 1)")
     run.add_argument(
         "-b",
         "--backend",
@@ -325,17 +506,34 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         metavar="PATH",
         help="write a summary of every rank as JSON to PATH ('-': stdout) when the job ends",
     )
+    run.add_argument(
+        "-o",
+        "--option",
+        dest="options",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a backend option, as spawn(NAME=VALUE) takes it (repeatable); VALUE is read as "
+        "a Python literal when it is one (a list, number, string, True, None...), else as "
+        "text: -o preload='[\"numpy\"]' -o cwd=/data. 'spawnkit backends' lists the "
+        "backends; each takes its own options",
+    )
     run.add_argument("target", metavar="TARGET", nargs="?", help="what every rank runs")
     run.add_argument("args", metavar="ARGS", nargs="*", help="its string arguments")
-    check = "exit with status 1 if a plugin is broken or shares a name with another (for CI)"
-    backends = sub.add_parser(
-        "backends", help="list backends: available or why not, and who provides them"
-    )
-    backends.add_argument("--check", action="store_true", help=check)
-    watches = sub.add_parser(
-        "watches", help="list parent-death watches, and the one watch='auto' picks here"
-    )
-    watches.add_argument("--check", action="store_true", help=check)
+    for kind, what in (
+        ("backends", "backends: available or why not, and who provides them"),
+        ("watches", "parent-death watches, and the one --watch auto picks here"),
+    ):
+        listing = sub.add_parser(
+            kind, help=f"list {what}", description=f"List the installed {what}."
+        )
+        listing.add_argument(
+            "--check",
+            action="store_true",
+            help=f"exit with status 1 if two {kind} share a name, or a plugin failed to "
+            "load (for CI)",
+        )
     return parser, run
 
 
@@ -373,14 +571,34 @@ def _split_run(argv: list[str], run: argparse.ArgumentParser) -> tuple[list[str]
         i += 2 if name in valued and "=" not in head[i] else 1
     options, rest = head[:i], head[i:]
     target, after = ([], rest) if module else (rest[:1], rest[1:])
-    stray = [word for word in after if _is_option(word)]
-    if stray:
-        raise _UsageError(_reorder(options, target, after, valued, module))
+    ours = _option_strings(run)
+    if any(_is_ours(word, ours) for word in after):
+        raise _UsageError(_reorder(options, target, after, valued, ours, module))
     return options, [*rest, *tail]
 
 
+def _option_strings(run: argparse.ArgumentParser) -> set[str]:
+    return {option for action in run._actions for option in action.option_strings}
+
+
+def _is_ours(word: str, ours: set[str]) -> bool:
+    """Whether argparse would take ``word`` for one of spawnkit's options: the option itself,
+    ``--name=value``, an abbreviation (``--time``) or a short one with its value (``-n2``)."""
+    if not _is_option(word):
+        return False
+    name = word.split("=", 1)[0]
+    if name.startswith("--"):
+        return any(option.startswith(name) for option in ours if option.startswith("--"))
+    return name[:2] in ours
+
+
 def _reorder(
-    options: list[str], target: list[str], after: list[str], valued: set[str], module: bool
+    options: list[str],
+    target: list[str],
+    after: list[str],
+    valued: set[str],
+    ours: set[str],
+    module: bool,
 ) -> str:
     """The message for options after TARGET: both orders it may have meant, runnable."""
     import shlex
@@ -389,14 +607,14 @@ def _reorder(
     kept: list[str] = []
     words = iter(after)
     for word in words:
-        if _is_option(word):
+        if _is_ours(word, ours):
             moved.append(word)
             value = next(words, None) if word in valued else None
             if value is not None:
                 moved.append(value)
         else:
             kept.append(word)
-    first = next(word for word in after if _is_option(word))
+    first = next(word for word in after if _is_ours(word, ours))
     if module:  # -m MODULE ends the options: the moved ones go before it
         cut = len(options) - (1 if options[-1].startswith("-m") and len(options[-1]) > 2 else 2)
         ahead = [*options[:cut], *moved, *options[cut:]]

@@ -6,6 +6,7 @@ Every backend goes through here; a backend only starts processes and hands back 
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import math
 import os
@@ -23,12 +24,16 @@ from ._errors import (
     InvalidArgumentError,
     JobTerminatedError,
     LaunchError,
+    NoMainGuard,
     ProcessException,
     ProcessExitedException,
     ProcessRaisedException,
     RemoteTraceback,
     SpawnError,
     SpawnTimeoutError,
+    StopError,
+    no_main_guard_message,
+    safe_str,
 )
 from ._report import JobReport, RankReport, signal_name
 from ._signals import holding as _holding
@@ -83,6 +88,7 @@ class _Rank:
         "started",
         "started_wall",
         "status",
+        "traceback",
         "value",
     )
 
@@ -99,6 +105,8 @@ class _Rank:
         self.ended_wall: float | None = None
         # The rank's own failure, and when it happened (monotonic), for the root cause.
         self.failure: tuple[float, ProcessException] | None = None
+        # The traceback of what the rank raised, as it reported it: also its stderr log's.
+        self.traceback: str | None = None
 
 
 @final
@@ -129,7 +137,9 @@ class ProcessContext:
         self._grace = grace_period
         self.daemon = daemon
         self._failures: list[ProcessException] = []
-        self._error: ProcessException | SpawnTimeoutError | None = None
+        self._error: ProcessException | SpawnTimeoutError | ConfigError | None = None
+        # A rank failed because the job's script has no main guard (see _fail).
+        self._no_main_guard = False
         self._released = False
         self._lock = threading.RLock()
         # Written to wake a join() blocked in wait(): by terminate() from another thread,
@@ -184,6 +194,33 @@ class ProcessContext:
         return list(self._processes)
 
     @property
+    def sentinels(self) -> dict[int, int]:
+        """``{sentinel: rank}`` for every local rank not yet seen ended, as torch's context.
+
+        A sentinel is a descriptor that turns readable once its rank has ended (see
+        ``multiprocessing.connection.wait``); empty once the job is over. A rank that runs
+        elsewhere has none.
+        """
+        with self._lock:
+            if not self._released:
+                self._take_outcomes()
+            found = {}
+            for r in self._running():
+                sentinel = getattr(r.handle, "sentinel", None)
+                if isinstance(sentinel, int):
+                    found[sentinel] = r.rank
+            return found
+
+    @property
+    def error_files(self) -> list[str]:
+        """Not kept: torch's temporary files of pickled tracebacks have no counterpart here."""
+        raise AttributeError(
+            "spawnkit keeps no error files (torch's context has one temporary file per rank "
+            "for a traceback): a failure's exception carries the rank's traceback as "
+            "remote_traceback, and report() tells how every rank ended"
+        )
+
+    @property
     def handles(self) -> list[WorkerHandle]:
         """The backend's own handles, index = rank."""
         return [r.handle for r in self._ranks]
@@ -196,7 +233,8 @@ class ProcessContext:
         """Wait for the job.
 
         Returns ``True`` once every rank finished successfully, ``False`` if ``timeout``
-        seconds passed first (call again to keep waiting). On the first failure, waits up to
+        seconds passed first (call again to keep waiting); a negative ``timeout`` looks once
+        without waiting, as torch's ``join(-1)`` does. On the first failure, waits up to
         ``grace_period`` for the other ranks to finish on their own (if given), stops the
         rest with SIGTERM, waits ``grace_period`` (default: the job's, 5 s), SIGKILLs what is
         left, and raises the failure.
@@ -211,6 +249,7 @@ class ProcessContext:
             SpawnTimeoutError: the job's deadline passed.
             JobTerminatedError: :meth:`terminate` stopped ranks that had not finished.
         """
+        timeout = _at_least_zero(timeout)
         check_seconds("timeout", timeout)
         check_seconds("grace_period", grace_period)
         self._check_owner()
@@ -267,8 +306,9 @@ class ProcessContext:
     def report(self) -> JobReport:
         """How the job is going or went: every rank's state, and the root cause of a failure.
 
-        ``report().format()`` is the summary block that a failure's exception carries (as a
-        note, shown under its traceback); ``report().as_dict()`` the same as plain data.
+        ``report().format()`` is the summary block that a failure's exception carries (as
+        its ``report``) and that spawnkit logs when the job fails; ``report().as_dict()``
+        the same as plain data.
         """
         with self._lock:
             failed = sorted(
@@ -293,6 +333,7 @@ class ProcessContext:
                 started=self._started_wall,
                 ended=self._ended_wall,
                 timeout=self._job_timeout,
+                unshown=0 if self._output is None else self._output.unshown_lines,
             )
 
     @staticmethod
@@ -445,6 +486,24 @@ class ProcessContext:
             outcome = r.handle.poll()
             if outcome is not None:
                 self._ended(r, outcome)
+            elif r.failure is None:
+                self._early_error(r)
+
+    def _early_error(self, r: _Rank) -> None:
+        """Take a rank's error report as its failure as soon as it arrived whole.
+
+        The process may take seconds more to exit (a non-daemon thread, a library's teardown
+        at exit: gloo's takes 1-5 s), or never exit on its own. Its failure is known now,
+        so the job stops at once, this rank with the others (its worker dies of the stop
+        now that its report is out; see spawnkit._child).
+        """
+        early_report = getattr(r.handle, "early_report", None)
+        report = early_report() if early_report is not None else None
+        if report is None or report.kind != _wire.ERROR:
+            return
+        when, failure = self._raised(r, report.body)
+        r.traceback = failure.remote_traceback
+        self._failed(r, when, failure)
 
     def _wait_for_rank(self, r: _Rank, timeout: float | None) -> None:
         """Block until rank ``r`` ended or ``timeout`` passed (for ``RankProcess.join``)."""
@@ -468,8 +527,11 @@ class ProcessContext:
             if not self._released:
                 self._take_outcomes()
 
-    def _wait_until(self, deadline: float) -> None:
-        while self._running() and time.monotonic() < deadline:
+    def _wait_until(self, deadline: float, ranks: list[_Rank] | None = None) -> None:
+        """Wait up to ``deadline`` until every rank (or every one of ``ranks``) has ended."""
+        while any(r.status is None for r in (self._ranks if ranks is None else ranks)):
+            if time.monotonic() >= deadline:
+                return
             self._collect(deadline)
 
     # -- outcomes -----------------------------------------------------------------------
@@ -482,7 +544,11 @@ class ProcessContext:
         if kind == _wire.ERROR:
             # Raised before any stop reached it: a failure even if spawnkit stopped it since.
             assert report is not None
-            self._failed(r, *self._raised(r, report.body))
+            if r.failure is not None:
+                return  # taken when the report arrived (_early_error)
+            when, failure = self._raised(r, report.body)
+            r.traceback = failure.remote_traceback
+            self._failed(r, when, failure)
         elif kind == _wire.RESULT and (status == 0 or lost):
             assert report is not None
             self._take_value(r, report.body)
@@ -499,11 +565,12 @@ class ProcessContext:
         try:
             r.value = pickle.loads(body)
         except BaseException as exc:  # noqa: BLE001 - the rank's result is its failure
+            why = safe_str(exc, repr)
             failure = ProcessRaisedException(
-                f"\n\n-- Process {r.rank} returned a value the parent cannot unpickle: {exc!r}",
+                f"\n\n-- Process {r.rank} returned a value the parent cannot unpickle: {why}",
                 r.rank,
                 r.handle.pid,
-                repr(exc),
+                why,
             )
             self._failed(r, time.monotonic(), failure)
 
@@ -525,6 +592,7 @@ class ProcessContext:
                 original = None
             if not isinstance(original, BaseException):
                 original = None
+        self._no_main_guard |= isinstance(original, NoMainGuard)
         msg = f"\n\n-- Process {r.rank} terminated with the following error:\n{text}"
         failure = ProcessRaisedException(msg, r.rank, r.handle.pid, text, original)
         if original is not None:
@@ -555,6 +623,7 @@ class ProcessContext:
             )
         msg = f"process {r.rank} terminated with exit code {status}"
         if not started and status == _wire.NO_MAIN_GUARD_STATUS:
+            self._no_main_guard = True
             msg += (
                 ": importing the parent's main module in the worker started another job. "
                 'Put the code that starts the job under `if __name__ == "__main__":` '
@@ -583,22 +652,40 @@ class ProcessContext:
     def _stop(self, grace_period: float | None, *, after_failure: bool) -> None:
         grace = self._grace if grace_period is None else grace_period
         if after_failure and grace_period is not None:
-            self._wait_until(time.monotonic() + grace_period)
+            # For the ranks that have not failed to finish on their own. One that failed and
+            # lingers (its report is in, its process still ending) is stopped with the rest.
+            unfailed = [r for r in self._ranks if r.failure is None]
+            self._wait_until(time.monotonic() + grace_period, unfailed)
         self._take_outcomes()
         targets = self._running()
-        if targets:
+        # A rank that failed and is still ending gets the same stop, but is not told of as
+        # one: whether it is still there is a race with its own exit (torch's stop never
+        # sees it), and the job's messages must not depend on that race.
+        unfailed = [r for r in targets if r.failure is None]
+        if unfailed:
             self._announce(
-                f"stopping {_ranks(len(targets))} (SIGTERM, then SIGKILL after {grace:g} s)..."
+                f"stopping {_ranks(len(unfailed))} (SIGTERM, then SIGKILL after {grace:g} s)..."
             )
+        # A rank the system will not let us signal: waiting for it to stop would only
+        # pretend, and SIGKILL is refused the same way (see the end).
+        refused: set[int] = set()
         for r in targets:
             r.killed = True
-            if r.handle.pid is None:
+            if r.failure is not None:
+                _logger().debug(
+                    "Stopping process %s of rank %s, which failed", r.handle.pid, r.rank
+                )
+            elif r.handle.pid is None:
                 _logger().warning("Stopping rank %s (a worker elsewhere), gracefully", r.rank)
             else:
                 _logger().warning("Terminating process %s via signal SIGTERM", r.handle.pid)
-            r.handle.stop()
-        self._wait_until(time.monotonic() + grace)
-        stubborn = [r.rank for r in targets if r.status is None]
+            try:
+                r.handle.stop()
+            except PermissionError:
+                refused.add(r.rank)
+        signalled = [r for r in targets if r.rank not in refused]
+        self._wait_until(time.monotonic() + grace, signalled)
+        stubborn = [r.rank for r in signalled if r.status is None]
         if stubborn:
             self._announce(
                 f"{_ranks(len(stubborn))} still running after {grace:g} s: SIGKILL to "
@@ -606,6 +693,7 @@ class ProcessContext:
             )
         # Also the ranks that ended meanwhile: a grandchild that ignored SIGTERM is still in
         # its dead parent's group, and that group id stays reserved while it is.
+        unkillable: dict[int, tuple[_Rank, PermissionError]] = {}
         for r in targets:
             if r.status is None and r.handle.pid is None:
                 _logger().warning("Rank %s did not stop in time; stopping it by force", r.rank)
@@ -614,9 +702,15 @@ class ProcessContext:
                     "Unable to shutdown process %s via SIGTERM , forcefully exiting via SIGKILL",
                     r.handle.pid,
                 )
-            r.handle.stop(force=True)
-        self._wait_until(time.monotonic() + KILL_WAIT)
-        for r in self._running():
+            try:
+                r.handle.stop(force=True)
+            except PermissionError as exc:
+                unkillable[r.rank] = (r, exc)
+        killed = [r for r in targets if r.rank not in unkillable]
+        self._wait_until(time.monotonic() + KILL_WAIT, killed)
+        for r in killed:
+            if r.status is not None:
+                continue
             # Not even SIGKILL ended it (uninterruptible sleep): give up on it rather than
             # wait without bound. It counts as killed by spawnkit.
             _logger().error(
@@ -626,6 +720,8 @@ class ProcessContext:
                 KILL_WAIT,
             )
             r.status = -int(getattr(signal, "SIGKILL", signal.SIGTERM))
+        if unkillable:
+            raise _unstoppable(list(unkillable.values()))
 
     def _announce(self, line: str) -> None:
         if self.on_stop is not None:
@@ -633,6 +729,16 @@ class ProcessContext:
 
     def _fail(self) -> None:
         """The job failed: raise the earliest failure, with every other and the report."""
+        if self._no_main_guard:
+            # Not a rank's failure but the program's: every rank that imported the script
+            # failed the same way, and what each worker's traceback shows (spawnkit's
+            # import of the script, then its spawn() line) this process's shows too. So the
+            # job raises the error once, as bad input.
+            main = sys.modules.get("__main__")
+            where = getattr(main, "__file__", None) or "the main module"
+            self._release()
+            self._error = ConfigError(no_main_guard_message(where))
+            return
         self._failures.sort(key=lambda f: _failed_at(self._ranks, f))
         self._error = self._failures[0]
         self._error.failures = list(self._failures)
@@ -665,9 +771,11 @@ class ProcessContext:
 
     def _attach_report(self, error: ProcessException | SpawnTimeoutError) -> None:
         report = error.report = self.report()
-        add_note = getattr(error, "add_note", None)  # Python 3.11+: shown under the traceback
-        if add_note is not None:
-            add_note("\n" + report.format())
+        # Logged, not added to the exception as a note: the exception's text and notes are
+        # torch's, and tests written against torch match them to their end (pytest.raises's
+        # match= reads the notes too). Logged where torch logs its stop, so it shows above
+        # the traceback: with no logging set up, Python prints warnings to stderr.
+        _logger().warning("%s", report.format())
 
     def _release(self) -> None:
         if self._released or not self._all_ended():
@@ -681,7 +789,9 @@ class ProcessContext:
                 _logger().exception("closing the handle of rank %s failed", r.rank)
         if self._output is not None:
             # The ranks' last lines reach the console before the job's outcome is told.
-            self._output.finish()
+            self._output.finish(
+                tracebacks={r.rank: r.traceback for r in self._ranks if r.traceback}
+            )
         with self._wake_lock:
             self._wake_open = False
             for fd in (self._wake_r, self._wake_w):
@@ -746,8 +856,8 @@ class RankProcess:
         return self.exitcode is None
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until this rank ends, or ``timeout`` seconds pass."""
-        self._ctx._wait_for_rank(self._rank, timeout)
+        """Wait until this rank ends, or ``timeout`` seconds pass (negative: look once)."""
+        self._ctx._wait_for_rank(self._rank, _at_least_zero(timeout))
 
     def terminate(self) -> None:
         """SIGTERM to this rank (and its process group), as ``Process.terminate()``."""
@@ -758,6 +868,30 @@ class RankProcess:
         """SIGKILL to this rank (and its process group), as ``Process.kill()``."""
         if self.exitcode is None:
             self._rank.handle.stop(force=True)
+
+
+def _unstoppable(refused: list[tuple[_Rank, PermissionError]]) -> StopError:
+    """The error for ranks the system would not let this process signal, the first named."""
+    r, exc = refused[0]
+    code = exc.errno or errno.EPERM
+    others = ""
+    if len(refused) > 1:
+        others = (
+            " (and " + ", ".join(f"rank {o.rank}, pid {o.handle.pid}" for o, _ in refused[1:]) + ")"
+        )
+    uid = f" (uid {os.geteuid()})" if hasattr(os, "geteuid") else ""
+    return StopError(
+        f"could not stop rank {r.rank}, pid {r.handle.pid}{others}: the system refused both "
+        f"SIGTERM and SIGKILL ({errno.errorcode.get(code, code)}: {os.strerror(code)}), so it "
+        f"is still running. This process{uid} may not signal it: it runs as another user, "
+        "after this process gave up its rights (os.setuid) or the rank gained some (a setuid "
+        "program). Keep the job's process able to signal its ranks (drop rights in the ranks, "
+        f"not in the job), or stop it as a user who may: kill -KILL -- -{r.handle.pid}",
+        r.rank,
+        r.handle.pid,
+        code,
+        tuple(o.rank for o, _ in refused),
+    )
 
 
 def _ranks(n: int) -> str:
@@ -774,12 +908,27 @@ def _failed_at(ranks: list[_Rank], failure: ProcessException) -> tuple[float, in
 def _one_line(failure: ProcessRaisedException) -> str:
     """``ValueError: bad input`` for the report, from the exception or the traceback's end."""
     if failure.exception is not None:
-        text = f"{type(failure.exception).__name__}: {failure.exception}".rstrip(": ")
+        text = f"{type(failure.exception).__name__}: {safe_str(failure.exception)}".rstrip(": ")
     else:
         tail = failure.remote_traceback.strip().splitlines()
         text = tail[-1] if tail else "an exception"
     first = text.splitlines()[0] if text else text
     return first if len(first) <= 200 else first[:197] + "..."
+
+
+def _at_least_zero(timeout: float | None) -> float | None:
+    """A negative wait as ``multiprocessing`` and torch take it: look once, do not wait.
+
+    ``torch.distributed.elastic`` polls a job with ``join(-1)``. Anything that is not a
+    finite number is left for :func:`check_seconds` to reject.
+    """
+    if (
+        isinstance(timeout, (int, float))
+        and not isinstance(timeout, bool)
+        and -math.inf < timeout < 0
+    ):
+        return 0.0
+    return timeout
 
 
 def check_seconds(name: str, value: object) -> None:
@@ -893,6 +1042,7 @@ def launch(
             env={},
             sigmask=None if held.mask is None else tuple(sorted(int(s) for s in held.mask)),
             faulthandler=faulthandler and local,
+            deadline=ctx._deadline,
         )
         _start_ranks(ctx, spec, jobs, envs, watch.fds() if local else ())
         if output is not None:
@@ -944,11 +1094,55 @@ def _start_ranks(
             ctx._ranks.append(_Rank(rank, handle, logs))
     except BaseException as exc:
         ctx.terminate(grace_period=min(ctx._grace, 1.0))
+        deadline, timeout = ctx._deadline, ctx._job_timeout
+        if (
+            isinstance(exc, (OSError, LaunchError))
+            and deadline is not None
+            and timeout is not None
+            and time.monotonic() >= deadline
+        ):
+            # The backend bounded its start by spec.deadline: that the start failed is the
+            # job's timeout, as it is for a backend that did not block and ran out of time.
+            starting = len(ctx._ranks)
+            error = SpawnTimeoutError(
+                f"the job's deadline of {timeout:g} s passed while rank {starting} of "
+                f"{spec.nprocs} was starting ({type(exc).__name__}: {exc}); the ranks started "
+                "were stopped. Raise timeout= if the job needs longer",
+                timeout,
+                tuple(range(starting + 1)),
+            )
+            ctx._timed_out = True
+            ctx._attach_report(error)
+            raise error from exc
         # Only a start that failed is a LaunchError. Anything else - the program's own
         # exception from a signal handler, KeyboardInterrupt - comes out as it is.
         if not isinstance(exc, OSError):
             raise
         raise LaunchError(
             f"backend {ctx.backend_name!r} could not start rank {len(ctx._ranks)} of "
-            f"{spec.nprocs}: {type(exc).__name__}: {exc}"
+            f"{spec.nprocs}: {type(exc).__name__}: {exc}{_out_of_files(exc)}"
         ) from exc
+
+
+def _out_of_files(exc: OSError) -> str:
+    """What to do when starting a rank ran out of descriptors; else ``""``."""
+    if exc.errno == errno.ENFILE:
+        return (
+            ". The system's table of open files is full (ENFILE): close files, or raise the "
+            "system's limit (fs.file-max on Linux)"
+        )
+    if exc.errno != errno.EMFILE:
+        return ""
+    limit = ""
+    if sys.platform != "win32":  # no such limit on Windows
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        shown = ["unlimited" if n == resource.RLIM_INFINITY else str(n) for n in (soft, hard)]
+        limit = f"; RLIMIT_NOFILE: soft limit {shown[0]}, hard limit {shown[1]}"
+    return (
+        f". This process ran out of file descriptors (EMFILE{limit}); each running rank "
+        "holds a few. Raise the soft limit (ulimit -n, or resource.setrlimit(resource."
+        "RLIMIT_NOFILE, ...), up to the hard limit), or close descriptors the program no "
+        "longer needs"
+    )

@@ -12,8 +12,10 @@ SpawnError
 │   └── PluginError                          a plugin failed to load or conflicts with another
 ├── LaunchError                              a backend failed to start a worker
 ├── JobTerminatedError                       join() after terminate() stopped unfinished ranks
+├── StopError                                a rank could not be signalled to stop: it still runs
 ├── SpawnTimeoutError (TimeoutError)         the job's deadline passed; its ranks were stopped
-└── ProcessException                         a rank failed (torch.multiprocessing's names)
+└── ProcessException                         a rank failed (torch.multiprocessing's names;
+    │                                        torch's classes too once torch is loaded)
     ├── ProcessRaisedException               the rank raised; carries the remote traceback
     └── ProcessExitedException               the rank exited non-zero or died from a signal
 """
@@ -34,15 +36,19 @@ __all__ = [
     "RemoteTraceback",
     "SpawnError",
     "SpawnTimeoutError",
+    "StopError",
     "UnknownBackendError",
     "UnknownOptionError",
     "UnknownWatchError",
     "WatchUnavailableError",
 ]
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._report import JobReport
 
 
@@ -94,12 +100,54 @@ class PluginError(ConfigError):
     """A plugin failed to load, has a malformed hook, or conflicts with another plugin."""
 
 
+class NoMainGuard(ConfigError):
+    """A worker's import of the job's main script called ``spawn()``: the script has no
+    ``if __name__ == "__main__":`` guard. Raised in the worker; the parent raises a plain
+    :class:`ConfigError` with :func:`no_main_guard_message` in its place."""
+
+
+def no_main_guard_message(where: str) -> str:
+    """What is wrong, and the fix, when the script at ``where`` lacks its main guard."""
+    return (
+        f"spawnkit.spawn() was called while a worker imported the job's main module "
+        f"({where}) to find the job's function; without a guard the job would start again "
+        "in every worker. Put the code that starts the job under "
+        "`if __name__ == \"__main__\":`, or use backend='fork'"
+    )
+
+
 class LaunchError(SpawnError):
     """A backend could not start a worker; the ranks already started were stopped."""
 
 
 class JobTerminatedError(SpawnError):
     """``join()`` or ``results()`` after ``terminate()`` stopped ranks that had not finished."""
+
+
+class StopError(SpawnError):
+    """Stopping the job failed: the system refused to let this process signal a rank.
+
+    ``rank`` and ``pid`` name the first such rank, ``errno`` is the system's answer
+    (``errno.EPERM``: the rank runs as a user this process may not signal), ``ranks`` lists
+    every rank that could not be stopped. Those ranks still run; the job still waits for them.
+    """
+
+    def __init__(
+        self,
+        msg: str,
+        rank: int = -1,
+        pid: int | None = None,
+        errno: int = 0,
+        ranks: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(msg)
+        self.rank = rank
+        self.pid = pid
+        self.errno = errno
+        self.ranks = tuple(ranks) or (rank,)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.rank, self.pid, self.errno, self.ranks))
 
 
 class SpawnTimeoutError(SpawnError, TimeoutError):
@@ -147,7 +195,23 @@ class ProcessException(SpawnError):
     ``error_index`` is the failing rank, ``pid`` (alias ``error_pid``) its process id, and
     ``failures`` lists every rank that failed on its own, in the order spawnkit saw them;
     ranks that spawnkit stopped after the first failure are never listed.
+
+    In a program that has imported torch, every instance is also an instance of torch's
+    class of the same name (``torch.multiprocessing.ProcessRaisedException``...), so code
+    written for ``torch.multiprocessing`` (``torch.distributed.elastic``, accelerate,
+    Lightning) catches it; its ``str()``, ``args`` and fields are what torch's would be.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # With torch loaded, an instance of a class derived from this one and torch's
+        # namesake, so that code written for torch.multiprocessing catches it (see _torch).
+        # Every instance is made here: raised by a job, by the program, or unpickled.
+        made = cls
+        if "torch.multiprocessing.spawn" in sys.modules:
+            from ._torch import flavoured
+
+            made = flavoured(cls)
+        return super().__new__(made, *args, **kwargs)
 
     def __init__(
         self,
@@ -160,7 +224,9 @@ class ProcessException(SpawnError):
         # torch names the pid `pid` in some versions and `error_pid` in others: take both.
         if pid is None:
             pid = error_pid
-        super().__init__(msg)
+        # Not super(): beside torch's class (see __new__) that would be torch's __init__,
+        # whose arguments differ. Both end in Exception's, with the message alone as args.
+        Exception.__init__(self, msg)
         self.msg = msg
         self.error_index = error_index
         self.pid = pid
@@ -184,8 +250,9 @@ class ProcessRaisedException(ProcessException):
     """The rank raised an exception.
 
     ``remote_traceback`` is the worker's traceback as text, ``exception`` the original
-    exception object when it could be pickled (else ``None``); the original is also this
-    exception's ``__cause__``, so ``except ValueError`` code can find it.
+    exception object when it could be pickled (else ``None``), also this exception's
+    ``__cause__``. This is no ``ValueError`` when the rank raised one: test
+    ``isinstance(error.exception, ValueError)``.
     """
 
     def __init__(
@@ -237,6 +304,29 @@ class ProcessExitedException(ProcessException):
         state.pop("exit_code", None)
         state.pop("signal_name", None)
         return (cls, args, state)
+
+
+def safe_str(value: object, convert: Callable[[object], object] = str) -> str:
+    """``str(value)`` (or ``convert(value)``), never raising: a rank's failure is told, not
+    replaced by the failure of its ``__str__`` or ``__repr__``.
+
+    As the traceback module shows such an exception: ``<exception str() failed: ...>``.
+    """
+    try:
+        text = convert(value)
+        if isinstance(text, str):
+            return text
+        why = f"{convert.__name__}() returned {type(text).__name__}, not str"
+    except Exception as exc:  # noqa: BLE001 - whatever the user's method raised
+        why = type(exc).__name__
+        try:
+            detail = str(exc)
+        except Exception:  # noqa: BLE001 - its own str() failed too: the type says enough
+            detail = ""
+        if detail:
+            why += f": {detail}"
+    what = "exception" if isinstance(value, BaseException) else type(value).__name__
+    return f"<{what} {convert.__name__}() failed: {why}>"
 
 
 # As users write them, and as the interpreter prints them: spawnkit.ConfigError, not

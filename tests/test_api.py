@@ -58,8 +58,8 @@ def test_negative_grace_period() -> None:
 
 def test_negative_join_timeout_and_grace() -> None:
     with spawnkit.spawn(t.block, join=False, backend="fork") as ctx:
-        with pytest.raises(spawnkit.ConfigError, match=r"timeout must be >= 0 seconds, not -0.5"):
-            ctx.join(timeout=-0.5)
+        # A negative timeout looks once, as torch's join(-1) (see test_torch_compat).
+        assert ctx.join(timeout=-0.5) is False
         with pytest.raises(spawnkit.InvalidArgumentError, match=r"grace_period must be a number"):
             ctx.join(grace_period="5")  # type: ignore[arg-type]
 

@@ -32,7 +32,7 @@ RAISE_LINE = 'raise RuntimeError("rank one broke")'
 
 @pytest.fixture
 def cwd(tmp_path: Path) -> Path:
-    for name in ("clijob.py", "clienv.py"):
+    for name in ("clijob.py", "clienv.py", "clipreload.py"):
         shutil.copy(TARGETS / name, tmp_path / name)
     return tmp_path
 
@@ -138,17 +138,17 @@ def _run_suggested(cwd: Path, command: list[str]) -> subprocess.CompletedProcess
 
 
 def test_option_after_target_is_refused_with_both_orders(cwd: Path) -> None:
-    proc = _cli(cwd, "run", "-n", "2", "clijob:hello", "-x")
+    proc = _cli(cwd, "run", "-n", "2", "clijob:hello", "-w")
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert "option '-x' comes after 'clijob:hello'" in proc.stderr
-    assert "spawnkit run -n 2 -x clijob:hello" in proc.stderr
-    assert "spawnkit run -n 2 clijob:hello -- -x" in proc.stderr
-    # '-x' is the job's: the order with '--' runs it so.
+    assert "option '-w' comes after 'clijob:hello'" in proc.stderr
+    assert "spawnkit run -n 2 -w clijob:hello" in proc.stderr
+    assert "spawnkit run -n 2 clijob:hello -- -w" in proc.stderr
+    # '-w' is the job's: the order with '--' runs it so.
     job_order = _suggestions(proc.stderr)[1]
     done = _run_suggested(cwd, job_order)
     assert done.returncode == 0, done.stderr
-    assert _lines(done.stdout) == [f"[rank {r}]: rank {r} says -x" for r in range(2)]
+    assert _lines(done.stdout) == [f"[rank {r}]: rank {r} says -w" for r in range(2)]
 
 
 def test_spawnkit_option_after_target_is_refused(cwd: Path) -> None:
@@ -195,6 +195,126 @@ def test_suggested_orders_for_a_module(cwd: Path) -> None:
         seen = [json.loads(line.partition(": ")[2]) for line in done.stdout.splitlines()]
         assert len(seen) == ranks
         assert all(s["argv"][1:] == argv for s in seen), seen
+
+
+def test_an_option_that_is_not_spawnkits_goes_to_the_job(cwd: Path) -> None:
+    proc = _cli(cwd, "run", "-n", "1", "clijob:hello", "--lr", "3", "-x")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[rank 0]: rank 0 says --lr 3 -x\n"
+    # Among the job's own options, one of spawnkit's is still ambiguous: only it moves.
+    proc = _cli(cwd, "run", "clijob:hello", "--lr", "3", "--time", "30")
+    assert proc.returncode == 2
+    assert "option '--time' comes after 'clijob:hello'" in proc.stderr
+    assert "'--lr'" not in proc.stderr
+    spawnkit_order, _ = _suggestions(proc.stderr)
+    assert spawnkit_order == ["spawnkit", "run", "--time", "clijob:hello", "--lr", "3", "30"]
+
+
+# -- backend options ----------------------------------------------------------------------
+
+
+def test_backend_option_reaches_the_backend(cwd: Path) -> None:
+    if not plugins().backends["forkserver"].available:
+        pytest.skip("the forkserver backend cannot run here")
+    argv = ["run", "-n", "2", "--backend", "forkserver"]
+    proc = _cli(cwd, *argv, "-o", 'preload=["clipreload"]', "clijob:preloaded")
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout) == [f"[rank {r}]: rank {r} preloaded: True" for r in range(2)]
+    proc = _cli(cwd, *argv, "clijob:preloaded")  # the control: without the option, not
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout) == [f"[rank {r}]: rank {r} preloaded: False" for r in range(2)]
+
+
+def test_misspelt_backend_option_gets_the_cli_form(cwd: Path) -> None:
+    argv = ["run", "-n", "2", "-b", "forkserver", "-o", "prelod=['json']", "clijob:hello"]
+    proc = _cli(cwd, *argv)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("spawnkit: error: --option prelod=['json']: ")
+    assert "did you mean --option preload=...?" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # no rank ran
+    # An option of another backend names the backend that takes it, as a flag.
+    proc = _cli(cwd, "run", "-b", "spawn", "-o", "preload=['json']", "clijob:quiet")
+    assert proc.returncode == 2
+    assert "pass --backend forkserver" in proc.stderr
+    proc = _cli(cwd, "run", "-o", "preload", "clijob:quiet")
+    assert proc.returncode == 2
+    assert "--option takes NAME=VALUE" in proc.stderr
+
+
+# -- targets that parse their own arguments -------------------------------------------------
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    """A package on PYTHONPATH, away from the working directory, whose module parses
+    sys.argv when imported."""
+    lib = tmp_path / "lib"
+    shutil.copytree(TARGETS / "argpkg", lib / "argpkg")
+    return lib
+
+
+def test_target_module_parses_its_own_arguments_not_spawnkits(cwd: Path, library: Path) -> None:
+    proc = _cli(cwd, "run", "-n", "2", "argpkg.trainer:train", "--lr", "3", PYTHONPATH=str(library))
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout) == [
+        f"[rank {r}]: rank {r} lr 3.0 argv ['--lr', '3']" for r in range(2)
+    ]
+
+
+def test_missing_function_in_an_argument_parsing_module(cwd: Path, library: Path) -> None:
+    proc = _cli(cwd, "run", "-n", "2", "argpkg.trainer:nofn", PYTHONPATH=str(library))
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "spawnkit: error: module 'argpkg.trainer' has no function 'nofn'; it has: evaluate, train\n"
+    )
+
+
+# -- the flags' own words -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["-n", "4", "--ranks", "5"], "--ranks 5: the job has ranks 0-3 (-n 4)"),
+        (["--redirect", "out"], "--redirect out needs --log-dir DIR"),
+        (["--tee", "err"], "--tee err needs --log-dir DIR"),
+        (["--log-dir", "logs", "--redirect", "err", "--tee", "out"], "--tee out shows"),
+        (["--prefix", "{x}"], "--prefix '{x}' is not a valid format"),
+        (["-n", "0"], "argument -n/--nprocs: expected a number of ranks >= 1, not '0'"),
+        (["--timeout", "-1"], "argument --timeout: expected a number of seconds >= 0"),
+        (["--grace-period", "x"], "argument --grace-period: expected a number of seconds"),
+        (["-b", "forkserve"], "unknown backend 'forkserve'"),
+        (["-w", "nowatch"], "unknown watch 'nowatch'"),
+    ],
+    ids=[
+        "ranks",
+        "redirect",
+        "tee",
+        "tee-not-redirected",
+        "prefix",
+        "nprocs",
+        "timeout",
+        "grace-period",
+        "backend",
+        "watch",
+    ],
+)
+def test_flag_errors_name_the_flag(cwd: Path, flags: list[str], message: str) -> None:
+    proc = _cli(cwd, "run", *flags, "clijob:quiet")
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    for python in (
+        "log_dir=",
+        "redirect=",
+        "ranks names",
+        "pass backend=",
+        "watch=",
+        "prefix must",
+    ):
+        assert python not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (cwd / "logs").exists()
 
 
 # -- where the output goes ----------------------------------------------------------------
@@ -441,6 +561,29 @@ def test_ctrl_c_stops_the_job_and_exits_130(cwd: Path) -> None:
     assert not set(_pids(cwd, 2)) & set(descendants())
 
 
+def test_a_json_path_that_cannot_be_written_is_refused_before_any_rank_runs(cwd: Path) -> None:
+    # Each rank leaves a file behind: the proof that it ran.
+    (cwd / "mark.py").write_text("import os\nopen('ran' + os.environ['RANK'], 'w').close()\n")
+    refused = {
+        os.path.join("missing", "report.json"): "does not exist; create it first",
+        ".": "is a directory; give a file path",
+        os.path.join("mark.py", "report.json"): "is not a directory; give another path",
+    }
+    for path, wrong in refused.items():
+        proc = _cli(cwd, "run", "-n", "2", "--json", path, "mark.py")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr.startswith(f"spawnkit: error: --json {path!r}: "), proc.stderr
+        assert wrong in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
+        assert not list(cwd.glob("ran*")), f"a rank ran despite --json {path!r}"
+    # The same job with a path it can write runs both ranks and writes the report.
+    proc = _cli(cwd, "run", "-n", "2", "--json", "report.json", "mark.py")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in cwd.glob("ran*")) == ["ran0", "ran1"]
+    assert json.loads((cwd / "report.json").read_text())["outcome"] == "succeeded"
+
+
 # -- errors of the command itself, listings -------------------------------------------------
 
 
@@ -467,7 +610,7 @@ def test_exceptions_show_their_public_module(cwd: Path) -> None:
 def test_bad_option_value_is_an_error_not_a_traceback(cwd: Path) -> None:
     proc = _cli(cwd, "run", "--redirect", "all", "clijob:quiet")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("spawnkit: error: redirect sends the ranks' output")
+    assert proc.stderr.startswith("spawnkit: error: --redirect all needs --log-dir DIR")
     assert "Traceback" not in proc.stderr
 
 
@@ -495,6 +638,24 @@ def test_backends_lists_the_builtin_ones(cwd: Path) -> None:
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
     for name in ("fork", "forkserver", "spawn"):
         assert rows[name][1:3] == ["available", "spawnkit"]
+
+
+def test_version(cwd: Path) -> None:
+    import spawnkit
+
+    proc = _cli(cwd, "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"spawnkit {spawnkit.__version__}\n"
+
+
+@pytest.mark.parametrize("kind", ["backends", "watches"])
+def test_listing_help_describes_the_command(cwd: Path, kind: str) -> None:
+    proc = _cli(cwd, kind, "--help")
+    assert proc.returncode == 0, proc.stderr
+    description = proc.stdout.split("\n\n")[1]
+    assert description.startswith(f"List the installed {'parent-death ' * (kind == 'watches')}")
+    check = " ".join(proc.stdout.rpartition("--check")[2].split())
+    assert check.startswith(f"exit with status 1 if two {kind} share a name")
 
 
 def test_bad_target(cwd: Path) -> None:

@@ -414,8 +414,8 @@ def test_report_of_a_rank_that_raised(tmp_path: Path, job_children: list[int]) -
     assert "raised ValueError: bad input" in text
     assert f"stderr log: {tmp_path / '0' / 'stderr.log'}" in text
     assert f"stopped by spawnkit: rank 1 (pid {report.ranks[1].pid})" in text
-    if sys.version_info >= (3, 11):
-        assert "\n" + text in info.value.__notes__
+    # Not on the exception as a note: its text and notes stay torch's (see test_torch_compat).
+    assert not hasattr(info.value, "__notes__")
     # The same for machines, through JSON and back unchanged.
     data = report.as_dict()
     assert json.loads(json.dumps(data)) == data

@@ -93,3 +93,11 @@ def go(rank: int, folder: str) -> None:
     sys.stdout.write(f"rank {rank} waits for go\n")
     sys.stdout.flush()
     _wait_for(Path(folder) / "go")
+
+
+def preloaded(rank: int) -> None:
+    """Say whether ``clipreload`` was imported before this rank existed (by the fork server)."""
+    module = sys.modules.get("clipreload")
+    before = module is not None and os.getpid() != module.IMPORTED_BY
+    sys.stdout.write(f"rank {rank} preloaded: {before}\n")
+    sys.stdout.flush()
