@@ -78,7 +78,7 @@ def test_fit_brings_rank_zeros_results_back(tmp_path: Path, setup: str) -> None:
         assert results[0]["val_rank"] == 1.0
 
 
-@pytest.mark.parametrize("setup", ["ddp_fork", "forkserver-preload"])
+@pytest.mark.parametrize("setup", list(SETUPS))
 def test_a_failing_rank_fails_fit_with_its_error(tmp_path: Path, setup: str) -> None:
     strategy, backend, options = SETUPS[setup]
     with (
