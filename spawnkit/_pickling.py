@@ -87,6 +87,8 @@ class _JobPickler(ForkingPickler):
         self.by_value: list[tuple[object, str]] = []
 
     def reducer_override(self, obj: Any) -> Any:
+        if _OLD_SEMLOCKS and isinstance(obj, _semlock_class()):
+            _refuse_fork_context(obj)
         if not isinstance(obj, type) and not callable(obj):
             return NotImplemented
         why = by_value_reason(obj, remote=self.remote) if _is_function_or_class(obj) else None
@@ -98,6 +100,29 @@ class _JobPickler(ForkingPickler):
             self.by_value.append((obj, why))
             return NotImplemented  # the plain pickler fails or the check below refuses
         return (_load_by_value, (cloudpickle.dumps(obj, protocol=PROTOCOL),))
+
+
+# Before 3.11, multiprocessing sends a lock made in a fork context to a new interpreter
+# without a word, as the address of a semaphore that exists only in this process's memory:
+# the worker crashes (SIGSEGV) on its first use. 3.11 refuses it, in words NotPicklableError
+# recognises; spawnkit says the same on the Pythons before.
+_OLD_SEMLOCKS = sys.version_info < (3, 11) and sys.platform != "win32"
+
+
+def _semlock_class() -> type:
+    from multiprocessing.synchronize import SemLock
+
+    return SemLock
+
+
+def _refuse_fork_context(lock: Any) -> None:
+    # A fork context unlinks the semaphore's name at once: without one, only a fork has it.
+    if lock._semlock.name is None:
+        raise RuntimeError(
+            "A SemLock created in a fork context is being shared with a process in a spawn "
+            "context. This is not supported. Please use the same context to create "
+            "multiprocessing objects and Process."
+        )
 
 
 def _is_function_or_class(obj: object) -> bool:
