@@ -176,6 +176,8 @@ def _refuse_while_importing_main() -> None:
 
 def _main_being_imported() -> str | None:
     """Where ``__mp_main__`` is, if a thread of this process runs its top level; else None."""
+    if "__mp_main__" not in sys.modules:  # every import of it puts it there first (runpy too)
+        return None
     for top in sys._current_frames().values():
         frame: FrameType | None = top
         while frame is not None:

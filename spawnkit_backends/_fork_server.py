@@ -39,6 +39,8 @@ from ._zygote_protocol import (
 if TYPE_CHECKING:
     import subprocess
 
+    from ._zygote_protocol import State
+
 __all__ = ["ForkServerBackend", "ForkServerHandle", "server_pids"]
 
 NAME = "forkserver"
@@ -267,7 +269,7 @@ class _Server:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, spec: plugin.WorkerSpec) -> ForkServerHandle:
+    def start(self, spec: plugin.WorkerSpec, state: State) -> ForkServerHandle:
         """Have the server fork ``spec``'s rank; return once the rank's pid is known."""
         import pickle
 
@@ -283,9 +285,7 @@ class _Server:
             cwd: str | None = os.getcwd()
         except OSError:  # deleted under the job: the rank stays in the server's
             cwd = None
-        # As of now, not as of the server's start: the rank is the job's child as a spawned
-        # one would be, whatever the program changed between jobs (umask, limits, signals).
-        body = pickle.dumps((cwd, process_state(), spec), 5)
+        body = pickle.dumps((cwd, state, spec), 5)
         status, theirs = socket.socketpair()
         spec_fd, spec_end = _fresh._spec_channel()
         plugin.mark_parent_only(status.fileno())
@@ -606,6 +606,9 @@ class ForkServerBackend(plugin.LocalBackend):
         # Taken now, for the whole job: what the program changes while its ranks start
         # (its environment, its credentials) is the next job's.
         self._key, self._header = _key(check_preload(preload))
+        # As of this job, not of the server's start: its ranks are the job's children as
+        # spawned ones would be, whatever the program changed since (umask, limits, signals).
+        self._state = process_state()
 
     def start_process(self, spec: plugin.WorkerSpec) -> ForkServerHandle:
         # A server is looked up for every rank, not kept: one that died, or whose socket
@@ -614,7 +617,7 @@ class ForkServerBackend(plugin.LocalBackend):
         try:
             server.ensure_started(spec.deadline)
             try:
-                return server.start(spec)
+                return server.start(spec, self._state)
             except _ServerGone:
                 if not server.exited():
                     raise  # not gone after all: a server that is stuck is not replaced
@@ -624,6 +627,6 @@ class ForkServerBackend(plugin.LocalBackend):
         server = _acquire(self._key, self._header)
         try:
             server.ensure_started(spec.deadline)
-            return server.start(spec)
+            return server.start(spec, self._state)
         finally:
             server.released()

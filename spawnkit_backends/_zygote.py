@@ -12,7 +12,7 @@ the server imported is warm in every rank and nothing is imported again.
 A request (``_zygote_protocol``) brings the rank's status socket, its spec channel, the job's
 stdout and stderr as they are now, and the spec's own descriptors. The server writes the
 child's pid to the status socket at once, and its exit code once it has reaped it; then
-closes it. The spec comes with the job's process state as of the request (umask, limits,
+closes it. The spec comes with the job's process state as of the job's start (umask, limits,
 ignored signals, nice, affinity): the rank takes what differs from the server's before it
 runs anything, so that it is the job's child as of now, as a ``spawn`` rank would be.
 

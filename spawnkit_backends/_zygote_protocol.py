@@ -8,7 +8,7 @@ status socket, its spec channel, the job's stdout and stderr when :data:`HAS_STD
 :data:`FAILED` with the traceback of what it could not import, each followed by an 8-byte
 length and that text. A rank's status socket carries its pid, then its exit code (``-N``
 for signal N), each a :data:`CODE`. A rank's spec channel carries one frame: the pickled
-``(cwd, state, spec)``, ``state`` being the job's :func:`process_state` at the request.
+``(cwd, state, spec)``, ``state`` being the job's :func:`process_state` at its start.
 """
 
 from __future__ import annotations
