@@ -77,7 +77,7 @@ def test_a_stop_the_system_refuses_is_an_error_at_once(tmp_path: Path) -> None:
     proc = _program(
         tmp_path,
         """
-        import json, os, sys, time
+        import json, os, sys
         from pathlib import Path
 
         import spawnkit
@@ -88,11 +88,10 @@ def test_a_stop_the_system_refuses_is_an_error_at_once(tmp_path: Path) -> None:
         ranks = Path(sys.argv[1])
         ctx = spawnkit.spawn(
             t.check_in_and_block, args=(str(ranks),), nprocs=1, join=False, backend="fork",
-            grace_period=60,
+            grace_period=3600,  # a stop that waited for it would outlast the test's bound
         )
         wait_for_files(ranks / "rank-0")
         os.setresuid(65534, 65534, 65534)
-        start = time.monotonic()
         try:
             ctx.terminate()
         except spawnkit.StopError as exc:
@@ -100,8 +99,7 @@ def test_a_stop_the_system_refuses_is_an_error_at_once(tmp_path: Path) -> None:
                     "ranks": list(exc.ranks)}
         else:
             told = None
-        print(json.dumps({"error": told, "seconds": time.monotonic() - start,
-                          "pids": ctx.pids()}), flush=True)
+        print(json.dumps({"error": told, "pids": ctx.pids()}), flush=True)
         # The rank still runs, and this process may not stop it: the test does.
         os._exit(0)
         """,
@@ -120,7 +118,6 @@ def test_a_stop_the_system_refuses_is_an_error_at_once(tmp_path: Path) -> None:
     assert f"could not stop rank 0, pid {pid}" in error["message"]
     assert "EPERM" in error["message"]
     assert "kill -KILL" in error["message"]
-    assert outcome["seconds"] < 60, outcome
 
 
 # -- no main guard, the job started from a thread ------------------------------------------
