@@ -299,8 +299,19 @@ def _backend_name(backend: str | None, start_method: str | None, registry: Plugi
         ) from None
 
 
-def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins) -> None:
+def option_hint(
+    name: str, info: BackendInfo, registry: Plugins, own: Iterable[str] = ()
+) -> tuple[str | None, list[str]]:
+    """For an option ``name`` that ``info``'s backend does not take: the name it may have
+    meant (one of the backend's, or of ``own``), if any; and the backends that take it."""
     import difflib
+
+    close = difflib.get_close_matches(name, [*info.options, *own], n=1)
+    others = sorted(b.name for b in registry.backends.values() if name in b.options)
+    return (close[0] if close else None), others
+
+
+def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins) -> None:
     import inspect
 
     unknown = sorted(set(options) - info.options)
@@ -308,12 +319,11 @@ def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins
         return
     accepted = ", ".join(sorted(info.options)) or "none"
     hints = []
+    own = [p for p in inspect.signature(spawn).parameters if p not in ("fn", "options")]
     for name in unknown:
-        others = sorted(b.name for b in registry.backends.values() if name in b.options)
-        own = [p for p in inspect.signature(spawn).parameters if p not in ("fn", "options")]
-        close = difflib.get_close_matches(name, [*info.options, *own], n=1)
+        close, others = option_hint(name, info, registry, own)
         if close:
-            hints.append(f"did you mean {close[0]!r} instead of {name!r}?")
+            hints.append(f"did you mean {close!r} instead of {name!r}?")
         elif others:
             names = ", ".join(map(repr, others))
             hints.append(f"{name!r} is an option of backend {names}: pass backend={others[0]!r}")

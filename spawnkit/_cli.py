@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, _run_target
-from ._api import BACKEND_ENV, DEFAULT_BACKEND, DEFAULT_GRACE, start_job, wait_in_foreground
+from ._api import (
+    BACKEND_ENV,
+    DEFAULT_BACKEND,
+    DEFAULT_GRACE,
+    option_hint,
+    start_job,
+    wait_in_foreground,
+)
 from ._errors import (
     ProcessException,
     ProcessExitedException,
@@ -355,14 +362,11 @@ def _check_flags(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins) -> None:
     """``--option NAME=...`` names an option of the chosen backend, or gets told what does."""
-    import difflib
-
     for name in sorted(set(options) - info.options):
         accepted = ", ".join(sorted(info.options)) or "none"
-        close = difflib.get_close_matches(name, sorted(info.options), n=1)
-        others = sorted(b.name for b in registry.backends.values() if name in b.options)
+        close, others = option_hint(name, info, registry)
         if close:
-            hint = f"did you mean --option {close[0]}=...?"
+            hint = f"did you mean --option {close}=...?"
         elif others:
             names = ", ".join(map(repr, others))
             hint = f"it is an option of backend {names}: pass --backend {others[0]}"
