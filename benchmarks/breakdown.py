@@ -1,0 +1,253 @@
+"""Where a rank's start-up time goes: launch + join of N no-op ranks, split into stages.
+
+Run by hand (never by the tests), on a quiet machine::
+
+    python benchmarks/breakdown.py [--repeat 9] [--nprocs 1,4,16] [--backends fork,spawn]
+                                   [--torch]
+
+Every launcher runs the same ``fn`` (``_stamp.stamp``), which writes down when its rank was
+created, when the new process first ran Python, and when ``fn`` began and returned. With the
+parent's times just before the launch and just after the join, each rank's time splits into
+stages that add up to the whole launch + join (see README.md for each column). Rows: each
+spawnkit backend, the stdlib start method it builds on, and the floor, N bare ``os.fork()`` +
+``os._exit(0)`` + ``waitpid``; all of them take turns in every round, so they see the same load.
+
+Imports stay inside functions: stdlib ``spawn`` ranks re-import this script.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Callable
+
+    Launch = Callable[[int, str], None]
+
+JOB_TIMEOUT = 120.0  # seconds: no-op ranks end in well under a second; a hung launch fails
+STDLIB_METHOD = {"fork": "fork", "forkserver": "forkserver", "spawn": "spawn", "subprocess": "spawn"}
+STAGES = ("parent", "create", "boot", "fn", "exit")
+SITECUSTOMIZE = "import time\n\nSTARTED = time.monotonic()  # an exec'd rank's first Python\n"
+
+
+def _stamp_exec_creation() -> None:
+    """Have every fork_exec (multiprocessing spawn, subprocess.Popen) pass the time it began.
+
+    The time goes into the new process's environment, where ``_stamp`` finds it: an exec'd
+    rank cannot inherit a variable of ours, and nothing runs in the parent at its creation.
+    """
+    import _posixsubprocess
+    import subprocess
+
+    from _stamp import CREATED_ENV
+
+    original = _posixsubprocess.fork_exec
+
+    def fork_exec(*args: object) -> int:
+        created = repr(time.monotonic())
+        env = args[5]  # the environment, as b"NAME=value" items; None: os.environ's
+        if env is not None:
+            return original(*args[:5], [*env, f"{CREATED_ENV}={created}".encode()], *args[6:])  # type: ignore[no-any-return, misc]
+        os.environ[CREATED_ENV] = created
+        try:
+            return original(*args)  # type: ignore[no-any-return]
+        finally:
+            del os.environ[CREATED_ENV]
+
+    _posixsubprocess.fork_exec = fork_exec
+    if hasattr(subprocess, "_fork_exec"):  # Python 3.11+ keeps its own reference
+        subprocess._fork_exec = fork_exec
+
+
+def _launchers(backends: list[str]) -> list[tuple[str, Launch]]:
+    import multiprocessing
+
+    import spawnkit
+    from _stamp import stamp
+
+    def bare_fork(n: int, path: str) -> None:
+        pids = []
+        for rank in range(n):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    stamp(rank, path)
+                    code = 0
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        for pid in pids:
+            if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]):
+                raise RuntimeError(f"bare fork rank {pid} failed")
+
+    def stdlib(method: str) -> Launch:
+        context = multiprocessing.get_context(method)
+
+        def launch(n: int, path: str) -> None:
+            processes = [context.Process(target=stamp, args=(r, path)) for r in range(n)]  # type: ignore[attr-defined]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join(JOB_TIMEOUT)
+            codes = [process.exitcode for process in processes]
+            for process in processes:
+                if process.exitcode is None:
+                    process.kill()
+                    process.join()
+            if any(codes):
+                raise RuntimeError(f"stdlib {method} ranks failed: exit codes {codes}")
+
+        return launch
+
+    def ours(backend: str) -> Launch:
+        # The fork server must import _stamp so that its at-fork hooks stamp the ranks.
+        options = {"preload": ["_stamp"]} if backend == "forkserver" else {}
+
+        def launch(n: int, path: str) -> None:
+            spawnkit.spawn(
+                stamp, args=(path,), nprocs=n, backend=backend, timeout=JOB_TIMEOUT, **options
+            )
+
+        return launch
+
+    launchers = [("bare os.fork", bare_fork)]
+    for method in dict.fromkeys(STDLIB_METHOD[b] for b in backends):
+        launchers.append((f"stdlib {method}", stdlib(method)))
+    launchers += [(f"spawnkit {b}", ours(b)) for b in backends]
+    return launchers
+
+
+def _job(launch: Launch, n: int, folder: str) -> tuple[float, list[tuple[float, ...]]]:
+    """One launch + join: its total, and each rank's stages (seconds; NaN where unknown)."""
+    import struct
+
+    from _stamp import NAN, RECORD
+
+    path = os.path.join(folder, "stamps")
+    with open(path, "wb") as file:
+        file.write(struct.pack(f"{RECORD * n}d", *[NAN] * (RECORD * n)))
+    called = time.monotonic()
+    launch(n, path)
+    joined = time.monotonic()
+    with open(path, "rb") as file:
+        values = struct.unpack(f"{RECORD * n}d", file.read())
+    ranks = []
+    for rank in range(n):
+        created, born, entered, returned = values[rank * RECORD : (rank + 1) * RECORD]
+        points = (called, created, born, entered, returned, joined)
+        ranks.append(tuple(b - a for a, b in zip(points, points[1:])))
+    return joined - called, ranks
+
+
+def _median(values: list[float]) -> float:
+    import math
+    import statistics
+
+    known = [v for v in values if not math.isnan(v)]
+    return statistics.median(known) if len(known) == len(values) else math.nan
+
+
+def _ms(seconds: float) -> str:
+    return "-" if seconds != seconds else f"{seconds * 1000:.2f}"
+
+
+def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, str]]:
+    import tempfile
+
+    launchers = _launchers(backends)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="spawnkit-bench-") as folder:
+        for n in counts:
+            totals: dict[str, list[float]] = {name: [] for name, _ in launchers}
+            stages: dict[str, list[tuple[float, ...]]] = {name: [] for name, _ in launchers}
+            tails: dict[str, list[float]] = {name: [] for name, _ in launchers}
+            for round_ in range(1 + repeat):  # round 0 warms up: servers, caches, trackers
+                for name, launch in launchers:
+                    total, ranks = _job(launch, n, folder)
+                    if round_:
+                        totals[name].append(total)
+                        stages[name] += ranks
+                        tails[name].append(min(rank[-1] for rank in ranks))
+                print(".", end="", file=sys.stderr, flush=True)
+            floor = _median(totals["bare os.fork"])
+            for name, _ in launchers:
+                total = _median(totals[name])
+                row = {"launcher": name, "N": str(n), "total ms": _ms(total)}
+                row["/ floor"] = f"{total / floor:.2f}"
+                for index, stage in enumerate(STAGES):
+                    row[f"{stage} ms"] = _ms(_median([rank[index] for rank in stages[name]]))
+                row["last exit ms"] = _ms(_median(tails[name]))
+                rows.append(row)
+    print(file=sys.stderr)
+    return rows
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=9, help="rounds after the warm-up")
+    parser.add_argument("--nprocs", default="1,4,16", help="comma-separated rank counts")
+    parser.add_argument("--backends", default="", help="default: fork,forkserver,spawn,subprocess")
+    parser.add_argument("--torch", action="store_true", help="import torch in the parent first")
+    ns = parser.parse_args(argv)
+    ns.counts = [int(n) for n in ns.nprocs.split(",") if n.strip()]
+    ns.backends = [b for b in ns.backends.split(",") if b] or list(STDLIB_METHOD)
+    if ns.repeat < 1 or not ns.counts or min(ns.counts) < 1:
+        parser.error("--repeat and every --nprocs count must be >= 1")
+    unknown = sorted(set(ns.backends) - set(STDLIB_METHOD))
+    if unknown:
+        parser.error(f"unknown backends {unknown}; choose from {', '.join(STDLIB_METHOD)}")
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    import multiprocessing
+    import platform
+    import tempfile
+
+    ns = _parse(argv)
+    if ns.torch:
+        import torch  # noqa: F401  a big parent, as a torch user's: every fork copies more
+
+    import spawnkit
+
+    import _stamp  # noqa: F401  registers the at-fork hooks in this process, which forks
+
+    # Exec'd ranks run this first: their "born" time. Outside the checkout: nothing else
+    # may find it, and PYTHONPATH reaches every interpreter the launchers start. This folder
+    # goes there too: Python 3.11's stdlib fork server does not take the parent's sys.path,
+    # and it must import _stamp.
+    site = tempfile.mkdtemp(prefix="spawnkit-bench-site-")
+    with open(os.path.join(site, "sitecustomize.py"), "w") as file:
+        file.write(SITECUSTOMIZE)
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = [site, here, os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, path))
+    _stamp_exec_creation()
+    multiprocessing.set_forkserver_preload(["__main__", "_stamp"])
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"Python {platform.python_version()} on {platform.platform()}, {os.cpu_count()} CPUs,")
+    print(f"load {load}; spawnkit {spawnkit.__version__} ({os.path.dirname(spawnkit.__file__)})")
+    print(f"torch in the parent: {'yes' if ns.torch else 'no'}; medians of {ns.repeat} rounds")
+    print()
+    try:
+        rows = run(ns.backends, ns.counts, ns.repeat)
+    finally:
+        import shutil
+
+        shutil.rmtree(site, ignore_errors=True)
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(row.values()) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
