@@ -17,7 +17,7 @@ RECORD = 4  # doubles a rank writes: created, born, fn entered, fn returned
 NAN = float("nan")
 
 _fork_called = NAN  # in the forking process: when its latest os.fork() began
-_fork_returned = NAN  # in a forked child: when its os.fork() returned there
+_fork_returned: float | None = None  # in a forked child: when its os.fork() returned there
 
 
 def _before_fork() -> None:
@@ -41,7 +41,7 @@ def stamp(rank: int, path: str) -> None:
     """The job's ``fn``: does nothing between its two readings of the clock."""
     entered = time.monotonic()
     returned = time.monotonic()
-    if _fork_returned == _fork_returned:  # not NaN: this rank is a fork
+    if _fork_returned is not None:  # this rank is a fork
         created, born = _fork_called, _fork_returned
     else:  # exec'd: the parent's time before fork_exec, the interpreter's at its sitecustomize
         created = float(os.environ.get(CREATED_ENV, NAN))
@@ -50,6 +50,8 @@ def stamp(rank: int, path: str) -> None:
 
     fd = os.open(path, os.O_WRONLY)
     try:
-        os.pwrite(fd, struct.pack(f"{RECORD}d", created, born, entered, returned), rank * 8 * RECORD)
+        os.pwrite(
+            fd, struct.pack(f"{RECORD}d", created, born, entered, returned), rank * 8 * RECORD
+        )
     finally:
         os.close(fd)

@@ -29,7 +29,12 @@ if TYPE_CHECKING:
     Launch = Callable[[int, str], None]
 
 JOB_TIMEOUT = 120.0  # seconds: no-op ranks end in well under a second; a hung launch fails
-STDLIB_METHOD = {"fork": "fork", "forkserver": "forkserver", "spawn": "spawn", "subprocess": "spawn"}
+STDLIB_METHOD = {
+    "fork": "fork",
+    "forkserver": "forkserver",
+    "spawn": "spawn",
+    "subprocess": "spawn",
+}
 STAGES = ("parent", "create", "boot", "fn", "exit")
 SITECUSTOMIZE = "import time\n\nSTARTED = time.monotonic()  # an exec'd rank's first Python\n"
 
@@ -67,6 +72,7 @@ def _launchers(backends: list[str]) -> list[tuple[str, Launch]]:
     import multiprocessing
 
     import spawnkit
+
     from _stamp import stamp
 
     def bare_fork(n: int, path: str) -> None:
@@ -153,7 +159,9 @@ def _median(values: list[float]) -> float:
 
 
 def _ms(seconds: float) -> str:
-    return "-" if seconds != seconds else f"{seconds * 1000:.2f}"
+    import math
+
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.2f}"
 
 
 def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, str]]:

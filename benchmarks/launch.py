@@ -1,13 +1,22 @@
-"""Launch + join time of N no-op workers, per spawnkit backend, next to plain multiprocessing.
+"""Launch + join time of N no-op ranks, per spawnkit backend, next to the stdlib and peers.
 
-Run by hand (never by the tests): ``python benchmarks/launch.py [--repeat 7] [--nprocs 1,4,8]``.
-Each backend is compared with the stdlib start method it corresponds to; ``subprocess`` (and
-any plugin backend) with ``spawn``, the stdlib's only fresh-interpreter method. Every figure
-is the median of ``--repeat`` runs after one warm-up run, spawnkit and stdlib alternating so
-that both see the same machine load. ``--importtime`` adds what a worker imports.
+Run by hand (never by the tests), on pyperf (``pyperf system tune`` first where you can)::
 
-Imports stay inside functions: stdlib ``spawn`` workers re-import this script, and a heavy
-script would make them look slower than they are.
+    python benchmarks/launch.py [--fast|--rigorous] [--nprocs 1,4,16] [--backends fork,spawn]
+                                [--torch] [--peers] [--importtime [REPEAT]] [-o launch.json]
+
+One pyperf benchmark per launcher and N (``spawnkit fork N=4``, ``stdlib fork N=4``, ``bare
+os.fork N=4``, ``torch start_processes fork N=4``, ``loky ...``), all in one Runner: pyperf
+measures each in fresh worker processes (20, ``--fast`` 10, ``--rigorous`` 40) after a
+warm-up value, and the launchers of one N follow each other, so a ratio's two sides are
+measured minutes apart at most. At the end the main process prints the ratios. Each
+backend is compared with the stdlib start method it builds on (``subprocess`` with
+``spawn``) and with the floor: N bare ``os.fork()`` + ``os._exit(0)`` + ``waitpid``.
+``-o`` keeps every value for ``python -m pyperf stats/hist``, and ``python -m pyperf
+compare_to before.json after.json`` compares two runs (a change to spawnkit) benchmark by
+benchmark.
+
+Imports stay inside functions: stdlib ``spawn`` ranks re-import this script.
 """
 
 from __future__ import annotations
@@ -19,111 +28,107 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Callable
 
-STDLIB_METHOD = {"fork": "fork", "forkserver": "forkserver", "spawn": "spawn"}
+JOB_TIMEOUT = 120.0  # seconds: no-op ranks end in well under a second; a hung launch fails
+STDLIB_METHOD = {
+    "fork": "fork",
+    "forkserver": "forkserver",
+    "spawn": "spawn",
+    "subprocess": "spawn",
+}
+FLOOR = "bare os.fork"
 
 
 def noop(rank: int) -> None:
     """The job: nothing at all, so that the figures are the cost of starting and joining."""
 
 
-def loaded_modules(rank: int) -> list[str]:
-    return sorted(sys.modules)
+def _bare_fork(n: int) -> None:
+    pids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its reaped children, user and system."""
-    import resource
-
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _spawnkit_run(backend: str, nprocs: int) -> tuple[float, float]:
-    import spawnkit
-
-    cpu, start = _cpu_seconds(), time.perf_counter()
-    spawnkit.spawn(noop, nprocs=nprocs, backend=backend)
-    return time.perf_counter() - start, _cpu_seconds() - cpu
-
-
-def _stdlib_run(method: str, nprocs: int) -> tuple[float, float]:
+def _stdlib(method: str) -> Callable[[int], None]:
     import multiprocessing
 
     context = multiprocessing.get_context(method)
-    cpu, start = _cpu_seconds(), time.perf_counter()
-    processes = [
-        context.Process(target=noop, args=(rank,))  # type: ignore[attr-defined]
-        for rank in range(nprocs)
-    ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    elapsed, used = time.perf_counter() - start, _cpu_seconds() - cpu
-    codes = [process.exitcode for process in processes]
-    for process in processes:
-        process.close()
-    if any(codes):
-        raise RuntimeError(f"stdlib {method} workers failed: exit codes {codes}")
-    return elapsed, used
+
+    def launch(n: int) -> None:
+        processes = [context.Process(target=noop, args=(r,)) for r in range(n)]  # type: ignore[attr-defined]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(JOB_TIMEOUT)
+        codes = [process.exitcode for process in processes]
+        for process in processes:
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+        if any(codes):
+            raise RuntimeError(f"stdlib {method} ranks failed: exit codes {codes}")
+
+    return launch
 
 
-def _median_ms(samples: list[float]) -> float:
-    import statistics
-
-    return statistics.median(samples) * 1000
-
-
-def _forkserver_start_ms() -> float | None:
-    """The first spawnkit forkserver job, fork server start included.
-
-    spawnkit starts the server (one per parent process, shared with the stdlib runs
-    below), so that it preloads what spawnkit's workers import, as it does for a user.
-    """
-    import multiprocessing
-
+def _spawnkit(backend: str) -> Callable[[int], None]:
     import spawnkit
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return None
+    def launch(n: int) -> None:
+        spawnkit.spawn(noop, nprocs=n, backend=backend, timeout=JOB_TIMEOUT)
+
+    return launch
+
+
+def _torch(method: str) -> Callable[[int], None]:
+    import torch.multiprocessing
+
+    def launch(n: int) -> None:
+        torch.multiprocessing.start_processes(noop, nprocs=n, start_method=method)
+
+    return launch
+
+
+def _loky_executor(n: int) -> None:
+    import loky
+
+    executor = loky.ProcessPoolExecutor(max_workers=n)
+    try:
+        for future in [executor.submit(noop, r) for r in range(n)]:
+            future.result(timeout=JOB_TIMEOUT)
+    finally:
+        executor.shutdown(wait=True)
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def launchers(backend: str, peers: bool) -> list[tuple[str, Callable[[int], None]]]:
+    """Who is measured next to spawnkit's ``backend``, spawnkit first."""
+    method = STDLIB_METHOD[backend]
+    found = [(f"spawnkit {backend}", _spawnkit(backend)), (f"stdlib {method}", _stdlib(method))]
+    if peers and _have("torch") and backend in ("fork", "forkserver", "spawn"):
+        found.append((f"torch start_processes {method}", _torch(method)))
+    if peers and _have("loky") and backend in ("spawn", "subprocess"):
+        found.append(("loky ProcessPoolExecutor", _loky_executor))
+    return found
+
+
+def _timed(loops: int, launch: Callable[[int], None], n: int) -> float:
+    """pyperf's time function: ``loops`` launches + joins of ``n`` ranks, in seconds."""
     start = time.perf_counter()
-    spawnkit.spawn(noop, backend="forkserver")
-    return (time.perf_counter() - start) * 1000
-
-
-def launch_table(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, str]]:
-    rows = []
-    for backend in backends:
-        method = STDLIB_METHOD.get(backend, "spawn")
-        for nprocs in counts:
-            _spawnkit_run(backend, nprocs)  # warm-up: caches, the resource tracker, ...
-            _stdlib_run(method, nprocs)
-            ours: list[tuple[float, float]] = []
-            theirs: list[tuple[float, float]] = []
-            for _ in range(repeat):
-                ours.append(_spawnkit_run(backend, nprocs))
-                theirs.append(_stdlib_run(method, nprocs))
-            wall = _median_ms([w for w, _ in ours]), _median_ms([w for w, _ in theirs])
-            cpu = _median_ms([c for _, c in ours]), _median_ms([c for _, c in theirs])
-            row = {
-                "backend": backend,
-                "N": str(nprocs),
-                "stdlib": method,
-                "spawnkit ms": f"{wall[0]:.1f}",
-                "stdlib ms": f"{wall[1]:.1f}",
-                "ratio": f"{wall[0] / wall[1]:.2f}",
-                "spawnkit cpu ms": f"{cpu[0]:.1f}",
-                "stdlib cpu ms": f"{cpu[1]:.1f}",
-                "cpu ratio": f"{cpu[0] / cpu[1]:.2f}",
-            }
-            if method == "forkserver":  # its workers are the server's children, not ours
-                row.update({"spawnkit cpu ms": "-", "stdlib cpu ms": "-", "cpu ratio": "-"})
-            rows.append(row)
-            print(".", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return rows
+    for _ in range(loops):
+        launch(n)
+    return time.perf_counter() - start
 
 
 def _importtime_lines(run: object) -> list[tuple[int, str]]:
@@ -204,65 +209,78 @@ def importtime_report(repeat: int) -> list[dict[str, str]]:
 
 
 def _table(rows: list[dict[str, str]]) -> str:
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
-    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=7, help="timed runs per cell (median)")
-    parser.add_argument(
-        "--nprocs", default="1,4,8", help="comma-separated worker counts (default 1,4,8)"
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(
+        lines + ["| " + " | ".join(r.get(c, "-") for c in columns) + " |" for r in rows]
     )
+
+
+def ratio_rows(
+    medians: dict[str, float], backends: list[str], counts: list[int]
+) -> list[dict[str, str]]:
+    """spawnkit / each other launcher of its row, from the benchmarks' medians."""
+    rows = []
+    for backend in backends:
+        for n in counts:
+            ours = medians[f"spawnkit {backend} N={n}"]
+            row = {"backend": backend, "N": str(n), "spawnkit ms": f"{ours * 1000:.1f}"}
+            for other in [name for name, _ in launchers(backend, peers=True)[1:]] + [FLOOR]:
+                theirs = medians.get(f"{other} N={n}")
+                if theirs:
+                    row[f"/ {other}"] = f"{ours / theirs:.2f}"
+            rows.append(row)
+    return rows
+
+
+def _worker_args(cmd: list[str], args: argparse.Namespace) -> None:
+    """What pyperf's worker processes need of our own options."""
+    cmd += ["--nprocs", args.nprocs, "--backends", args.backends]
+    cmd += ["--torch"] if args.torch else []
+    cmd += ["--peers"] if args.peers else []
+
+
+def main() -> int:
+    import pyperf
+
+    runner = pyperf.Runner(add_cmdline_args=_worker_args)
+    parser = runner.argparser
+    parser.add_argument("--nprocs", default="1,4,16", help="comma-separated rank counts")
+    parser.add_argument("--backends", default="fork,forkserver,spawn,subprocess")
+    parser.add_argument("--torch", action="store_true", help="import torch in the parent first")
+    parser.add_argument("--peers", action="store_true", help="also torch and loky, if installed")
     parser.add_argument(
-        "--backends", default="", help="comma-separated backends (default: every available one)"
-    )
-    parser.add_argument(
-        "--importtime", action="store_true", help="also report what a worker imports"
-    )
-    ns = parser.parse_args(argv)
-    if ns.repeat < 1:
-        parser.error("--repeat must be >= 1")
-    try:
-        ns.counts = [int(n) for n in ns.nprocs.split(",") if n.strip()]
-    except ValueError:
-        parser.error(f"--nprocs must be comma-separated integers, not {ns.nprocs!r}")
-    if not ns.counts or min(ns.counts) < 1:
-        parser.error("--nprocs needs at least one count, each >= 1")
-    return ns
+        "--importtime", type=int, nargs="?", const=5, metavar="REPEAT",
+        help="also what a fresh rank imports (median of REPEAT runs, default 5)",
+    )  # fmt: skip
+    args = runner.parse_args()
+    counts = [int(n) for n in args.nprocs.split(",") if n.strip()]
+    backends = [b for b in args.backends.split(",") if b]
+    unknown = sorted(set(backends) - set(STDLIB_METHOD))
+    if unknown or not counts or min(counts) < 1:
+        parser.error(f"--nprocs: counts >= 1; --backends: from {', '.join(STDLIB_METHOD)}")
+    if args.torch:
+        import torch  # noqa: F401  a big parent, as a torch user's: every fork copies more
 
-
-def main(argv: list[str] | None = None) -> int:
-    import platform
-
-    import spawnkit
-
-    ns = _parse(argv)
-    available = spawnkit.available_backends()
-    backends = [b.strip() for b in ns.backends.split(",") if b.strip()] or available
-    unknown = sorted(set(backends) - set(available))
-    if unknown:
-        print(f"not available here: {', '.join(unknown)}; available: {', '.join(available)}")
-        return 2
+    medians: dict[str, float] = {}
+    for n in counts:
+        measured = {FLOOR: _bare_fork}
+        for backend in backends:
+            measured.update(launchers(backend, args.peers))
+        for name, launch in measured.items():
+            bench = runner.bench_time_func(f"{name} N={n}", _timed, launch, n)
+            if bench is not None:  # the main process; a worker measures and returns None
+                medians[f"{name} N={n}"] = bench.median()
+    if args.worker:
+        return 0
+    print()
     print(
-        f"Python {platform.python_version()} on {platform.platform()}, {os.cpu_count()} CPUs; "
-        f"median of {ns.repeat} runs after a warm-up; ratio = spawnkit / stdlib"
+        f"spawnkit / each launcher (medians; torch in the parent: {'yes' if args.torch else 'no'})"
     )
-    if "forkserver" in backends:
-        started = _forkserver_start_ms()
-        if started is not None:
-            print(
-                f"first forkserver job, server start included (not in the table): {started:.1f} ms"
-            )
-    print(_table(launch_table(backends, ns.counts, ns.repeat)))
-    if ns.importtime:
+    print(_table(ratio_rows(medians, backends, counts)))
+    if args.importtime:
         print()
-        print(_table(importtime_report(ns.repeat)))
+        print(_table(importtime_report(args.importtime)))
     return 0
 
 

@@ -1,16 +1,16 @@
-"""The whole benchmark set in one run: spawnkit next to its competitors, one table each.
+"""The benchmark set but launch + join in one run: spawnkit next to its competitors, one table each.
 
 Run by hand (never by the tests), on a quiet machine, ideally in the benchmark environment
 of ``benchmarks/README.md`` (numpy, loky and torch installed)::
 
-    python benchmarks/run_all.py [--repeat 5] [--nprocs 1,2,4,8,16] [--only launch,failure]
-                                 [--backends spawn,fork] [--no-torch] [--no-loky] [--markdown]
+    python benchmarks/run_all.py [--repeat 5] [--only failure,memory] [--backends spawn,fork]
+                                 [--no-torch] [--no-loky] [--markdown]
+
+Launch + join has scripts of its own: ``launch.py`` (on pyperf, against the stdlib, torch
+and loky) and ``breakdown.py`` (where a rank's start-up time goes).
 
 Benchmarks (``--only`` names; each is a function ``bench_<name>(config)`` that runs alone):
 
-- ``launch``: launch + join of N no-op workers per backend, next to stdlib
-  ``multiprocessing`` (same start method; ``subprocess`` next to ``spawn``),
-  ``torch.multiprocessing.start_processes`` and loky; slope in ms per extra worker.
 - ``failure``: a rank raises while its siblings block: time from the raise to the parent's
   exception, and to the exit of the last sibling.
 - ``lingering-failure``: as ``failure``, but the raising rank's process lives on after the
@@ -50,7 +50,7 @@ import os
 import sys
 import time
 
-# launch.py and parent_death.py are scripts in this folder: import them as modules, here and
+# parent_death.py is a script in this folder: import them as modules, here and
 # in workers that re-import this script (their sys.path is the parent's, folder included).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
@@ -65,7 +65,6 @@ if TYPE_CHECKING:
     Rows = list[dict[str, str]]
 
 ALL_BENCHES = (
-    "launch",
     "failure",
     "lingering-failure",
     "parent-death",
@@ -90,7 +89,7 @@ HEAVY_MAIN_LOG = "RUN_ALL_MAIN_LOG"
 
 
 def noop(rank: int) -> None:
-    """Nothing at all (launch.py's job)."""
+    """Nothing at all: a launch's cost alone."""
 
 
 def _check_in(address: str, fields: list[object], wait: bool = False) -> socket.socket:
@@ -144,11 +143,13 @@ def import_and_report(rank: int, address: str, module: str) -> None:
 
 
 def import_and_hold(rank: int, address: str, module: str) -> None:
-    """Import ``module``, say ready, stay alive until the parent has read /proc."""
+    """Import ``module``, say ready with its peak RSS (kB), stay alive until measured."""
     import importlib
+    import resource
 
     importlib.import_module(module)
-    _check_in(address, [rank, os.getpid()], wait=True).close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    _check_in(address, [rank, os.getpid(), peak], wait=True).close()
 
 
 def length(rank: int, blob: bytes) -> int:
@@ -224,18 +225,6 @@ def _median(values: list[float]) -> float:
     import statistics
 
     return statistics.median(values)
-
-
-def _slope(points: list[tuple[int, float]]) -> float | None:
-    """Least-squares slope of y over x."""
-    if len(points) < 2:
-        return None
-    mean_x = sum(x for x, _ in points) / len(points)
-    mean_y = sum(y for _, y in points) / len(points)
-    den = sum((x - mean_x) ** 2 for x, _ in points)
-    if not den:
-        return None
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / den
 
 
 def _ms(seconds: float | None) -> str:
@@ -338,7 +327,6 @@ class Config:
     def __init__(
         self,
         repeat: int = 5,
-        counts: tuple[int, ...] = (1, 2, 4, 8, 16),
         backends: tuple[str, ...] = (),
         torch: bool = True,
         loky: bool = True,
@@ -347,7 +335,6 @@ class Config:
         import spawnkit
 
         self.repeat = repeat
-        self.counts = counts
         self.backends = backends or tuple(
             b
             for b in spawnkit.available_backends()
@@ -361,99 +348,6 @@ class Config:
 class Section:
     def __init__(self, title: str, notes: list[str], rows: Rows) -> None:
         self.title, self.notes, self.rows = title, notes, rows
-
-
-# --- 1. launch + join ------------------------------------------------------------------------
-
-
-def _launch_competitors(backend: str, config: Config) -> list[tuple[str, Callable[[int], None]]]:
-    import launch
-
-    method = STDLIB_METHOD.get(backend, "spawn")
-
-    def ours(n: int) -> None:
-        import spawnkit
-
-        spawnkit.spawn(noop, nprocs=n, backend=backend, timeout=JOB_TIMEOUT)
-
-    def stdlib(n: int) -> None:
-        codes = _join_all(_stdlib_processes(method, launch.noop, lambda r: (r,), n))
-        if any(codes):
-            raise RuntimeError(f"stdlib {method} workers failed: {codes}")
-
-    def torch_run(n: int) -> None:
-        _torch_job(launch.noop, (), n, method)
-
-    def loky_process(n: int) -> None:
-        from loky.backend.context import get_context
-
-        context = get_context("loky")
-        processes = [context.Process(target=launch.noop, args=(r,)) for r in range(n)]
-        for process in processes:
-            process.start()
-        if any(_join_all(processes)):
-            raise RuntimeError("loky workers failed")
-
-    def loky_executor(n: int) -> None:
-        import loky
-
-        executor = loky.ProcessPoolExecutor(max_workers=n)
-        try:
-            futures = [executor.submit(launch.noop, r) for r in range(n)]
-            for future in futures:
-                future.result(timeout=JOB_TIMEOUT)
-        finally:
-            executor.shutdown(wait=True)
-
-    competitors = [(f"spawnkit {backend}", ours), (f"stdlib {method}", stdlib)]
-    if config.torch and backend in TORCH_METHODS:
-        competitors.append((f"torch start_processes {method}", torch_run))
-    if config.loky and backend in ("spawn", "subprocess"):
-        # loky's own start method: fork + exec of a fresh interpreter, the spawn family.
-        competitors.append(("loky Process (loky context)", loky_process))
-        competitors.append(("loky ProcessPoolExecutor", loky_executor))
-    return competitors
-
-
-def bench_launch(config: Config) -> Section:
-    rows: Rows = []
-    for backend in config.backends:
-        competitors = _launch_competitors(backend, config)
-        medians: dict[str, dict[int, float]] = {name: {} for name, _ in competitors}
-        for n in config.counts:
-            for _, run in competitors:  # warm-up: caches, servers, resource trackers
-                run(n)
-            samples: dict[str, list[float]] = {name: [] for name, _ in competitors}
-            for _ in range(config.repeat):
-                for name, run in competitors:
-                    start = time.perf_counter()
-                    run(n)
-                    samples[name].append(time.perf_counter() - start)
-            for name, values in samples.items():
-                medians[name][n] = _median(values)
-            print(".", end="", file=sys.stderr, flush=True)
-        ours = medians[competitors[0][0]]
-        for name, _ in competitors:
-            row = {"backend": backend, "launcher": name}
-            for n in config.counts:
-                mine = medians[name][n]
-                cell = _ms(mine)
-                if name != competitors[0][0]:
-                    cell += f" ({_ratio(ours[n], mine)})"
-                row[f"N={n} ms"] = cell
-            slope = _slope(sorted(medians[name].items()))
-            row["ms/extra worker"] = "-" if slope is None else f"{slope * 1000:.1f}"
-            rows.append(row)
-    print(file=sys.stderr)
-    notes = [
-        "median wall time of spawn()/start+join; in brackets: spawnkit / that launcher",
-        "slope: least-squares fit of the medians over N",
-        "loky rows: loky.backend.context.get_context('loky').Process start+join, and a fresh "
-        "loky.ProcessPoolExecutor(max_workers=N) given N no-op tasks, then shutdown(wait=True)",
-    ]
-    if config.torch:
-        notes.append("torch is imported in the parent for every row (the torch rows need it)")
-    return Section("1. launch + join of N no-op workers", notes, rows)
 
 
 # --- 2. a rank raises --------------------------------------------------------------------------
@@ -886,24 +780,17 @@ def bench_big_arg(config: Config) -> Section:
 # --- 6. memory per worker --------------------------------------------------------------------
 
 
-def _proc_memory(pid: int) -> dict[str, float]:
-    """MB: RSS and peak RSS (status), PSS and USS (smaps_rollup: Private_Clean+Private_Dirty)."""
-    found: dict[str, float] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0]) / 1024
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            key, _, value = line.partition(":")
-            if key in ("Pss", "Private_Clean", "Private_Dirty"):
-                found[key] = int(value.split()[0]) / 1024
+def _memory(pid: int, peak_kb: str) -> dict[str, float]:
+    """MB: RSS, the peak RSS the worker reported, PSS and USS."""
+    import psutil
+
+    found = psutil.Process(pid).memory_full_info()
+    mb = 1024 * 1024
     return {
-        "rss": found["VmRSS"],
-        "peak": found["VmHWM"],
-        "pss": found["Pss"],
-        "uss": found["Private_Clean"] + found["Private_Dirty"],
+        "rss": found.rss / mb,
+        "peak": int(peak_kb) / 1024,
+        "pss": found.pss / mb,
+        "uss": found.uss / mb,
     }
 
 
@@ -938,7 +825,7 @@ def memory_job(launcher: str, module: str, n: int, preload: bool = False) -> lis
             processes = _stdlib_processes(method, import_and_hold, lambda r: (r, *args), n)
         try:
             lines = rendezvous.wait(n)
-            measured = [_proc_memory(int(fields[1])) for fields in lines]
+            measured = [_memory(int(fields[1]), fields[2]) for fields in lines]
         finally:
             rendezvous.release()
             if kind == "stdlib":
@@ -994,8 +881,8 @@ def bench_memory(config: Config) -> Section:
     notes = [
         f"N={config.small_n} workers that imported numpy and wait (ready and release over a "
         "Unix socket, no sleeps); medians over workers and runs, each run a fresh parent",
-        "RSS/peak RSS: VmRSS/VmHWM of /proc/<pid>/status; USS: Private_Clean + Private_Dirty "
-        "of /proc/<pid>/smaps_rollup; PSS from the same",
+        "RSS, PSS and USS: psutil's memory_full_info(); peak RSS: the worker's own "
+        "getrusage() ru_maxrss",
         "torch rows: the parent imports torch (torch.multiprocessing needs it), so their fork "
         "workers share torch's pages",
         f"preload numpy: spawnkit {PRELOAD_BACKEND} with spawn(..., preload=['numpy']), stdlib "
@@ -1079,20 +966,17 @@ def heavy_main_job(
 
 
 def _session_members(session: int) -> list[int]:
-    """Live processes (zombies left out) of a session, read from /proc."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """Live processes (zombies left out) of a session."""
+    import psutil
+
+    members = []
+    for process in psutil.process_iter(["status"]):
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # after the command's closing bracket: state, ppid, pgrp, session, ...
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
+            if os.getsid(process.pid) == session and process.info["status"] != "zombie":
+                members.append(process.pid)
+        except OSError:  # gone meanwhile
+            pass
+    return members
 
 
 def _end_session(session: int, grace: float = 10.0) -> list[int]:
@@ -1297,7 +1181,6 @@ def _heavy_main_targets(module: str, medians: dict[tuple[str, str], float]) -> l
 
 
 BENCHES: dict[str, Callable[[Config], Section]] = {
-    "launch": bench_launch,
     "failure": bench_failure,
     "lingering-failure": bench_lingering_failure,
     "parent-death": bench_parent_death,
@@ -1323,15 +1206,12 @@ def machine_lines(config: Config) -> list[str]:
         f"torch: {_version('torch')}{'' if config.torch else ' (not compared)'}; "
         f"loky: {_version('loky')}{'' if config.loky else ' (not compared)'}; "
         f"numpy: {_version('numpy')}",
-        f"repeat: {config.repeat}; N: {','.join(map(str, config.counts))} (launch), "
-        f"{config.small_n} (failure, first-work, memory, heavy-main); "
+        f"repeat: {config.repeat}; N: {config.small_n} (failure, first-work, memory, heavy-main); "
         f"backends: {', '.join(config.backends)}",
     ]
 
 
 def render(section: Section, markdown: bool) -> str:
-    import launch
-
     columns: list[str] = []
     for row in section.rows:
         columns += [c for c in row if c not in columns]
@@ -1345,7 +1225,9 @@ def render(section: Section, markdown: bool) -> str:
         return "\n".join(lines)
     lines = [section.title, *(f"  {note}" for note in section.notes)]
     if rows:
-        lines.append(launch._table(rows))
+        widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+        for row in [dict(zip(columns, columns)), *rows]:
+            lines.append("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
     return "\n".join(lines)
 
 
@@ -1354,7 +1236,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs per cell (median)")
-    parser.add_argument("--nprocs", default="1,2,4,8,16", help="worker counts of launch")
     parser.add_argument(
         "--small-n", type=int, default=4, help="N of failure/first-work/memory/heavy-main"
     )
@@ -1370,7 +1251,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown benchmarks {unknown}; known: {', '.join(ALL_BENCHES)}")
     if ns.repeat < 1 or ns.small_n < 2:
         parser.error("--repeat must be >= 1 and --small-n >= 2")
-    ns.counts = tuple(int(n) for n in ns.nprocs.split(",") if n.strip())
     return ns
 
 
@@ -1385,8 +1265,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"not available here: {', '.join(unknown)}")
         return 2
-    config = Config(ns.repeat, ns.counts, backends, not ns.no_torch, not ns.no_loky, ns.small_n)
-    if config.torch and {"launch", "failure", "lingering-failure", "big-arg"} & set(ns.benches):
+    config = Config(ns.repeat, backends, not ns.no_torch, not ns.no_loky, ns.small_n)
+    if config.torch and {"failure", "lingering-failure", "big-arg"} & set(ns.benches):
         import torch  # noqa: F401  every row of these sees the same parent: torch loaded
 
     command = shlex.join(
