@@ -26,15 +26,9 @@ if TYPE_CHECKING:
     import argparse
     from typing import Callable
 
-    Launch = Callable[[int, str], None]
+    Launch = Callable[..., None]
 
-JOB_TIMEOUT = 120.0  # seconds: no-op ranks end in well under a second; a hung launch fails
-STDLIB_METHOD = {
-    "fork": "fork",
-    "forkserver": "forkserver",
-    "spawn": "spawn",
-    "subprocess": "spawn",
-}
+BACKENDS = ("fork", "forkserver", "spawn", "subprocess")
 STAGES = ("parent", "create", "boot", "fn", "exit")
 SITECUSTOMIZE = "import time\n\nSTARTED = time.monotonic()  # an exec'd rank's first Python\n"
 
@@ -69,76 +63,29 @@ def _stamp_exec_creation() -> None:
 
 
 def _launchers(backends: list[str]) -> list[tuple[str, Launch]]:
-    import multiprocessing
+    from launch import FLOOR, STDLIB_METHOD, bare_fork, spawnkit_launcher, stdlib_launcher
 
-    import spawnkit
-
-    from _stamp import stamp
-
-    def bare_fork(n: int, path: str) -> None:
-        pids = []
-        for rank in range(n):
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    stamp(rank, path)
-                    code = 0
-                finally:
-                    os._exit(code)
-            pids.append(pid)
-        for pid in pids:
-            if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]):
-                raise RuntimeError(f"bare fork rank {pid} failed")
-
-    def stdlib(method: str) -> Launch:
-        context = multiprocessing.get_context(method)
-
-        def launch(n: int, path: str) -> None:
-            processes = [context.Process(target=stamp, args=(r, path)) for r in range(n)]  # type: ignore[attr-defined]
-            for process in processes:
-                process.start()
-            for process in processes:
-                process.join(JOB_TIMEOUT)
-            codes = [process.exitcode for process in processes]
-            for process in processes:
-                if process.exitcode is None:
-                    process.kill()
-                    process.join()
-            if any(codes):
-                raise RuntimeError(f"stdlib {method} ranks failed: exit codes {codes}")
-
-        return launch
-
-    def ours(backend: str) -> Launch:
-        # The fork server must import _stamp so that its at-fork hooks stamp the ranks.
-        options = {"preload": ["_stamp"]} if backend == "forkserver" else {}
-
-        def launch(n: int, path: str) -> None:
-            spawnkit.spawn(
-                stamp, args=(path,), nprocs=n, backend=backend, timeout=JOB_TIMEOUT, **options
-            )
-
-        return launch
-
-    launchers = [("bare os.fork", bare_fork)]
+    found = [(FLOOR, bare_fork)]
     for method in dict.fromkeys(STDLIB_METHOD[b] for b in backends):
-        launchers.append((f"stdlib {method}", stdlib(method)))
-    launchers += [(f"spawnkit {b}", ours(b)) for b in backends]
-    return launchers
+        found.append((f"stdlib {method}", stdlib_launcher(method)))
+    for backend in backends:
+        # A fork server must import _stamp, so that its at-fork hooks stamp the ranks.
+        options = {"preload": ["_stamp"]} if backend == "forkserver" else {}
+        found.append((f"spawnkit {backend}", spawnkit_launcher(backend, **options)))
+    return found
 
 
 def _job(launch: Launch, n: int, folder: str) -> tuple[float, list[tuple[float, ...]]]:
     """One launch + join: its total, and each rank's stages (seconds; NaN where unknown)."""
     import struct
 
-    from _stamp import NAN, RECORD
+    from _stamp import NAN, RECORD, stamp
 
     path = os.path.join(folder, "stamps")
     with open(path, "wb") as file:
         file.write(struct.pack(f"{RECORD * n}d", *[NAN] * (RECORD * n)))
     called = time.monotonic()
-    launch(n, path)
+    launch(n, stamp, (path,))
     joined = time.monotonic()
     with open(path, "rb") as file:
         values = struct.unpack(f"{RECORD * n}d", file.read())
@@ -182,7 +129,7 @@ def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, s
                         stages[name] += ranks
                         tails[name].append(min(rank[-1] for rank in ranks))
                 print(".", end="", file=sys.stderr, flush=True)
-            floor = _median(totals["bare os.fork"])
+            floor = _median(totals[launchers[0][0]])
             for name, _ in launchers:
                 total = _median(totals[name])
                 row = {"launcher": name, "N": str(n), "total ms": _ms(total)}
@@ -205,12 +152,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--torch", action="store_true", help="import torch in the parent first")
     ns = parser.parse_args(argv)
     ns.counts = [int(n) for n in ns.nprocs.split(",") if n.strip()]
-    ns.backends = [b for b in ns.backends.split(",") if b] or list(STDLIB_METHOD)
+    ns.backends = [b for b in ns.backends.split(",") if b] or list(BACKENDS)
     if ns.repeat < 1 or not ns.counts or min(ns.counts) < 1:
         parser.error("--repeat and every --nprocs count must be >= 1")
-    unknown = sorted(set(ns.backends) - set(STDLIB_METHOD))
+    unknown = sorted(set(ns.backends) - set(BACKENDS))
     if unknown:
-        parser.error(f"unknown backends {unknown}; choose from {', '.join(STDLIB_METHOD)}")
+        parser.error(f"unknown backends {unknown}; choose from {', '.join(BACKENDS)}")
     return ns
 
 

@@ -3,7 +3,8 @@
 Run by hand (never by the tests), on pyperf (``pyperf system tune`` first where you can)::
 
     python benchmarks/launch.py [--fast|--rigorous] [--nprocs 1,4,16] [--backends fork,spawn]
-                                [--torch] [--peers] [--importtime [REPEAT]] [-o launch.json]
+                                [--torch] [--peers] [--arg-mb 100] [--importtime [REPEAT]]
+                                [-o launch.json]
 
 One pyperf benchmark per launcher and N (``spawnkit fork N=4``, ``stdlib fork N=4``, ``bare
 os.fork N=4``, ``torch start_processes fork N=4``, ``loky ...``), all in one Runner: pyperf
@@ -12,6 +13,8 @@ warm-up value, and the launchers of one N follow each other, so a ratio's two si
 measured minutes apart at most. At the end the main process prints the ratios. Each
 backend is compared with the stdlib start method it builds on (``subprocess`` with
 ``spawn``) and with the floor: N bare ``os.fork()`` + ``os._exit(0)`` + ``waitpid``.
+``--arg-mb 100`` gives every rank a 100 MB ``bytes`` argument (fork-based launchers hand it
+over by inheritance, the others pickle it per rank); each rank checks its length.
 ``-o`` keeps every value for ``python -m pyperf stats/hist``, and ``python -m pyperf
 compare_to before.json after.json`` compares two runs (a change to spawnkit) benchmark by
 benchmark.
@@ -44,24 +47,32 @@ def noop(rank: int) -> None:
     """The job: nothing at all, so that the figures are the cost of starting and joining."""
 
 
-def _bare_fork(n: int) -> None:
+def bare_fork(n: int, fn: Callable[..., None] = noop, args: tuple[object, ...] = ()) -> None:
+    """The floor: N ``os.fork()`` running ``fn(rank, *args)``, ``os._exit``, ``waitpid``."""
     pids = []
-    for _ in range(n):
+    for rank in range(n):
         pid = os.fork()
         if pid == 0:
-            os._exit(0)
+            code = 1
+            try:
+                fn(rank, *args)
+                code = 0
+            finally:
+                os._exit(code)
         pids.append(pid)
-    for pid in pids:
-        os.waitpid(pid, 0)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    if any(codes):
+        raise RuntimeError(f"bare fork ranks failed: exit codes {codes}")
 
 
-def _stdlib(method: str) -> Callable[[int], None]:
+def stdlib_launcher(method: str) -> Callable[..., None]:
+    """``Process.start()`` + ``join()`` of N ranks of a ``multiprocessing`` start method."""
     import multiprocessing
 
     context = multiprocessing.get_context(method)
 
-    def launch(n: int) -> None:
-        processes = [context.Process(target=noop, args=(r,)) for r in range(n)]  # type: ignore[attr-defined]
+    def launch(n: int, fn: Callable[..., None] = noop, args: tuple[object, ...] = ()) -> None:
+        processes = [context.Process(target=fn, args=(r, *args)) for r in range(n)]  # type: ignore[attr-defined]
         for process in processes:
             process.start()
         for process in processes:
@@ -77,30 +88,30 @@ def _stdlib(method: str) -> Callable[[int], None]:
     return launch
 
 
-def _spawnkit(backend: str) -> Callable[[int], None]:
+def spawnkit_launcher(backend: str, **options: object) -> Callable[..., None]:
     import spawnkit
 
-    def launch(n: int) -> None:
-        spawnkit.spawn(noop, nprocs=n, backend=backend, timeout=JOB_TIMEOUT)
+    def launch(n: int, fn: Callable[..., None] = noop, args: tuple[object, ...] = ()) -> None:
+        spawnkit.spawn(fn, args=args, nprocs=n, backend=backend, timeout=JOB_TIMEOUT, **options)
 
     return launch
 
 
-def _torch(method: str) -> Callable[[int], None]:
+def _torch(method: str) -> Callable[..., None]:
     import torch.multiprocessing
 
-    def launch(n: int) -> None:
-        torch.multiprocessing.start_processes(noop, nprocs=n, start_method=method)
+    def launch(n: int, fn: Callable[..., None] = noop, args: tuple[object, ...] = ()) -> None:
+        torch.multiprocessing.start_processes(fn, args=args, nprocs=n, start_method=method)
 
     return launch
 
 
-def _loky_executor(n: int) -> None:
+def _loky_executor(n: int, fn: Callable[..., None] = noop, args: tuple[object, ...] = ()) -> None:
     import loky
 
     executor = loky.ProcessPoolExecutor(max_workers=n)
     try:
-        for future in [executor.submit(noop, r) for r in range(n)]:
+        for future in [executor.submit(fn, r, *args) for r in range(n)]:
             future.result(timeout=JOB_TIMEOUT)
     finally:
         executor.shutdown(wait=True)
@@ -112,10 +123,13 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def launchers(backend: str, peers: bool) -> list[tuple[str, Callable[[int], None]]]:
+def launchers(backend: str, peers: bool) -> list[tuple[str, Callable[..., None]]]:
     """Who is measured next to spawnkit's ``backend``, spawnkit first."""
     method = STDLIB_METHOD[backend]
-    found = [(f"spawnkit {backend}", _spawnkit(backend)), (f"stdlib {method}", _stdlib(method))]
+    found = [
+        (f"spawnkit {backend}", spawnkit_launcher(backend)),
+        (f"stdlib {method}", stdlib_launcher(method)),
+    ]
     if peers and _have("torch") and backend in ("fork", "forkserver", "spawn"):
         found.append((f"torch start_processes {method}", _torch(method)))
     if peers and _have("loky") and backend in ("spawn", "subprocess"):
@@ -123,11 +137,18 @@ def launchers(backend: str, peers: bool) -> list[tuple[str, Callable[[int], None
     return found
 
 
-def _timed(loops: int, launch: Callable[[int], None], n: int) -> float:
+def check_length(rank: int, blob: bytes, expected: int) -> None:
+    """The job of ``--arg-mb``: a rank that got a wrong argument exits non-zero."""
+    if len(blob) != expected:
+        sys.exit(3)
+
+
+def _timed(loops: int, launch: Callable[..., None], n: int, args: tuple[object, ...]) -> float:
     """pyperf's time function: ``loops`` launches + joins of ``n`` ranks, in seconds."""
+    fn = check_length if args else noop
     start = time.perf_counter()
     for _ in range(loops):
-        launch(n)
+        launch(n, fn, args)
     return time.perf_counter() - start
 
 
@@ -235,7 +256,7 @@ def ratio_rows(
 
 def _worker_args(cmd: list[str], args: argparse.Namespace) -> None:
     """What pyperf's worker processes need of our own options."""
-    cmd += ["--nprocs", args.nprocs, "--backends", args.backends]
+    cmd += ["--nprocs", args.nprocs, "--backends", args.backends, "--arg-mb", str(args.arg_mb)]
     cmd += ["--torch"] if args.torch else []
     cmd += ["--peers"] if args.peers else []
 
@@ -249,6 +270,7 @@ def main() -> int:
     parser.add_argument("--backends", default="fork,forkserver,spawn,subprocess")
     parser.add_argument("--torch", action="store_true", help="import torch in the parent first")
     parser.add_argument("--peers", action="store_true", help="also torch and loky, if installed")
+    parser.add_argument("--arg-mb", type=int, default=0, help="a bytes argument to every rank")
     parser.add_argument(
         "--importtime", type=int, nargs="?", const=5, metavar="REPEAT",
         help="also what a fresh rank imports (median of REPEAT runs, default 5)",
@@ -262,21 +284,23 @@ def main() -> int:
     if args.torch:
         import torch  # noqa: F401  a big parent, as a torch user's: every fork copies more
 
+    blob = os.urandom(1000) * (1000 * args.arg_mb)
+    job_args = (blob, len(blob)) if args.arg_mb else ()
+    suffix = f" arg={args.arg_mb}MB" if args.arg_mb else ""
     medians: dict[str, float] = {}
     for n in counts:
-        measured = {FLOOR: _bare_fork}
+        measured = {FLOOR: bare_fork}
         for backend in backends:
             measured.update(launchers(backend, args.peers))
         for name, launch in measured.items():
-            bench = runner.bench_time_func(f"{name} N={n}", _timed, launch, n)
-            if bench is not None:  # the main process; a worker measures and returns None
-                medians[f"{name} N={n}"] = bench.median()
+            bench = runner.bench_time_func(f"{name} N={n}{suffix}", _timed, launch, n, job_args)
+            if not runner.args.worker and bench is not None:  # None: not this worker's task
+                medians[f"{name} N={n}"] = bench.median()  # the ratios' keys have no suffix
     if args.worker:
         return 0
     print()
-    print(
-        f"spawnkit / each launcher (medians; torch in the parent: {'yes' if args.torch else 'no'})"
-    )
+    big = "yes" if args.torch else "no"
+    print(f"spawnkit / each launcher (medians; torch in the parent: {big}){suffix}")
     print(_table(ratio_rows(medians, backends, counts)))
     if args.importtime:
         print()

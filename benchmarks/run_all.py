@@ -1,45 +1,10 @@
 """The benchmark set but launch + join in one run: spawnkit next to its competitors, one table each.
 
-Run by hand (never by the tests), on a quiet machine, ideally in the benchmark environment
-of ``benchmarks/README.md`` (numpy, loky and torch installed)::
-
-    python benchmarks/run_all.py [--repeat 5] [--only failure,memory] [--backends spawn,fork]
-                                 [--no-torch] [--no-loky] [--markdown]
-
-Launch + join has scripts of its own: ``launch.py`` (on pyperf, against the stdlib, torch
-and loky) and ``breakdown.py`` (where a rank's start-up time goes).
-
-Benchmarks (``--only`` names; each is a function ``bench_<name>(config)`` that runs alone):
-
-- ``failure``: a rank raises while its siblings block: time from the raise to the parent's
-  exception, and to the exit of the last sibling.
-- ``lingering-failure``: as ``failure``, but the raising rank's process lives on after the
-  raise for ``LINGER`` seconds (a non-daemon thread; gloo's teardown at exit takes 1-5 s):
-  time from the raise to the parent's exception (spawnkit's target: under 100 ms).
-- ``parent-death``: parent SIGKILLed to all workers gone, per parent watch
-  (``parent_death.py``'s harness).
-- ``first-work``: from the parent's ``spawn()`` call to each rank having imported numpy
-  (and torch), with and without ``preload`` (forkserver), next to stdlib forkserver's
-  ``set_forkserver_preload``; each measured in a fresh parent process.
-- ``big-arg``: a 100 MB ``bytes`` argument delivered to 4 workers (each returns its length).
-- ``memory``: RSS, peak RSS, PSS and USS of a worker that has imported numpy; forkserver
-  with and without preloading numpy (spawnkit's ``preload``, stdlib's
-  ``set_forkserver_preload``).
-- ``heavy-main``: launch + join of N no-op workers when the program's ``__main__`` script
-  imports numpy (and torch) at its top level: spawnkit forkserver (1st call: cold server;
-  later calls: warm), spawnkit spawn and subprocess, stdlib forkserver and spawn, torch
-  ``start_processes`` spawn and forkserver, each in a fresh ``python script.py LAUNCHER``
-  process; how often the script's top level ran per call; spawnkit forkserver against its
-  targets (<= 0.5x stdlib forkserver, >= 20x as fast as torch spawn).
-
-``preload`` is an option of spawnkit's forkserver backend; where the installed spawnkit does
-not take it, its rows say "preload: not available" and the rest is measured as usual.
-
-Every figure is a median of ``--repeat`` runs (after a warm-up where it says so), the
-competitors of one row group run in turn, so that they see the same machine load. Ratios
-are ``spawnkit / the other``: below 1, spawnkit is faster. Every wait has a timeout; every
-process a run starts is gone when it returns (``heavy-main`` checks: each script runs in a
-session of its own, and what is left of it 10 s after the script exited is killed and named).
+Run by hand (never by the tests), on a quiet machine; README.md here describes each benchmark
+(``--only`` names, each a function ``bench_<name>(config)`` that runs alone) and the
+environment. Ratios are ``spawnkit / the other``: below 1, spawnkit is faster. The competitors
+of one row group run in turn, so that they see the same machine load. Every wait has a
+timeout; every process a run starts is gone when it returns.
 
 Imports stay inside functions: stdlib ``spawn`` workers re-import this script.
 """
@@ -69,14 +34,12 @@ ALL_BENCHES = (
     "lingering-failure",
     "parent-death",
     "first-work",
-    "big-arg",
     "memory",
     "heavy-main",
 )
 STDLIB_METHOD = {"fork": "fork", "forkserver": "forkserver", "spawn": "spawn"}
 TORCH_METHODS = ("spawn", "fork", "forkserver")
 JOB_TIMEOUT = 120.0  # seconds: the bound of every job and every wait below
-BIG_ARG_BYTES = 100 * 1000 * 1000
 PRELOAD_BACKEND = "forkserver"  # the backend whose option ``preload`` is
 # lingering-failure: how long the raising rank's process lives on after its raise, in seconds,
 # as a non-daemon thread or gloo's teardown at exit (1-5 s) keeps it.
@@ -150,16 +113,6 @@ def import_and_hold(rank: int, address: str, module: str) -> None:
     importlib.import_module(module)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
     _check_in(address, [rank, os.getpid(), peak], wait=True).close()
-
-
-def length(rank: int, blob: bytes) -> int:
-    return len(blob)
-
-
-def _length_or_exit(rank: int, blob: bytes, expected: int) -> None:
-    """For the launchers that return nothing: a wrong length is a non-zero exit."""
-    if len(blob) != expected:
-        sys.exit(3)
 
 
 # --- parent-side helpers ---------------------------------------------------------------------
@@ -697,86 +650,6 @@ def bench_first_work(config: Config) -> Section:
     return Section("4. time to first useful work (heavy import in each rank)", notes, rows)
 
 
-# --- 5. a 100 MB argument --------------------------------------------------------------------
-
-
-def bench_big_arg(config: Config) -> Section:
-    n = 4
-    blob = os.urandom(1024) * (BIG_ARG_BYTES // 1024)
-    rows: Rows = []
-    for backend in config.backends:
-        method = STDLIB_METHOD.get(backend, "spawn")
-
-        def ours(backend: str = backend) -> None:
-            import spawnkit
-
-            got = spawnkit.spawn(
-                length, args=(blob,), nprocs=n, backend=backend, timeout=JOB_TIMEOUT
-            )
-            if got != [len(blob)] * n:
-                raise RuntimeError(f"spawnkit {backend}: {got}")
-
-        def stdlib(method: str = method) -> None:
-            processes = _stdlib_processes(
-                method, _length_or_exit, lambda r: (r, blob, len(blob)), n
-            )
-            if any(_join_all(processes)):
-                raise RuntimeError(f"stdlib {method}: a worker got the wrong length")
-
-        def torch_run(method: str = method) -> None:
-            _torch_job(_length_or_exit, (blob, len(blob)), n, method)
-
-        def loky_run() -> None:
-            import loky
-
-            executor = loky.ProcessPoolExecutor(max_workers=n)
-            try:
-                futures = [executor.submit(length, r, blob) for r in range(n)]
-                got = [f.result(JOB_TIMEOUT) for f in futures]
-            finally:
-                executor.shutdown(wait=True)
-            if got != [len(blob)] * n:
-                raise RuntimeError(f"loky: {got}")
-
-        competitors: list[tuple[str, Callable[[], None]]] = [
-            (f"spawnkit {backend}", ours),
-            (f"stdlib {method}", stdlib),
-        ]
-        if config.torch and backend in TORCH_METHODS:
-            competitors.append((f"torch start_processes {method}", torch_run))
-        if config.loky and backend in ("spawn", "subprocess"):
-            competitors.append(("loky ProcessPoolExecutor", loky_run))
-        for _, run in competitors:
-            run()  # warm-up
-        samples: dict[str, list[float]] = {name: [] for name, _ in competitors}
-        for _ in range(config.repeat):
-            for name, run in competitors:
-                start = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - start)
-        ours_ms = _median(samples[competitors[0][0]])
-        for name, _ in competitors:
-            mine = _median(samples[name])
-            rows.append(
-                {
-                    "backend": backend,
-                    "launcher": name,
-                    "median ms": _ms(mine),
-                    "spawnkit / this": "-" if name == competitors[0][0] else _ratio(ours_ms, mine),
-                }
-            )
-        print(".", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    notes = [
-        f"a {BIG_ARG_BYTES // 1000000} MB bytes argument to N={n} workers, launch + join "
-        "included; each worker returns (spawnkit, loky) or checks (stdlib, torch: exit code) "
-        "its length",
-        "fork-based launchers hand it over by inheritance, the others pickle it per worker",
-        "loky: a fresh ProcessPoolExecutor(max_workers=4), 4 tasks len(blob), shutdown",
-    ]
-    return Section("5. a 100 MB argument to 4 workers", notes, rows)
-
-
 # --- 6. memory per worker --------------------------------------------------------------------
 
 
@@ -1185,7 +1058,6 @@ BENCHES: dict[str, Callable[[Config], Section]] = {
     "lingering-failure": bench_lingering_failure,
     "parent-death": bench_parent_death,
     "first-work": bench_first_work,
-    "big-arg": bench_big_arg,
     "memory": bench_memory,
     "heavy-main": bench_heavy_main,
 }
@@ -1266,7 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not available here: {', '.join(unknown)}")
         return 2
     config = Config(ns.repeat, backends, not ns.no_torch, not ns.no_loky, ns.small_n)
-    if config.torch and {"failure", "lingering-failure", "big-arg"} & set(ns.benches):
+    if config.torch and {"failure", "lingering-failure"} & set(ns.benches):
         import torch  # noqa: F401  every row of these sees the same parent: torch loaded
 
     command = shlex.join(
