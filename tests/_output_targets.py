@@ -65,13 +65,12 @@ def out_line(i: int) -> bytes:
     return f"line {i:06d} ".encode() + b"x" * 1000 + b"\n"
 
 
-def fill_then_wait(rank: int, lines: int, done: str) -> None:
-    """Write ``lines`` lines to stdout, create ``done``, then run until the job stops it."""
+def fill_then_fail(rank: int, lines: int, done: str) -> None:
+    """Write ``lines`` lines to stdout, create ``done``, then fail: the job ends at once."""
     data = b"".join(out_line(i) for i in range(lines))
     _write_all(1, data)
     Path(done).touch()
-    while True:
-        time.sleep(60)
+    raise RuntimeError("filled")
 
 
 def crlf_across_reads(rank: int) -> None:

@@ -1,5 +1,5 @@
 """Every test in this suite fails if it leaves a process behind; the torch folders run only
-when named."""
+when named; ``--shard=I/N`` runs one of N shards (tools/shards runs them all at once)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,28 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         if named == folder or folder in named.parents:
             return None
     return True
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shard",
+        metavar="I/N",
+        help="run every Nth of the selected tests, from the Ith (0 to N-1): one of N sessions "
+        "that run the suite at once (tools/shards)",
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m: the shards share out what they selected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("shard")
+    if shard is None:
+        return
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise pytest.UsageError(f"--shard takes I/N with 0 <= I < N, not {shard!r}")
+    # Every Nth, not a block of N: neighbours are alike (one check on each backend), so
+    # each shard gets a like share of the slow ones.
+    mine = items[int(index) :: int(count)]
+    kept = set(mine)
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = mine

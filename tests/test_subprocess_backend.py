@@ -111,11 +111,6 @@ def test_env_adds_to_the_environment_from_the_interpreters_start(
         assert got["SPAWNKIT_PARENT_ONLY"] == "1"
 
 
-def test_env_callable_gives_each_rank_its_own() -> None:
-    got = _spawn(rt.environment, nprocs=3, env=lambda rank: {"MY_RANK": str(rank * 10)})
-    assert [g["MY_RANK"] for g in got] == ["0", "10", "20"]
-
-
 def test_environment_is_inherited_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPAWNKIT_PARENT_ONLY", "inherited")
     (got,) = _spawn(rt.environment)

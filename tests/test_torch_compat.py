@@ -109,12 +109,6 @@ def test_a_failure_stops_the_sibling_and_every_process_is_gone_after(
     assert not any(p.is_alive() for p in ctx.processes)
 
 
-def test_sys_exit_outside_0_to_255_is_a_failure_not_a_wrapped_success() -> None:
-    # Under torch the OS keeps the low byte and sys.exit(256) passes for success.
-    with pytest.raises(spawnkit.ProcessRaisedException, match=r"sys.exit\(256\)"):
-        spawnkit.spawn(t.exit_with, args=(256, "sys.exit"), backend="fork")
-
-
 def test_join_with_a_negative_timeout_looks_once_as_torch_s_does(tmp_path: Path) -> None:
     # torch.distributed.elastic polls its job with join(-1).
     ctx = spawnkit.spawn(

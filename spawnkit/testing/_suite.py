@@ -15,7 +15,7 @@ from ._parent_death import ParentDeathTests
 from ._probe import probe
 from ._processes import descendants, leak_guard
 from ._robustness import DropInTests, RobustnessTests
-from ._tiers import tier_of
+from ._tiers import OPT_IN, tier_of
 
 __all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch_params"]
 
@@ -77,8 +77,8 @@ def backend_params(
             elif tier == "opt_in" and what not in opted_in:
                 marks.append(
                     pytest.mark.skip(
-                        reason=f"an opt-in check ({what}) that backend {name!r}'s suite does "
-                        "not list in opt_in"
+                        reason=f"an opt-in check ({what!r}) that the suite of backend "
+                        f"{name!r} does not list in opt_in"
                     )
                 )
         params.append(pytest.param(name, id=name, marks=marks))
@@ -130,8 +130,8 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
     """Subclass in a test module to run every conformance test against ``backends``."""
 
     backends: ClassVar[Sequence[str] | None] = None
-    #: Opt-in checks a remote backend passes (see spawnkit.testing._tiers); local backends
-    #: run them all.
+    #: Opt-in checks a remote backend passes, by name (``spawnkit.testing._tiers.OPT_IN``:
+    #: "exit signals", "os._exit status"); local backends run them all.
     opt_in: ClassVar[Collection[str]] = ()
     #: The only tiers to run, by name: "universal", a local-process tier ("process groups"),
     #: an opt-in capability; the others skip, saying so. ``None``: every tier. For a plugin
@@ -164,7 +164,13 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
 
     @classmethod
     def _check_tiers(cls) -> None:
-        """A misspelt tier would skip its checks without a word: refuse it by name."""
+        """A misspelt tier or opt-in would skip its checks without a word: refuse it by name."""
+        wrong = [cls.opt_in] if isinstance(cls.opt_in, str) else sorted(set(cls.opt_in) - {*OPT_IN})
+        if wrong:
+            raise spawnkit.ConfigError(
+                f"{cls.__name__}.opt_in: {', '.join(map(repr, wrong))} is no opt-in check of the "
+                f"kit; give a collection of these: {', '.join(map(repr, OPT_IN))}"
+            )
         if cls.tiers is None:
             return
         known = {_tier_name(getattr(cls, name)) for name in dir(cls) if name.startswith("test_")}

@@ -5,16 +5,22 @@
 - :func:`local_process`: backends whose workers are processes of this machine (registered
   without ``remote=True``): pids, process groups, grandchildren, parent watches, signals,
   descriptors. A remote backend skips them, saying why.
-- :func:`opt_in`: checks of a capability a remote backend may have or not (an exit status
-  that names the signal a worker died of). Local backends always run them; a remote
-  backend's suite lists the ones it passes in ``BackendSuite.opt_in``.
+- :func:`opt_in`: checks of a capability a remote backend may have or not. Local backends
+  always run them; a remote backend's suite lists the ones it passes in
+  ``BackendSuite.opt_in``, by these names (:data:`OPT_IN`):
+
+  - ``"exit signals"``: a worker that died of a signal is reported with that signal's name;
+  - ``"os._exit status"``: the status a worker passed to ``os._exit()`` is its exit code.
 """
 
 from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-__all__ = ["local_process", "local_process_tests", "opt_in", "tier_of"]
+__all__ = ["OPT_IN", "local_process", "local_process_tests", "opt_in", "tier_of"]
+
+#: Every opt-in capability the kit checks; ``opt_in`` refuses any other name.
+OPT_IN = ("exit signals", "os._exit status")
 
 F = TypeVar("F", bound=Callable[..., object])
 C = TypeVar("C", bound=type)
@@ -46,6 +52,9 @@ def local_process_tests(what: str) -> Callable[[C], C]:
 
 def opt_in(capability: str) -> Callable[[F], F]:
     """Mark a check that a remote backend runs only when its suite opts into ``capability``."""
+
+    if capability not in OPT_IN:
+        raise ValueError(f"{capability!r} is no opt-in capability; list it in OPT_IN first")
 
     def mark(test: F) -> F:
         setattr(test, _ATTRIBUTE, ("opt_in", capability))

@@ -20,6 +20,8 @@ from typing import Any
 
 from . import _messages
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def _run(spec: Any, main: tuple[str, str] | None, report_w: int) -> int:
     """In the forked worker: run the rank, write the pickled report, return the status."""
@@ -75,6 +77,10 @@ class Host:
 
     def start(self, rank: int, spec: Any) -> None:
         report_r, report_w = os.pipe()
+        # The fork ignores the stop signals as the host does until it puts the defaults
+        # back, and a stop may come before that: blocked, they wait for it (Linux keeps a
+        # blocked signal pending, ignored or not) instead of being lost.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             status = 1
@@ -85,6 +91,7 @@ class Host:
                 for signum in (signal.SIGTERM, signal.SIGHUP):
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 self.selector.close()
                 for _, pidfd, other_r, _ in self.workers.values():
                     os.close(pidfd)
@@ -94,6 +101,7 @@ class Host:
                 status = _run(spec, self.main, report_w)
             finally:
                 os._exit(status)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(report_w)
         try:
             os.setpgid(pid, pid)
@@ -160,7 +168,7 @@ def _signal_group(pid: int, signum: int) -> None:
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     # The job stops ranks through the socket, never by signalling the host.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in _STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     # Loaded once here, every worker forked from the host has them already.
     import spawnkit._worker
