@@ -446,9 +446,7 @@ class RankProcess:
     def pid(self) -> int | None:
         return self._rank.handle.pid
 
-    @property
-    def ident(self) -> int | None:
-        return self.pid
+    ident = pid
 
     @property
     def daemon(self) -> bool:

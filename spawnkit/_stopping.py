@@ -38,10 +38,9 @@ def stop(
     wait_ended: Callable[[list[Rank], float], object],
     announce: Callable[[str], None],
 ) -> None:
-    """Stop ``targets``: a graceful stop, ``grace`` seconds, then by force.
+    """Stop ``targets`` gracefully, then by force after ``grace`` s; wait ``kill_wait`` s more.
 
-    ``kill_wait`` bounds the wait after the forced stop; ``wait_ended(ranks, deadline)``
-    waits until every one of ``ranks`` has ended or the deadline passed.
+    ``wait_ended(ranks, deadline)`` waits until every one of ``ranks`` ended or ``deadline``.
     """
     # A rank that failed and is still ending gets the same stop, but is not told of as
     # one: whether it is still there is a race with its own exit (torch's stop never sees
