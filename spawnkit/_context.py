@@ -1,112 +1,51 @@
-"""The one implementation of a running job: launch, join, terminate, errors and results.
+"""A running job's public face: :class:`ProcessContext`, its ranks as ``Process``-likes.
 
-Every backend goes through here; a backend only starts processes and hands back handles.
+Core does join, terminate, errors and results once here, for every backend. Launching
+(``_launch``), waiting (``_waiting``), a rank's outcome (``_outcome``) and stopping
+(``_stopping``) each have a module of their own.
 """
 
 from __future__ import annotations
 
 import atexit
-import errno
-import logging
 import math
 import os
-import pickle
 import signal
 import sys
 import threading
 import time
-from multiprocessing.connection import wait as _wait_ready
-from typing import TYPE_CHECKING, Any, Optional, Tuple, final  # noqa: UP035 - see RankJob
+from typing import TYPE_CHECKING, Any, final
 
-from . import _fds, _wire
+from . import _launch, _stopping
 from ._errors import (
     ConfigError,
     InvalidArgumentError,
     JobTerminatedError,
-    LaunchError,
-    NoMainGuard,
     ProcessException,
-    ProcessExitedException,
-    ProcessRaisedException,
-    RemoteTraceback,
     SpawnError,
     SpawnTimeoutError,
-    StopError,
     no_main_guard_message,
-    safe_str,
 )
-from ._report import JobReport, RankReport, signal_name
+from ._outcome import Rank, take_early_report, take_outcome
+from ._report import JobReport
 from ._signals import holding as _holding
 from ._signals.foreground import Interrupted
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
+from ._waiting import Waiter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
 
+    from ._launch import RankJob as RankJob  # noqa: PLC0414 - spawnkit._api takes it from here
     from ._output import OutputPlan
     from ._protocols import Backend, ParentWatch, WorkerHandle
-    from ._wire import Outcome
-
-    # What one rank runs: the pickled job, or (fn, args) unpickled, and the descriptors
-    # its arguments carry. typing's names: an alias is an expression that Python 3.9 reads.
-    RankJob = Tuple[  # noqa: UP006
-        Optional[bytes],
-        Optional[Tuple[Callable[..., Any], Tuple[Any, ...]]],  # noqa: UP006
-        Tuple[int, ...],  # noqa: UP006
-    ]
 
 __all__ = ["Interrupted", "ProcessContext", "RankProcess", "check_seconds", "launch"]
 
-_LONGEST_WAIT = 86400.0
 # After SIGKILL a process normally vanishes at once; one stuck in uninterruptible sleep
 # (a hung NFS read) may not. Waiting is still bounded: past this, join gives up on it.
 KILL_WAIT = 10.0
-
-
-def _logger() -> logging.Logger:
-    """``spawnkit``'s logger; torch's, once the program has imported torch.
-
-    A program ported from ``torch.multiprocessing`` may watch torch's logger for the stop
-    messages (its tests do): with torch loaded they go where torch would put them.
-    """
-    if "torch" in sys.modules:
-        return logging.getLogger("torch.multiprocessing.spawn")
-    return logging.getLogger("spawnkit")
-
-
-@final
-class _Rank:
-    __slots__ = (
-        "ended",
-        "ended_wall",
-        "failure",
-        "handle",
-        "killed",
-        "logs",
-        "rank",
-        "started",
-        "started_wall",
-        "status",
-        "traceback",
-        "value",
-    )
-
-    def __init__(self, rank: int, handle: WorkerHandle, logs: dict[str, str]) -> None:
-        self.rank = rank
-        self.handle = handle
-        self.status: int | None = None
-        self.killed = False
-        self.value: Any = None
-        self.logs = logs
-        self.started = time.monotonic()
-        self.started_wall = time.time()
-        self.ended: float | None = None
-        self.ended_wall: float | None = None
-        # The rank's own failure, and when it happened (monotonic), for the root cause.
-        self.failure: tuple[float, ProcessException] | None = None
-        # The traceback of what the rank raised, as it reported it: also its stderr log's.
-        self.traceback: str | None = None
 
 
 @final
@@ -122,7 +61,6 @@ class ProcessContext:
         backend_name: str,
         backend: Backend,
         watch: ParentWatch,
-        ranks: list[_Rank],
         grace_period: float,
         daemon: bool,
         *,
@@ -133,28 +71,17 @@ class ProcessContext:
         self.backend_name = backend_name
         self._backend = backend
         self._watch = watch
-        self._ranks = ranks
+        self._ranks: list[Rank] = []
         self._grace = grace_period
         self.daemon = daemon
-        self._failures: list[ProcessException] = []
         self._error: ProcessException | SpawnTimeoutError | ConfigError | None = None
-        # A rank failed because the job's script has no main guard (see _fail).
-        self._no_main_guard = False
         self._released = False
         self._lock = threading.RLock()
-        # Written to wake a join() blocked in wait(): by terminate() from another thread,
-        # and by the foreground signal handler, which must not raise inside join's
-        # bookkeeping but have it raise at a safe point instead.
-        self._wake_r, self._wake_w = _fds.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        PARENT_ONLY_FDS.update((self._wake_r, self._wake_w))
-        # Reentrant: the signal handler's wake() may run in a thread that holds it. Once
-        # the job is released the pipe is closed, and its numbers may name the program's
-        # next files: nothing may be written to them then.
-        self._wake_lock = threading.RLock()
-        self._wake_open = True
-        self._extra_wake: list[int] = []  # more pipes that wake join() (signal wakeup fd)
+        self._waiter = Waiter(self._lock, self._look)
+        # wake(): a join() blocked in another thread (or below a signal handler) looks up;
+        # add_wake_fd(fd): a pipe's read end that wakes it too (the signal wakeup fd).
+        self.wake, self.add_wake_fd = self._waiter.wake, self._waiter.add_fd
+        self.remove_wake_fd = self._waiter.remove_fd
         self.interrupted: int | None = None
         self._processes: list[RankProcess] | None = None
         self._pid = os.getpid()  # a forked child gets a copy of this object, not the job
@@ -202,8 +129,7 @@ class ProcessContext:
         elsewhere has none.
         """
         with self._lock:
-            if not self._released:
-                self._take_outcomes()
+            self._look()
             found = {}
             for r in self._running():
                 sentinel = getattr(r.handle, "sentinel", None)
@@ -254,35 +180,37 @@ class ProcessContext:
         check_seconds("grace_period", grace_period)
         self._check_owner()
         deadline = None if timeout is None else time.monotonic() + timeout
-        expired = False
-        while True:
-            with self._lock:
-                if self.interrupted is not None:
-                    signum, self.interrupted = self.interrupted, None
-                    raise Interrupted(signum)
-                if self._error is None and self._failures:
-                    self._stop(grace_period, after_failure=True)
-                    self._fail()
-                if self._error is None and self._past_deadline():
-                    self._time_out()
-                if self._error is not None:
-                    raise self._error
-                if self._all_ended():
-                    self._release()
-                    if any(r.killed and r.status != 0 for r in self._ranks):
-                        raise JobTerminatedError(
-                            "the job was stopped by terminate() before every rank finished; "
-                            "its results are incomplete"
-                        )
-                    return True
-            if expired:
+        # Also woken at the job's deadline, which _settled keeps once it has passed.
+        until = deadline
+        if self._deadline is not None and (until is None or self._deadline < until):
+            until = self._deadline
+        while not self._waiter.until(lambda: self._settled(grace_period), until):
+            if deadline is not None and time.monotonic() >= deadline:
                 return False
-            # Wait without the lock, so terminate() from another thread is never held up.
-            until = deadline
-            if self._deadline is not None and (until is None or self._deadline < until):
-                until = self._deadline
-            self._wait(until)
-            expired = deadline is not None and time.monotonic() >= deadline
+        return True
+
+    def _settled(self, grace_period: float | None) -> bool:
+        """Under the lock: whether the job is over and succeeded; raises how it ended else."""
+        if self.interrupted is not None:
+            signum, self.interrupted = self.interrupted, None
+            raise Interrupted(signum)
+        if self._error is None and any(r.failure for r in self._ranks):
+            self._stop(grace_period, after_failure=True)
+            self._fail()
+        deadline = self._deadline
+        if self._error is None and deadline is not None and time.monotonic() >= deadline:
+            self._time_out()  # (once every rank has ended, nothing is left to time out)
+        if self._error is not None:
+            raise self._error
+        if not self._all_ended():
+            return False
+        self._release()
+        if any(r.stopped for r in self._ranks):
+            raise JobTerminatedError(
+                "the job was stopped by terminate() before every rank finished; "
+                "its results are incomplete"
+            )
+        return True
 
     def terminate(self, grace_period: float | None = None) -> None:
         """Stop every rank still running and its process group.
@@ -298,7 +226,7 @@ class ProcessContext:
         self.wake()
         with self._lock:
             # A rank that already failed on its own is a failure, not a rank we stopped.
-            self._collect(time.monotonic())
+            self._look()
             if not self._all_ended():
                 self._stop(grace_period, after_failure=False)
             self._release()
@@ -311,56 +239,27 @@ class ProcessContext:
         the same as plain data.
         """
         with self._lock:
-            failed = sorted(
-                (r for r in self._ranks if r.failure is not None),
-                key=lambda r: (r.failure[0] if r.failure else 0.0, r.rank),
-            )
+            failed = self._failed()
             if not self._all_ended():
                 outcome = "running"
             elif self._timed_out:
                 outcome = "timed out"
             elif failed:
                 outcome = "failed"
-            elif any(r.killed and r.status != 0 for r in self._ranks):
+            elif any(r.stopped for r in self._ranks):
                 outcome = "stopped"
             else:
                 outcome = "succeeded"
             return JobReport(
                 backend=self.backend_name,
                 outcome=outcome,
-                ranks=tuple(self._rank_report(r) for r in self._ranks),
+                ranks=tuple(r.report() for r in self._ranks),
                 failed=tuple(r.rank for r in failed),
                 started=self._started_wall,
                 ended=self._ended_wall,
                 timeout=self._job_timeout,
                 unshown=0 if self._output is None else self._output.unshown_lines,
             )
-
-    @staticmethod
-    def _rank_report(r: _Rank) -> RankReport:
-        status = r.status
-        if status is None:
-            state = "running"
-        elif r.failure is not None:
-            state = "failed"
-        elif r.killed and status != 0:
-            state = "stopped"
-        else:
-            state = "succeeded"
-        error = None
-        if r.failure is not None and isinstance(r.failure[1], ProcessRaisedException):
-            error = _one_line(r.failure[1])
-        return RankReport(
-            rank=r.rank,
-            state=state,
-            pid=r.handle.pid,
-            exit_code=status,
-            signal=signal_name(-status) if status is not None and status < 0 else None,
-            error=error,
-            started=r.started_wall,
-            ended=r.ended_wall,
-            logs=dict(r.logs),
-        )
 
     def results(self) -> list[Any]:
         """Wait for the job and return every rank's return value, index = rank.
@@ -397,257 +296,52 @@ class ProcessContext:
             )
 
     def _forget_in_fork(self) -> None:
-        # In a fork of the job's process: the descriptors are closed already (they are
-        # parent-only); nothing may read, write or close their numbers again, and a
-        # released job touches no handle. No lock: a thread that held it at the fork does
-        # not exist here.
+        # In a fork of the job's process: a released job touches no handle. No lock: a
+        # thread that held it at the fork does not exist here.
         self._released = True
-        self._wake_open = False
-
-    def wake(self) -> None:
-        """Make a ``join()`` blocked in another thread (or below a signal handler) look up."""
-        with self._wake_lock:
-            if not self._wake_open:
-                return
-            try:
-                os.write(self._wake_w, b"!")
-            except OSError:  # full: it is awake anyway
-                pass
-
-    def add_wake_fd(self, fd: int) -> None:
-        """Also wake ``join()`` when ``fd`` (a non-blocking pipe's read end) is readable."""
-        with self._wake_lock:
-            self._extra_wake.append(fd)
-
-    def remove_wake_fd(self, fd: int) -> None:
-        with self._wake_lock:
-            self._extra_wake.remove(fd)
+        self._waiter.forget_in_fork()
 
     def interrupt(self, signum: int) -> None:
         """From a signal handler: have ``join()`` raise :class:`Interrupted` at a safe point."""
         self.interrupted = signum
         self.wake()
 
-    # -- waiting ------------------------------------------------------------------------
+    # -- the ranks ----------------------------------------------------------------------
 
     def _all_ended(self) -> bool:
         return all(r.status is not None for r in self._ranks)
 
-    def _running(self) -> list[_Rank]:
+    def _running(self) -> list[Rank]:
         return [r for r in self._ranks if r.status is None]
 
-    def _waitables(self) -> list[Any]:
-        return [fd for r in self._running() for fd in r.handle.wait_fds()]
+    def _failed(self) -> list[Rank]:
+        """The ranks that failed on their own, earliest first: the root cause is the first."""
+        failed = [r for r in self._ranks if r.failure is not None]
+        return sorted(failed, key=lambda r: (r.failure[0] if r.failure else 0.0, r.rank))
 
-    @staticmethod
-    def _timeout(deadline: float | None) -> float | None:
-        # One wait is at most a day: the OS rejects longer ones, and an hour-long timeout
-        # is just more of these.
-        if deadline is None:
-            return None
-        return min(max(0.0, deadline - time.monotonic()), _LONGEST_WAIT)
-
-    def _wait(self, deadline: float | None) -> bool:
-        """Block until something happened or ``deadline``; False once the deadline passed."""
-        with self._lock:
-            if self._released:
-                return True
-            with self._wake_lock:
-                wake = [self._wake_r, *self._extra_wake]
-            waitables = [*self._waitables(), *wake]
-        _wait_ready(waitables, self._timeout(deadline))
-        with self._lock:
-            if not self._released:
-                self._drain_wake()
-                self._take_outcomes()
-        return deadline is None or time.monotonic() < deadline
-
-    def _collect(self, deadline: float) -> None:
-        """Wait up to ``deadline`` for the next event, then take every outcome there is."""
-        with self._wake_lock:
-            wake = [self._wake_r] if self._wake_open else []
-        _wait_ready([*self._waitables(), *wake], self._timeout(deadline))
-        self._drain_wake()
-        self._take_outcomes()
-
-    def _drain_wake(self) -> None:
-        with self._wake_lock:
-            if not self._wake_open:
-                return
-            for fd in (self._wake_r, *self._extra_wake):
-                try:
-                    while os.read(fd, 512):
-                        pass
-                except OSError:
-                    pass
-
-    def _take_outcomes(self) -> None:
+    def _look(self) -> list[int]:
+        """Under the lock: take every rank's news; the descriptors that may bring more."""
+        if self._released:
+            return []
+        fds: list[int] = []
         for r in self._running():
             outcome = r.handle.poll()
             if outcome is not None:
-                self._ended(r, outcome)
-            elif r.failure is None:
-                self._early_error(r)
+                take_outcome(r, outcome, local=self._local)
+                continue
+            if r.failure is None:
+                take_early_report(r, local=self._local)
+            fds += r.handle.wait_fds()
+        return fds
 
-    def _early_error(self, r: _Rank) -> None:
-        """Take a rank's error report as its failure as soon as it arrived whole.
-
-        The process may take seconds more to exit (a non-daemon thread, a library's teardown
-        at exit: gloo's takes 1-5 s), or never exit on its own. Its failure is known now,
-        so the job stops at once, this rank with the others (its worker dies of the stop
-        now that its report is out; see spawnkit._child).
-        """
-        early_report = getattr(r.handle, "early_report", None)
-        report = early_report() if early_report is not None else None
-        if report is None or report.kind != _wire.ERROR:
-            return
-        when, failure = self._raised(r, report.body)
-        r.traceback = failure.remote_traceback
-        self._failed(r, when, failure)
-
-    def _wait_for_rank(self, r: _Rank, timeout: float | None) -> None:
-        """Block until rank ``r`` ended or ``timeout`` passed (for ``RankProcess.join``)."""
-        check_seconds("timeout", timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                self._take_outcomes()
-                if r.status is not None or self._released:
-                    return
-                waitables: list[Any] = list(r.handle.wait_fds())
-                with self._wake_lock:
-                    if self._wake_open:
-                        waitables.append(self._wake_r)
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            _wait_ready(waitables, self._timeout(deadline))
+    def _wait_ended(self, ranks: list[Rank], deadline: float) -> bool:
+        return self._waiter.until(lambda: all(r.status is not None for r in ranks), deadline)
 
     def _refresh(self) -> None:
         with self._lock:
-            if not self._released:
-                self._take_outcomes()
+            self._look()
 
-    def _wait_until(self, deadline: float, ranks: list[_Rank] | None = None) -> None:
-        """Wait up to ``deadline`` until every rank (or every one of ``ranks``) has ended."""
-        while any(r.status is None for r in (self._ranks if ranks is None else ranks)):
-            if time.monotonic() >= deadline:
-                return
-            self._collect(deadline)
-
-    # -- outcomes -----------------------------------------------------------------------
-
-    def _ended(self, r: _Rank, outcome: Outcome) -> None:
-        status = r.status = outcome.status
-        r.ended, r.ended_wall = time.monotonic(), time.time()
-        report, lost = outcome.report, outcome.lost
-        kind = report.kind if report is not None else None
-        if kind == _wire.ERROR:
-            # Raised before any stop reached it: a failure even if spawnkit stopped it since.
-            assert report is not None
-            if r.failure is not None:
-                return  # taken when the report arrived (_early_error)
-            when, failure = self._raised(r, report.body)
-            r.traceback = failure.remote_traceback
-            self._failed(r, when, failure)
-        elif kind == _wire.RESULT and (status == 0 or lost):
-            assert report is not None
-            self._take_value(r, report.body)
-        elif not r.killed:
-            if status == 0 and kind is None and outcome.started and not lost:
-                return  # os._exit(0) after it ran: success without a value, as under torch
-            self._failed(r, r.ended, self._exited(r, outcome))
-
-    def _failed(self, r: _Rank, when: float, failure: ProcessException) -> None:
-        r.failure = (when, failure)
-        self._failures.append(failure)
-
-    def _take_value(self, r: _Rank, body: bytes) -> None:
-        try:
-            r.value = pickle.loads(body)
-        except BaseException as exc:  # noqa: BLE001 - the rank's result is its failure
-            why = safe_str(exc, repr)
-            failure = ProcessRaisedException(
-                f"\n\n-- Process {r.rank} returned a value the parent cannot unpickle: {why}",
-                r.rank,
-                r.handle.pid,
-                why,
-            )
-            self._failed(r, time.monotonic(), failure)
-
-    def _raised(self, r: _Rank, body: bytes) -> tuple[float, ProcessRaisedException]:
-        """The failure an ``ERROR`` report tells of, and when the rank raised (monotonic)."""
-        when = time.monotonic()
-        try:
-            exc_bytes, text, *rest = pickle.loads(body)
-        except BaseException as exc:  # noqa: BLE001 - a torn or foreign message
-            exc_bytes, text, rest = None, f"(the error report could not be read: {exc!r})\n", []
-        # The worker's clock is this machine's monotonic clock only for a local worker.
-        if self._local and rest and isinstance(rest[0], float):
-            when = min(when, rest[0])
-        original: BaseException | None = None
-        if exc_bytes is not None:
-            try:
-                original = pickle.loads(exc_bytes)
-            except BaseException:  # noqa: BLE001 - not rebuildable here: the text still tells
-                original = None
-            if not isinstance(original, BaseException):
-                original = None
-        self._no_main_guard |= isinstance(original, NoMainGuard)
-        msg = f"\n\n-- Process {r.rank} terminated with the following error:\n{text}"
-        failure = ProcessRaisedException(msg, r.rank, r.handle.pid, text, original)
-        if original is not None:
-            # The message shows the text already: printed whole, the chain points at it.
-            original.__cause__ = RemoteTraceback(text, shown_by=f"rank {r.rank}")
-            failure.__cause__ = original
-        return when, failure
-
-    def _exited(self, r: _Rank, outcome: Outcome) -> ProcessExitedException:
-        pid, status, started, lost = r.handle.pid, outcome.status, outcome.started, outcome.lost
-        if lost:
-            return ProcessExitedException(
-                f"process {r.rank} ended without reporting an outcome, and its exit status "
-                f"is unknown: {lost}",
-                r.rank,
-                pid,
-                status,
-            )
-        because = f" ({outcome.reason})" if outcome.reason else ""
-        if status < 0:
-            name = signal_name(-status)
-            return ProcessExitedException(
-                f"process {r.rank} terminated with signal {name}{because}",
-                r.rank,
-                pid,
-                status,
-                name,
-            )
-        msg = f"process {r.rank} terminated with exit code {status}"
-        if not started and status == _wire.NO_MAIN_GUARD_STATUS:
-            self._no_main_guard = True
-            msg += (
-                ": importing the parent's main module in the worker started another job. "
-                'Put the code that starts the job under `if __name__ == "__main__":` '
-                "(backends that start a new interpreter import the main module in every "
-                "worker), or use backend='fork'"
-            )
-        elif not started and status == 0:
-            msg = (
-                f"process {r.rank} exited with status 0 without running spawnkit's worker "
-                "code: the backend did not start it (a wrapper that dropped the command?)"
-            )
-        elif not started:
-            msg += (
-                " before spawnkit's worker code ran (while the backend prepared the "
-                "process, e.g. importing the parent's main module); its stderr says why"
-            )
-        elif status == _wire.LOST_CHANNEL_STATUS:
-            msg += (
-                ": the rank's own code closed or replaced spawnkit's result channel "
-                "(os.closerange, os.close, os.dup2 on it), so its outcome was lost"
-            )
-        return ProcessExitedException(msg + because, r.rank, pid, status)
-
-    # -- stopping -----------------------------------------------------------------------
+    # -- how the job ends ---------------------------------------------------------------
 
     def _stop(self, grace_period: float | None, *, after_failure: bool) -> None:
         grace = self._grace if grace_period is None else grace_period
@@ -655,81 +349,14 @@ class ProcessContext:
             # For the ranks that have not failed to finish on their own. One that failed and
             # lingers (its report is in, its process still ending) is stopped with the rest.
             unfailed = [r for r in self._ranks if r.failure is None]
-            self._wait_until(time.monotonic() + grace_period, unfailed)
-        self._take_outcomes()
-        targets = self._running()
-        # A rank that failed and is still ending gets the same stop, but is not told of as
-        # one: whether it is still there is a race with its own exit (torch's stop never
-        # sees it), and the job's messages must not depend on that race.
-        unfailed = [r for r in targets if r.failure is None]
-        if unfailed:
-            self._announce(
-                f"stopping {_ranks(len(unfailed))} (SIGTERM, then SIGKILL after {grace:g} s)..."
-            )
-        # A rank the system will not let us signal: waiting for it to stop would only
-        # pretend, and SIGKILL is refused the same way (see the end).
-        refused: set[int] = set()
-        for r in targets:
-            r.killed = True
-            if r.failure is not None:
-                _logger().debug(
-                    "Stopping process %s of rank %s, which failed", r.handle.pid, r.rank
-                )
-            elif r.handle.pid is None:
-                _logger().warning("Stopping rank %s (a worker elsewhere), gracefully", r.rank)
-            else:
-                _logger().warning("Terminating process %s via signal SIGTERM", r.handle.pid)
-            try:
-                r.handle.stop()
-            except PermissionError:
-                refused.add(r.rank)
-        signalled = [r for r in targets if r.rank not in refused]
-        self._wait_until(time.monotonic() + grace, signalled)
-        stubborn = [r.rank for r in signalled if r.status is None]
-        if stubborn:
-            self._announce(
-                f"{_ranks(len(stubborn))} still running after {grace:g} s: SIGKILL to "
-                + ", ".join(f"rank {rank}" for rank in stubborn)
-            )
-        # Also the ranks that ended meanwhile: a grandchild that ignored SIGTERM is still in
-        # its dead parent's group, and that group id stays reserved while it is.
-        unkillable: dict[int, tuple[_Rank, PermissionError]] = {}
-        for r in targets:
-            if r.status is None and r.handle.pid is None:
-                _logger().warning("Rank %s did not stop in time; stopping it by force", r.rank)
-            elif r.status is None:
-                _logger().warning(
-                    "Unable to shutdown process %s via SIGTERM , forcefully exiting via SIGKILL",
-                    r.handle.pid,
-                )
-            try:
-                r.handle.stop(force=True)
-            except PermissionError as exc:
-                unkillable[r.rank] = (r, exc)
-        killed = [r for r in targets if r.rank not in unkillable]
-        self._wait_until(time.monotonic() + KILL_WAIT, killed)
-        for r in killed:
-            if r.status is not None:
-                continue
-            # Not even SIGKILL ended it (uninterruptible sleep): give up on it rather than
-            # wait without bound. It counts as killed by spawnkit.
-            _logger().error(
-                "process %s of rank %s survived a forced stop for %s s; no longer waiting for it",
-                r.handle.pid,
-                r.rank,
-                KILL_WAIT,
-            )
-            r.status = -int(getattr(signal, "SIGKILL", signal.SIGTERM))
-        if unkillable:
-            raise _unstoppable(list(unkillable.values()))
-
-    def _announce(self, line: str) -> None:
-        if self.on_stop is not None:
-            self.on_stop(line)
+            self._wait_ended(unfailed, time.monotonic() + grace_period)
+        self._look()
+        announce = self.on_stop or (lambda line: None)
+        _stopping.stop(self._running(), grace, KILL_WAIT, self._wait_ended, announce)
 
     def _fail(self) -> None:
         """The job failed: raise the earliest failure, with every other and the report."""
-        if self._no_main_guard:
+        if any(r.no_main_guard for r in self._ranks):
             # Not a rank's failure but the program's: every rank that imported the script
             # failed the same way, and what each worker's traceback shows (spawnkit's
             # import of the script, then its spawn() line) this process's shows too. So the
@@ -739,30 +366,26 @@ class ProcessContext:
             self._release()
             self._error = ConfigError(no_main_guard_message(where))
             return
-        self._failures.sort(key=lambda f: _failed_at(self._ranks, f))
-        self._error = self._failures[0]
-        self._error.failures = list(self._failures)
+        failures = [r.failure[1] for r in self._failed() if r.failure is not None]
+        self._error = failures[0]
+        self._error.failures = failures
         self._release()
         self._attach_report(self._error)
 
-    def _past_deadline(self) -> bool:
-        return (
-            self._deadline is not None
-            and time.monotonic() >= self._deadline
-            and not self._all_ended()
-        )
-
     def _time_out(self) -> None:
         running = self._running()
+        if not running:
+            return
         now = time.monotonic()
         self._timed_out = True
         self._stop(None, after_failure=False)
         assert self._job_timeout is not None
         ranks = ", ".join(f"rank {r.rank} (for {now - r.started:.2f} s)" for r in running)
+        n = "1 rank" if len(running) == 1 else f"{len(running)} ranks"
         self._error = error = SpawnTimeoutError(
-            f"the job's deadline of {self._job_timeout:g} s passed with {_ranks(len(running))} "
-            f"still running: {ranks}; they were stopped (SIGTERM, then SIGKILL after "
-            f"{self._grace:g} s). Raise timeout= if the job needs longer",
+            f"the job's deadline of {self._job_timeout:g} s passed with {n} still running: "
+            f"{ranks}; they were stopped (SIGTERM, then SIGKILL after {self._grace:g} s). "
+            "Raise timeout= if the job needs longer",
             self._job_timeout,
             tuple(r.rank for r in running),
         )
@@ -775,7 +398,7 @@ class ProcessContext:
         # torch's, and tests written against torch match them to their end (pytest.raises's
         # match= reads the notes too). Logged where torch logs its stop, so it shows above
         # the traceback: with no logging set up, Python prints warnings to stderr.
-        _logger().warning("%s", report.format())
+        _stopping.logger().warning("%s", report.format())
 
     def _release(self) -> None:
         if self._released or not self._all_ended():
@@ -786,17 +409,13 @@ class ProcessContext:
             try:
                 r.handle.close()
             except Exception:  # noqa: BLE001 - one handle's trouble must not leak the others
-                _logger().exception("closing the handle of rank %s failed", r.rank)
+                _stopping.logger().exception("closing the handle of rank %s failed", r.rank)
         if self._output is not None:
             # The ranks' last lines reach the console before the job's outcome is told.
             self._output.finish(
                 tracebacks={r.rank: r.traceback for r in self._ranks if r.traceback}
             )
-        with self._wake_lock:
-            self._wake_open = False
-            for fd in (self._wake_r, self._wake_w):
-                PARENT_ONLY_FDS.discard(fd)
-                os.close(fd)
+        self._waiter.close()
         for fd in self._watch.private_fds():
             PARENT_ONLY_FDS.discard(fd)
         self._watch.close()
@@ -811,7 +430,7 @@ class RankProcess:
     Reads go through the job, so the rank's outcome is recorded once, whoever looks first.
     """
 
-    def __init__(self, ctx: ProcessContext, rank: _Rank) -> None:
+    def __init__(self, ctx: ProcessContext, rank: Rank) -> None:
         self._ctx = ctx
         self._rank = rank
 
@@ -827,9 +446,7 @@ class RankProcess:
     def pid(self) -> int | None:
         return self._rank.handle.pid
 
-    @property
-    def ident(self) -> int | None:
-        return self.pid
+    ident = pid
 
     @property
     def daemon(self) -> bool:
@@ -857,7 +474,11 @@ class RankProcess:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until this rank ends, or ``timeout`` seconds pass (negative: look once)."""
-        self._ctx._wait_for_rank(self._rank, _at_least_zero(timeout))
+        timeout = _at_least_zero(timeout)
+        check_seconds("timeout", timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx, r = self._ctx, self._rank
+        ctx._waiter.until(lambda: r.status is not None or ctx._released, deadline)
 
     def terminate(self) -> None:
         """SIGTERM to this rank (and its process group), as ``Process.terminate()``."""
@@ -868,52 +489,6 @@ class RankProcess:
         """SIGKILL to this rank (and its process group), as ``Process.kill()``."""
         if self.exitcode is None:
             self._rank.handle.stop(force=True)
-
-
-def _unstoppable(refused: list[tuple[_Rank, PermissionError]]) -> StopError:
-    """The error for ranks the system would not let this process signal, the first named."""
-    r, exc = refused[0]
-    code = exc.errno or errno.EPERM
-    others = ""
-    if len(refused) > 1:
-        others = (
-            " (and " + ", ".join(f"rank {o.rank}, pid {o.handle.pid}" for o, _ in refused[1:]) + ")"
-        )
-    uid = f" (uid {os.geteuid()})" if hasattr(os, "geteuid") else ""
-    return StopError(
-        f"could not stop rank {r.rank}, pid {r.handle.pid}{others}: the system refused both "
-        f"SIGTERM and SIGKILL ({errno.errorcode.get(code, code)}: {os.strerror(code)}), so it "
-        f"is still running. This process{uid} may not signal it: it runs as another user, "
-        "after this process gave up its rights (os.setuid) or the rank gained some (a setuid "
-        "program). Keep the job's process able to signal its ranks (drop rights in the ranks, "
-        f"not in the job), or stop it as a user who may: kill -KILL -- -{r.handle.pid}",
-        r.rank,
-        r.handle.pid,
-        code,
-        tuple(o.rank for o, _ in refused),
-    )
-
-
-def _ranks(n: int) -> str:
-    return "1 rank" if n == 1 else f"{n} ranks"
-
-
-def _failed_at(ranks: list[_Rank], failure: ProcessException) -> tuple[float, int]:
-    for r in ranks:
-        if r.failure is not None and r.failure[1] is failure:
-            return (r.failure[0], r.rank)
-    return (math.inf, failure.error_index)
-
-
-def _one_line(failure: ProcessRaisedException) -> str:
-    """``ValueError: bad input`` for the report, from the exception or the traceback's end."""
-    if failure.exception is not None:
-        text = f"{type(failure.exception).__name__}: {safe_str(failure.exception)}".rstrip(": ")
-    else:
-        tail = failure.remote_traceback.strip().splitlines()
-        text = tail[-1] if tail else "an exception"
-    first = text.splitlines()[0] if text else text
-    return first if len(first) <= 200 else first[:197] + "..."
 
 
 def _at_least_zero(timeout: float | None) -> float | None:
@@ -979,8 +554,7 @@ def _at_exit() -> None:
             if ctx.daemon:
                 ctx.terminate()
             else:
-                while not ctx._all_ended():
-                    ctx._wait(None)
+                ctx._waiter.until(ctx._all_ended, None)
                 ctx._release()
         except Exception:  # noqa: BLE001, S110 - at exit there is nobody left to tell
             pass
@@ -1003,23 +577,15 @@ def launch(
 ) -> ProcessContext:
     """Start one rank per entry of ``jobs`` through ``backend`` and return the running job.
 
-    A ``local`` backend's workers get the watch's descriptors, their output's (``output``)
-    and the ones their arguments carry; a remote backend's get no descriptor and no pid.
-    ``envs[rank]`` is set in rank ``rank``'s environment.
-
     Signals that arrive meanwhile go to the program's handlers once the job is recorded;
     with ``deliver=False`` they wait in :attr:`ProcessContext.held_signals` instead, for a
-    caller that is about to wait for the job in the foreground.
-
-    Every start call returns as soon as its worker exists, so ranks start in parallel. If
-    one cannot start, the ranks already started are stopped and :class:`LaunchError` raised.
+    caller about to wait in the foreground. If a rank cannot start, those started are stopped.
     """
     PARENT_ONLY_FDS.update(watch.private_fds())
     ctx = ProcessContext(
         backend_name,
         backend,
         watch,
-        [],
         grace_period,
         daemon,
         timeout=timeout,
@@ -1044,7 +610,21 @@ def launch(
             faulthandler=faulthandler and local,
             deadline=ctx._deadline,
         )
-        _start_ranks(ctx, spec, jobs, envs, watch.fds() if local else ())
+        watch_fds = watch.fds() if local else ()
+        try:
+            _launch.start_ranks(
+                ctx._ranks, backend_name, backend, spec, jobs, envs, watch_fds, output, ctx.wake
+            )
+        except BaseException as exc:
+            ctx.terminate(grace_period=min(grace_period, 1.0))
+            started, deadline = len(ctx._ranks), ctx._deadline or math.inf
+            error = _launch.failed_launch(exc, backend_name, started, len(jobs), deadline, timeout)
+            if error is None:
+                raise
+            if isinstance(error, SpawnTimeoutError):
+                ctx._timed_out = True
+                ctx._attach_report(error)
+            raise error from exc
         if output is not None:
             output.start()
     except BaseException:
@@ -1059,90 +639,3 @@ def launch(
         ctx.terminate(grace_period=min(grace_period, 1.0))
         raise
     return ctx
-
-
-def _start_ranks(
-    ctx: ProcessContext,
-    spec: WorkerSpec,
-    jobs: Sequence[RankJob],
-    envs: Sequence[Mapping[str, str]] | None,
-    watch_fds: tuple[int, ...],
-) -> None:
-    """Start every rank of ``spec``'s job into ``ctx``; on a failure, stop what started."""
-    output = ctx._output
-    try:
-        for rank, (payload, target, carried) in enumerate(jobs):
-            streams: tuple[int, ...] = ()
-            stream_fds: tuple[int, ...] = ()
-            if output is not None:
-                streams, stream_fds = output.open(rank)
-            try:
-                rank_spec = spec._replace(
-                    rank=rank,
-                    payload=payload,
-                    target=target,
-                    fds=(*watch_fds, *stream_fds, *carried) if ctx._local else (),
-                    carried=len(carried) if ctx._local else 0,
-                    streams=streams,
-                    env=envs[rank] if envs is not None else {},
-                )
-                handle = ctx._backend.start(rank_spec, ctx.wake)
-            finally:
-                for fd in stream_fds:  # the worker has its copies
-                    os.close(fd)
-            logs = output.logs(rank) if output is not None else {}
-            ctx._ranks.append(_Rank(rank, handle, logs))
-    except BaseException as exc:
-        ctx.terminate(grace_period=min(ctx._grace, 1.0))
-        deadline, timeout = ctx._deadline, ctx._job_timeout
-        if (
-            isinstance(exc, (OSError, LaunchError))
-            and deadline is not None
-            and timeout is not None
-            and time.monotonic() >= deadline
-        ):
-            # The backend bounded its start by spec.deadline: that the start failed is the
-            # job's timeout, as it is for a backend that did not block and ran out of time.
-            starting = len(ctx._ranks)
-            error = SpawnTimeoutError(
-                f"the job's deadline of {timeout:g} s passed while rank {starting} of "
-                f"{spec.nprocs} was starting ({type(exc).__name__}: {exc}); the ranks started "
-                "were stopped. Raise timeout= if the job needs longer",
-                timeout,
-                tuple(range(starting + 1)),
-            )
-            ctx._timed_out = True
-            ctx._attach_report(error)
-            raise error from exc
-        # Only a start that failed is a LaunchError. Anything else - the program's own
-        # exception from a signal handler, KeyboardInterrupt - comes out as it is.
-        if not isinstance(exc, OSError):
-            raise
-        raise LaunchError(
-            f"backend {ctx.backend_name!r} could not start rank {len(ctx._ranks)} of "
-            f"{spec.nprocs}: {type(exc).__name__}: {exc}{_out_of_files(exc)}"
-        ) from exc
-
-
-def _out_of_files(exc: OSError) -> str:
-    """What to do when starting a rank ran out of descriptors; else ``""``."""
-    if exc.errno == errno.ENFILE:
-        return (
-            ". The system's table of open files is full (ENFILE): close files, or raise the "
-            "system's limit (fs.file-max on Linux)"
-        )
-    if exc.errno != errno.EMFILE:
-        return ""
-    limit = ""
-    if sys.platform != "win32":  # no such limit on Windows
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        shown = ["unlimited" if n == resource.RLIM_INFINITY else str(n) for n in (soft, hard)]
-        limit = f"; RLIMIT_NOFILE: soft limit {shown[0]}, hard limit {shown[1]}"
-    return (
-        f". This process ran out of file descriptors (EMFILE{limit}); each running rank "
-        "holds a few. Raise the soft limit (ulimit -n, or resource.setrlimit(resource."
-        "RLIMIT_NOFILE, ...), up to the hard limit), or close descriptors the program no "
-        "longer needs"
-    )

@@ -17,13 +17,15 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._spec import WorkerSpec
-    from ._wire import Outcome
+    from ._wire import Outcome, Report
 
 __all__ = [
     "Backend",
     "ChildWatch",
+    "LosesStatus",
     "ParentWatch",
     "ProcessHandle",
+    "ReportsEarly",
     "SpawnContext",
     "WorkerHandle",
 ]
@@ -36,13 +38,8 @@ class WorkerHandle(Protocol):
     Core waits until one of :meth:`wait_fds` is readable or the ``notify`` function the
     backend got with the spec is called, then asks :meth:`poll`. A local process (see
     :class:`spawnkit.plugin.LocalBackend`, which implements all of this) offers descriptors;
-    a remote worker calls ``notify`` from its engine's completion callback.
-
-    Optionally, ``early_report() -> Report | None``: the worker's
-    :class:`~spawnkit.plugin.Report` as soon as it arrived whole, while the worker may still
-    be ending. Core then acts on an error at once, instead of when the worker has ended
-    (which a non-daemon thread or a library's teardown at exit may put off for seconds).
-    A handle without it is asked only :meth:`poll`.
+    a remote worker calls ``notify`` from its engine's completion callback. Optional: an
+    ``early_report`` method (see :class:`ReportsEarly`).
     """
 
     @property
@@ -100,6 +97,26 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class ReportsEarly(Protocol):
+    """Optional for a :class:`WorkerHandle`; without it, as if it always returned ``None``."""
+
+    def early_report(self) -> Report | None:
+        """The worker's :class:`~spawnkit.plugin.Report` once it arrived whole, while the
+        worker may still be ending; else ``None``. Never blocks. Core then acts on an error
+        at once, not when a non-daemon thread or a library's teardown lets the worker end.
+        """
+
+
+@runtime_checkable
+class LosesStatus(Protocol):
+    """Optional for a :class:`ProcessHandle`; without it, every status it returns is known."""
+
+    #: Why the status :meth:`ProcessHandle.poll` returned is unknown (a fork server that
+    #: died took it along); ``None`` while it is known.
+    status_lost: str | None
+
+
+@runtime_checkable
 class ProcessHandle(Protocol):
     """A local process, as a :class:`spawnkit.plugin.LocalBackend` hands it to core.
 
@@ -120,8 +137,8 @@ class ProcessHandle(Protocol):
 
         ``0`` is success, a positive number an exit code, ``-N`` death by signal ``N``
         (the ``multiprocessing`` convention). Must reap the process if it is a child. A
-        handle that saw the process end but cannot know how (a fork server that died took
-        the status along) sets a ``status_lost`` attribute to the reason.
+        handle that may see its process end without knowing how has a ``status_lost``
+        attribute (see :class:`LosesStatus`).
         """
 
     def close(self) -> None:

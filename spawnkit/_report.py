@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["JobReport", "RankReport", "signal_meaning", "signal_name"]
@@ -82,18 +82,7 @@ class RankReport:
         return "succeeded"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "state": self.state,
-            "pid": self.pid,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-            "error": self.error,
-            "started": self.started,
-            "ended": self.ended,
-            "duration": self.duration,
-            "logs": dict(self.logs),
-        }
+        return {**asdict(self), "duration": self.duration}
 
 
 @dataclass(frozen=True)

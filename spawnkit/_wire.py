@@ -113,9 +113,12 @@ class Outcome:
             along); ``None`` normally.
         reason: for a worker that ended without a report, what its engine says happened
             (an actor's death cause), added to the failure's message.
+        stopped: the worker ended because a stop reached it (its engine's cancel, its
+            graceful stop): a rank that core stopped then counts as stopped, whatever its
+            status and report. A worker's report of spawnkit's ``Terminated`` says the same.
     """
 
-    __slots__ = ("lost", "reason", "report", "started", "status")
+    __slots__ = ("lost", "reason", "report", "started", "status", "stopped")
 
     def __init__(
         self,
@@ -125,12 +128,14 @@ class Outcome:
         started: bool = True,
         lost: str | None = None,
         reason: str | None = None,
+        stopped: bool = False,
     ) -> None:
         self.status = status
         self.report = report
         self.started = started
         self.lost = lost
         self.reason = reason
+        self.stopped = stopped
 
     def __repr__(self) -> str:
         return f"Outcome(status={self.status}, report={self.report!r}, started={self.started})"

@@ -123,8 +123,22 @@ def error_body(exc: BaseException, *, skip: int = 0) -> bytes:
     try:
         exc_bytes: bytes | None = pickle.dumps(exc)
     except BaseException:  # noqa: BLE001 - any failure to pickle means "send text only"
-        exc_bytes = None
+        exc_bytes = _by_value(exc)
     return pickle.dumps((exc_bytes, text, time.monotonic()))
+
+
+def _by_value(obj: object) -> bytes | None:
+    """``obj`` pickled with cloudpickle if the job came with it, else ``None``.
+
+    A class the parent sent by value (defined in its main program) is no module's attribute
+    here, so pickle refuses it by name. cloudpickle sends it back with the id it came with,
+    which the parent's cloudpickle turns into the parent's own class.
+    """
+    cloudpickle = sys.modules.get("cloudpickle")
+    try:
+        return None if cloudpickle is None else bytes(cloudpickle.dumps(obj, protocol=5))
+    except BaseException:  # noqa: BLE001 - any failure to pickle means "send text only"
+        return None
 
 
 def _dumps_result(result: object) -> bytes:
