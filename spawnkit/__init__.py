@@ -44,20 +44,18 @@ __all__ = [
     "use_for_torch",
 ]
 
-# The plugin API (spawnkit.plugin) is reachable here too, outside __all__: plugins written
-# before spawnkit.plugin existed use these names.
-_PLUGIN_NAMES = frozenset(
+# The plugin API lives in spawnkit.plugin. ``hookimpl`` stays here too (the marker plugins
+# write as ``@spawnkit.hookimpl``); the other names, reachable here before spawnkit.plugin
+# existed, warn for one more release.
+_OLD_PLUGIN_NAMES = frozenset(
     {
         "Backend",
-        "BackendInfo",
         "BackendRegistry",
         "ChildWatch",
         "ParentWatch",
-        "WatchInfo",
         "WatchRegistry",
         "WorkerHandle",
         "WorkerSpec",
-        "hookimpl",
         "mark_parent_only",
         "run_worker",
         "signal_process_group",
@@ -108,9 +106,6 @@ if TYPE_CHECKING:
         spawn,
         start_processes,
     )
-
-    # The plugin API, at its older address (see spawnkit.plugin).
-    from ._child import run_worker as run_worker
     from ._context import ProcessContext
     from ._errors import (
         BackendUnavailableError,
@@ -132,24 +127,25 @@ if TYPE_CHECKING:
         UnknownWatchError,
         WatchUnavailableError,
     )
-    from ._protocols import Backend as Backend
-    from ._protocols import ChildWatch as ChildWatch
-    from ._protocols import ParentWatch as ParentWatch
     from ._protocols import SpawnContext
-    from ._protocols import WorkerHandle as WorkerHandle
-    from ._registry import BackendInfo as BackendInfo
-    from ._registry import BackendRegistry as BackendRegistry
-    from ._registry import WatchInfo as WatchInfo
-    from ._registry import WatchRegistry as WatchRegistry
     from ._report import JobReport, RankReport
     from ._signals.sigterm import Terminated
-    from ._signals.threads import start_helper_thread as start_helper_thread
-    from ._spec import WorkerSpec as WorkerSpec
-    from ._spec import mark_parent_only as mark_parent_only
-    from ._spec import unmark_parent_only as unmark_parent_only
     from ._torch_switch import TorchSwitch, use_for_torch
     from ._tree import signal_process_group as signal_process_group
     from .hookspecs import hookimpl as hookimpl
+
+    # Deprecated here (see _OLD_PLUGIN_NAMES), still typed while they last.
+    from .plugin import Backend as Backend
+    from .plugin import BackendRegistry as BackendRegistry
+    from .plugin import ChildWatch as ChildWatch
+    from .plugin import ParentWatch as ParentWatch
+    from .plugin import WatchRegistry as WatchRegistry
+    from .plugin import WorkerHandle as WorkerHandle
+    from .plugin import WorkerSpec as WorkerSpec
+    from .plugin import mark_parent_only as mark_parent_only
+    from .plugin import run_worker as run_worker
+    from .plugin import start_helper_thread as start_helper_thread
+    from .plugin import unmark_parent_only as unmark_parent_only
 
     __version__: str
 
@@ -161,10 +157,22 @@ def __getattr__(name: str) -> object:
         value: object = version("spawnkit")
     elif name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
-    elif name in _PLUGIN_NAMES:
+    elif name == "hookimpl":
+        from .hookspecs import hookimpl as value
+    elif name in _OLD_PLUGIN_NAMES:
         from . import plugin
 
-        value = getattr(plugin, name)
+        if name in plugin.DEPRECATED:
+            return plugin.deprecated(name, "spawnkit")
+        import warnings
+
+        warnings.warn(
+            f"spawnkit.{name} is deprecated and goes in the next release: use "
+            f"spawnkit.plugin.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(plugin, name)  # not cached: it warns at every use
     else:
         # torch.multiprocessing re-exports multiprocessing (get_context, SimpleQueue...),
         # and code ported by swapping the import uses those names through it.

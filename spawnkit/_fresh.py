@@ -508,7 +508,8 @@ class FreshInterpreterBackend(plugin.LocalBackend):
 
     The built-in ``subprocess`` backend. To start interpreters differently, subclass it,
     override :meth:`command_prefix` or :meth:`popen_options`, set :attr:`name`, and
-    register the subclass with ``options=FreshInterpreterBackend.OPTIONS`` plus your own.
+    register the subclass with ``options=FreshInterpreterBackend.OPTIONS`` plus your own
+    and ``unavailable=FreshInterpreterBackend.unavailable()``.
 
     Args:
         executable: the interpreter (default ``sys.executable``); a bare name is looked up
@@ -549,6 +550,14 @@ class FreshInterpreterBackend(plugin.LocalBackend):
             raise type(exc)(f"backend {self.name!r}: {exc}") from None
         header = _header()
         self._header = _frame(header) + header
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why fresh interpreters cannot be started here, or ``None`` if they can.
+
+        For ``registry.add(..., unavailable=...)``, so that a subclass is listed with the reason.
+        """
+        return unavailable_reason()
 
     def command_prefix(self, rank: int) -> Sequence[str]:
         """What goes in front of the interpreter on rank ``rank``'s command line.

@@ -1,25 +1,23 @@
-"""What a backend or parent-watch plugin builds on: ``import spawnkit.plugin``.
+"""What a backend or parent-watch plugin builds on: ``from spawnkit import plugin``.
 
-- The contracts: :class:`Backend` and :class:`WorkerHandle` (what core asks of any backend,
-  local or remote), :class:`ProcessHandle` (the smaller one a local backend implements
-  through :class:`LocalBackend`), the watch halves :class:`ParentWatch` and
-  :class:`ChildWatch`.
-- What travels: :class:`WorkerSpec` (core to worker), :class:`Report` (worker to core) and
-  :class:`Outcome` (how a rank ended, handle to core).
-- Building blocks: :class:`LocalBackend` (a local process per rank: implement
-  ``start_process``), :class:`FreshInterpreterBackend` (a new interpreter per rank, as the
-  built-in ``subprocess`` backend: override ``command_prefix`` or ``popen_options``),
-  :func:`run_worker` (a local worker's first call), :func:`run_rank` (the part a worker
-  hosted in someone else's process runs), :func:`signal_process_group`,
-  :func:`start_helper_thread`, :func:`mark_parent_only`, and :func:`main_reference` with
-  :func:`load_main` (the parent's ``__main__`` in a worker that is not its copy).
-- Registration: ``hookimpl``, the registries its hooks fill, :data:`OWN_FATE_SHARING`.
+- Registration: :data:`hookimpl` and the registries its hooks fill, :class:`BackendRegistry`
+  and :class:`WatchRegistry`.
+- Any backend: the contracts :class:`Backend` and :class:`WorkerHandle`, :class:`WorkerSpec`
+  (core to worker), :class:`Report` (what :func:`run_rank` returns) and :class:`Outcome`
+  (how a rank ended, handle to core).
+- A local process per rank: :class:`LocalBackend` (implement ``start_process`` returning a
+  :class:`ProcessHandle`), :class:`FreshInterpreterBackend` (a new interpreter per rank:
+  override ``command_prefix`` or ``popen_options``), and :func:`run_worker`, the worker's
+  first call; :func:`main_reference` with :func:`load_main` bring the parent's ``__main__``
+  to a worker that is not its copy.
+- The job's side of a local backend: :func:`start_helper_thread` (threads that take no
+  signals), :func:`mark_parent_only` / :func:`unmark_parent_only` (descriptors every fork
+  of this process closes), :func:`mark_helper_process` / :func:`unmark_helper_process`
+  (a server kept across jobs, not a worker).
+- Parent watches: :class:`ParentWatch` and :class:`ChildWatch`.
 
-The top-level ``spawnkit`` module is the user's API; these names are reachable there too,
-for plugins written before this module existed.
-
-Names load on first use: a worker that imports this module to call ``run_worker`` pays for
-nothing else.
+``docs/plugins.md`` describes exactly these names. Names load on first use: a worker that
+imports this module to call ``run_worker`` pays for nothing else.
 """
 
 from __future__ import annotations
@@ -28,16 +26,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._child import run_worker
     from ._fresh import FreshInterpreterBackend
-    from ._local import LocalBackend, LocalWorker
+    from ._local import LocalBackend
     from ._main import load_main, main_reference
     from ._protocols import Backend, ChildWatch, ParentWatch, ProcessHandle, WorkerHandle
-    from ._registry import (
-        OWN_FATE_SHARING,
-        BackendInfo,
-        BackendRegistry,
-        WatchInfo,
-        WatchRegistry,
-    )
+    from ._registry import OWN_FATE_SHARING as OWN_FATE_SHARING  # noqa: PLC0414 - deprecated, typed while it lasts
+    from ._registry import BackendRegistry, WatchRegistry
     from ._signals.threads import start_helper_thread
     from ._spec import (
         WorkerSpec,
@@ -46,27 +39,22 @@ if TYPE_CHECKING:
         unmark_helper_process,
         unmark_parent_only,
     )
-    from ._tree import signal_process_group
+    from ._tree import signal_process_group as signal_process_group  # noqa: PLC0414 - deprecated, typed while it lasts
     from ._wire import Outcome, Report
     from ._worker import run_rank
     from .hookspecs import hookimpl
 
-
-# Where each name lives: the one table, which spawnkit's top level reads too.
+# Where each public name lives: the one table, which spawnkit's top level reads too.
 WHERE = {
     "Backend": "spawnkit._protocols",
-    "BackendInfo": "spawnkit._registry",
     "BackendRegistry": "spawnkit._registry",
     "ChildWatch": "spawnkit._protocols",
     "FreshInterpreterBackend": "spawnkit._fresh",
     "LocalBackend": "spawnkit._local",
-    "LocalWorker": "spawnkit._local",
-    "OWN_FATE_SHARING": "spawnkit._registry",
     "Outcome": "spawnkit._wire",
     "ParentWatch": "spawnkit._protocols",
     "ProcessHandle": "spawnkit._protocols",
     "Report": "spawnkit._wire",
-    "WatchInfo": "spawnkit._registry",
     "WatchRegistry": "spawnkit._registry",
     "WorkerHandle": "spawnkit._protocols",
     "WorkerSpec": "spawnkit._spec",
@@ -77,26 +65,34 @@ WHERE = {
     "mark_parent_only": "spawnkit._spec",
     "run_rank": "spawnkit._worker",
     "run_worker": "spawnkit._child",
-    "signal_process_group": "spawnkit._tree",
     "start_helper_thread": "spawnkit._signals.threads",
     "unmark_helper_process": "spawnkit._spec",
     "unmark_parent_only": "spawnkit._spec",
 }
 
+# Names of the plugin API before it was narrowed: importable for one more release, with a
+# DeprecationWarning that names the replacement. (Where they live, what to use instead.)
+DEPRECATED = {
+    "OWN_FATE_SHARING": (
+        "spawnkit._registry",
+        "pass watches='own' to registry.add(); the constant is that string",
+    ),
+    "signal_process_group": (
+        "spawnkit._tree",
+        "a LocalBackend's worker is stopped by core; a remote handle stops its own in stop()",
+    ),
+}
+
 __all__ = [
-    "OWN_FATE_SHARING",
     "Backend",
-    "BackendInfo",
     "BackendRegistry",
     "ChildWatch",
     "FreshInterpreterBackend",
     "LocalBackend",
-    "LocalWorker",
     "Outcome",
     "ParentWatch",
     "ProcessHandle",
     "Report",
-    "WatchInfo",
     "WatchRegistry",
     "WorkerHandle",
     "WorkerSpec",
@@ -107,14 +103,29 @@ __all__ = [
     "mark_parent_only",
     "run_rank",
     "run_worker",
-    "signal_process_group",
     "start_helper_thread",
     "unmark_helper_process",
     "unmark_parent_only",
 ]
 
 
+def deprecated(name: str, where: str) -> object:
+    """``name`` of the old plugin API, with a warning that says what to use instead."""
+    import importlib
+    import warnings
+
+    module, instead = DEPRECATED[name]
+    warnings.warn(
+        f"{where}.{name} is deprecated and goes in the next release: {instead}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return getattr(importlib.import_module(module), name)
+
+
 def __getattr__(name: str) -> object:
+    if name in DEPRECATED:
+        return deprecated(name, "spawnkit.plugin")  # not cached: it warns at every use
     if name not in WHERE:
         raise AttributeError(f"module 'spawnkit.plugin' has no attribute {name!r}")
     import importlib

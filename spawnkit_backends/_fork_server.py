@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, final
 
 import spawnkit
 from spawnkit import _fresh, plugin
-from spawnkit._fds import identity, readable
 
+from ._fds import identity, readable
 from ._zygote_protocol import (
     CODE,
     FAILED,

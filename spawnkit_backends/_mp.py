@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import spawnkit
 from spawnkit import plugin
-from spawnkit._fds import readable
 
+from ._fds import readable
 from ._mp_worker import Carried, worker
 
 if TYPE_CHECKING:

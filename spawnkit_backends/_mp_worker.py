@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from spawnkit._child import run_worker
+from spawnkit.plugin import run_worker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

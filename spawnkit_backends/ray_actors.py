@@ -50,7 +50,7 @@ def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
         _factory,
         options=OPTIONS,
         remote=True,
-        watches=plugin.OWN_FATE_SHARING,
+        watches="own",  # the engine ends the actors with the job (see registry.add)
         pass_nprocs=True,
         unavailable=_unavailable(),
         description="a Ray actor per rank, in one placement group; any Ray cluster",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import spawnkit
+import spawnkit.plugin
 from spawnkit.testing import _targets as t
 from spawnkit.testing._behaviour import _run_script
 from spawnkit.testing._processes import descendants
@@ -164,7 +165,7 @@ def test_available_backends_and_watches() -> None:
 def test_process_context_satisfies_the_protocol() -> None:
     with spawnkit.spawn(t.times, args=(1,), join=False, backend="fork") as ctx:
         assert isinstance(ctx, spawnkit.SpawnContext)
-        assert all(isinstance(h, spawnkit.WorkerHandle) for h in ctx.handles)
+        assert all(isinstance(h, spawnkit.plugin.WorkerHandle) for h in ctx.handles)
         ctx.join()
 
 

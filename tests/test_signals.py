@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import spawnkit
+from spawnkit._tree import signal_process_group  # core's own; no longer plugin API
 from spawnkit.testing import _death_targets as d
 from spawnkit.testing import _targets, wait_for_files
 from spawnkit.testing._death_harness import run_harness
@@ -113,4 +114,4 @@ def test_second_ctrl_c_does_not_cut_the_graceful_stop_short(tmp_path: Path) -> N
 @pytest.mark.parametrize("pid", [0, -1, -12345, True])
 def test_signal_process_group_refuses_what_is_not_a_worker_pid(pid: int) -> None:
     with pytest.raises(ValueError, match="positive process id"):
-        spawnkit.signal_process_group(pid, signal.SIGTERM)
+        signal_process_group(pid, signal.SIGTERM)

@@ -26,7 +26,7 @@ def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
         "relay",
         _factory,
         remote=True,
-        watches=plugin.OWN_FATE_SHARING,
+        watches="own",
         unavailable=_unavailable(),
         description="ranks forked by a host process that reports over a socket (a test fixture)",
     )
