@@ -455,6 +455,10 @@ def test_an_entry_point_naming_no_module_is_reported_at_the_innermost_line(
     )
 
 
+# pluggy's verdict on a hook, and after it what spawnkit adds: where, and the hooks it knows.
+HOOKS = "spawnkit_register_backends(registry), spawnkit_register_watches(registry)"
+
+
 def test_a_hookimpl_with_a_wrong_signature_is_rejected_showing_the_expected_one(
     tmp_path: Path,
 ) -> None:
@@ -475,9 +479,10 @@ def test_a_hookimpl_with_a_wrong_signature_is_rejected_showing_the_expected_one(
     assert rows(lines)["shellwrap"]["distribution"] == SHELLWRAP_DIST
     assert "\n".join(lines).split("\nbroken: ", 1)[1] == (
         "plugin 'extra' from distribution 'spawnkit-extra' failed at "
-        f"{at(tmp_path, 'extra_plugin', '@spawnkit.hookimpl')}: its hook "
-        "spawnkit_register_backends(registry, options) asks for options, which spawnkit does "
-        "not pass; the hookspec is spawnkit_register_backends(registry)"
+        f"{at(tmp_path, 'extra_plugin', '@spawnkit.hookimpl')}: Plugin 'extra' for hook "
+        "'spawnkit_register_backends'; hookimpl definition: spawnkit_register_backends("
+        "registry, options); Argument(s) {'options'} are declared in the hookimpl but can not "
+        f"be found in the hookspec; the hooks spawnkit knows are {HOOKS}"
     )
 
 
@@ -498,12 +503,12 @@ def test_a_hookimpl_for_an_unknown_hook_is_rejected_listing_the_real_ones(
     )
     lines = backends_cli(tmp_path)
     assert "typo" not in rows(lines)
+    module = run_code(tmp_path, "import typo_plugin; print(repr(typo_plugin), end='')").stdout
     assert lines[-1] == (
         "broken: plugin 'typo' from distribution 'spawnkit-typo' failed at "
         f"{at(tmp_path, 'typo_plugin', '@spawnkit.hookimpl')}: unknown hook "
-        "'spawnkit_register_backend' (did you mean 'spawnkit_register_backends'?); the hooks "
-        "spawnkit knows are spawnkit_register_backends(registry), "
-        "spawnkit_register_watches(registry)"
+        f"'spawnkit_register_backend' in plugin {module} (did you mean "
+        f"'spawnkit_register_backends'?); the hooks spawnkit knows are {HOOKS}"
     )
 
 
@@ -549,9 +554,10 @@ def test_a_wrapper_that_never_yields_is_rejected(tmp_path: Path) -> None:
     assert "flat" not in rows(lines)
     assert lines[-1] == (
         "broken: plugin 'flat' from distribution 'spawnkit-flat' failed at "
-        f"{at(tmp_path, 'flat_plugin', '@spawnkit.hookimpl')}: its hook "
-        "spawnkit_register_backends is marked as a wrapper but never yields; a wrapper yields "
-        "once, where the hooks it wraps run"
+        f"{at(tmp_path, 'flat_plugin', '@spawnkit.hookimpl')}: Plugin 'flat' for hook "
+        "'spawnkit_register_backends'; hookimpl definition: spawnkit_register_backends("
+        "registry); Declared as wrapper=True or hookwrapper=True but function is not a "
+        f"generator function; the hooks spawnkit knows are {HOOKS}"
     )
 
 
