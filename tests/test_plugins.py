@@ -841,3 +841,101 @@ def test_the_ray_backend_without_ray_says_how_to_install_it() -> None:
     assert info.unavailable == "Ray is not installed: pip install 'spawnkit[ray]'"
     with pytest.raises(spawnkit.BackendUnavailableError, match=r"spawnkit\[ray\]"):
         spawnkit.spawn(print, nprocs=1, backend="ray")
+
+
+# -- factories: what a backend's factory raises, and `spawnkit backends --check` -------------
+
+KAPUT = """
+    import spawnkit
+
+    def kaput(address=None):
+        return {}["address"]  # the plugin's bug: a KeyError, no word of the backend
+
+    def strict(address=None):
+        if address is None:
+            raise spawnkit.ConfigError("backend 'strict' needs address='host:port'")
+        return kaput()
+
+    @spawnkit.hookimpl
+    def spawnkit_register_backends(registry):
+        registry.add("kaput", kaput, options=["address"], description="raises")
+        registry.add("strict", strict, options=["address"], description="needs an option")
+        registry.add("odd", object, description="makes no backend")
+    """
+
+KAPUT_ERROR = (
+    "backend 'kaput' from distribution 'spawnkit-kaput' is broken: its factory raised "
+    "KeyError('address'); report it to the plugin's authors, or pick another backend "
+    "('spawnkit backends --check' tries each one)"
+)
+
+
+def test_a_factory_that_raises_is_a_plugin_error_naming_the_backend(tmp_path: Path) -> None:
+    add_dist(tmp_path, "spawnkit-kaput", {"kaput": "kaput_plugin"}, kaput_plugin=KAPUT)
+    result = run_code(
+        tmp_path,
+        """
+        import spawnkit
+
+        for backend in ("kaput", "odd"):
+            try:
+                spawnkit.spawn(print, backend=backend)
+            except spawnkit.PluginError as exc:
+                print(str(exc).replace(repr(exc.__cause__ or ""), "CAUSE", 1))
+                print(repr(exc.__cause__))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    kaput, cause, odd, no_cause = result.stdout.splitlines()
+    assert kaput == KAPUT_ERROR.replace("KeyError('address')", "CAUSE")
+    assert cause == "KeyError('address')"  # chained, with its traceback
+    assert odd.startswith(
+        "backend 'odd' from distribution 'spawnkit-kaput' is broken: its factory returned "
+        "<object object at "
+    )
+    assert odd.endswith(
+        ">, which is no spawnkit.Backend (one has start() and close()); report it to the "
+        "plugin's authors, or pick another backend ('spawnkit backends --check' tries each one)"
+    )
+    assert no_cause == "None"
+
+
+def test_backends_check_runs_each_factory_once_and_names_what_raises(tmp_path: Path) -> None:
+    add_dist(tmp_path, "spawnkit-kaput", {"kaput": "kaput_plugin"}, kaput_plugin=KAPUT)
+    assert cli_status(tmp_path, "backends") == 0  # listing alone runs no factory
+    result = python(tmp_path, "-m", "spawnkit", "backends", "--check")
+    assert result.returncode == 1, result.stderr
+    checks = [line for line in result.stdout.splitlines() if line.startswith("check: ")]
+    assert checks[0] == f"check: {KAPUT_ERROR}"
+    assert checks[1].startswith("check: backend 'odd' from distribution 'spawnkit-kaput' is ")
+    assert checks[2:] == [
+        "check: backend 'strict' from 'spawnkit-kaput', with no options: ConfigError: backend "
+        "'strict' needs address='host:port'"
+    ]  # and nothing of the backends whose factories work
+    assert rows(result.stdout.splitlines())["kaput"]["status"] == "available"
+
+
+# -- the built-in parent watches are entry points -------------------------------------------
+
+
+def test_a_builtin_watch_is_blocked_by_its_entry_point_name(tmp_path: Path) -> None:
+    result = python(tmp_path, "-m", "spawnkit", "watches", env={"SPAWNKIT_DISABLE_PLUGINS": "poll"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # "poll" names an installed entry point: no warning
+    watches = rows(result.stdout.splitlines())
+    assert "poll" not in watches
+    assert watches["pipe"]["distribution"] == "spawnkit"
+
+
+def test_one_entry_point_name_in_two_distributions_loads_one_and_names_the_other(
+    tmp_path: Path,
+) -> None:
+    add_dist(tmp_path, "spawnkit-one", {"twin": "one_plugin"}, one_plugin=registering("one"))
+    add_dist(tmp_path, "spawnkit-two", {"twin": "two_plugin"}, two_plugin=registering("two"))
+    lines = backends_cli(tmp_path)
+    [loaded] = {"one", "two"} & set(rows(lines))
+    other = "two" if loaded == "one" else "one"
+    assert lines[-1] == (
+        f"broken: plugin 'twin' from distribution 'spawnkit-{other}' failed: distribution "
+        f"'spawnkit-{loaded}' has an entry point 'twin' too; only one loads: rename one of them"
+    )
