@@ -488,12 +488,12 @@ def _entry_points() -> dict[str, list[tuple[EntryPoint, str]]]:
 
     found: dict[str, list[tuple[EntryPoint, str]]] = {}
     for dist in distributions():
-        for ep in dist.entry_points:
-            if ep.group == _CORE:
-                claims = found.setdefault(ep.name, [])
-                name = dist.metadata["Name"]
-                if name not in [d for _, d in claims]:  # not one installed twice on sys.path
-                    claims.append((ep, name))
+        ours = [ep for ep in dist.entry_points if ep.group == _CORE]
+        name = dist.metadata["Name"] if ours else ""  # parsed once: it takes a while
+        for ep in ours:
+            claims = found.setdefault(ep.name, [])
+            if name not in [d for _, d in claims]:  # not one installed twice on sys.path
+                claims.append((ep, name))
     return dict(sorted(found.items()))
 
 
@@ -599,6 +599,10 @@ def _register(
     return broken(f"{error} it; mark it with @spawnkit.hookimpl", where)
 
 
+class _StandIn:
+    """Holds a plugin's guarded hooks; equal only to itself, as pluggy expects of a plugin."""
+
+
 def _guarded(
     pm: pluggy.PluginManager,
     plugin: object,
@@ -621,14 +625,14 @@ def _guarded(
             filename, lineno = _defined_at(function)
         report(BrokenPlugin(name, distribution, f"{hook}: {exc!r}", filename, lineno))
 
-    stand_in = types.SimpleNamespace()
-    for attr in dir(plugin):
-        opts = pm.parse_hookimpl_opts(plugin, attr)
-        if opts is not None:
-            function = getattr(plugin, attr)
-            failed = functools.partial(fail, hook=opts.get("specname") or attr, function=function)
-            wrapper = bool(opts.get("wrapper") or opts.get("hookwrapper"))
-            setattr(stand_in, attr, hookimpl(_guard(function, wrapper, credit, failed), **opts))
+    stand_in = _StandIn()
+    impls = [(c.name, i) for c in pm.get_hookcallers(plugin) or () for i in c.get_hookimpls()]
+    for n, (hook, impl) in enumerate((h, i) for h, i in impls if i.plugin is plugin):
+        failed = functools.partial(fail, hook=hook, function=impl.function)
+        guard = _guard(impl.function, impl.wrapper or impl.hookwrapper, credit, failed)
+        options = {"tryfirst": impl.tryfirst, "trylast": impl.trylast, "wrapper": impl.wrapper}
+        options.update(hookwrapper=impl.hookwrapper, optionalhook=impl.optionalhook)
+        setattr(stand_in, f"hook{n:03}", hookimpl(guard, specname=hook, **options))
     return stand_in
 
 
@@ -701,9 +705,9 @@ def _load() -> Plugins:
     # calls each hook once over all plugins, in its order (tryfirst, trylast, wrappers).
     for name, plugin in pm.list_name_plugin():
         if plugin is not None:  # not blocked
-            pm.unregister(plugin)
             (ep, distribution), *_ = entries[name]
             stand_in = _guarded(pm, plugin, name, ep, distribution, result.broken.append)
+            pm.unregister(plugin)
             pm.register(stand_in, name)
     backends, watches = BackendRegistry(), WatchRegistry()
     pm.hook.spawnkit_register_backends(registry=backends)
