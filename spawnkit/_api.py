@@ -21,7 +21,7 @@ from ._errors import (
 )
 from ._pickling import PickledJob, dumps_job
 from ._rank_env import rank_envs
-from ._registry import BackendInfo, Plugins, plugins
+from ._registry import BackendInfo, Plugins, create_backend, plugins
 from ._signals.foreground import foreground
 
 if TYPE_CHECKING:
@@ -572,7 +572,7 @@ def start_job(
     jobs = _jobs(info, fn, _rank_args(args, nprocs))
     envs = rank_envs(nprocs, env, local=not info.remote)
     output = _output_plan(info, nprocs, log_dir, redirect, tee, prefix, ranks)
-    instance = info.factory(**options, **({"nprocs": nprocs} if info.pass_nprocs else {}))
+    instance = create_backend(info, options, nprocs)
     try:
         parent_watch = watch_info.factory()
     except BaseException:

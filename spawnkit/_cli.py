@@ -23,6 +23,7 @@ from ._api import (
     wait_in_foreground,
 )
 from ._errors import (
+    PluginError,
     ProcessException,
     ProcessExitedException,
     ProcessRaisedException,
@@ -31,7 +32,7 @@ from ._errors import (
     UnknownOptionError,
 )
 from ._output import DEFAULT_PREFIX, console
-from ._registry import BackendInfo, Plugins, WatchInfo, describe, plugins
+from ._registry import BackendInfo, Plugins, WatchInfo, create_backend, describe, plugins
 
 if TYPE_CHECKING:
     from ._context import ProcessContext
@@ -157,7 +158,25 @@ def _list(kind: str, check: bool) -> int:
         print(f"conflict: {conflict}")
     for broken in loaded.broken:
         print(f"broken: {broken}")
-    return 1 if check and (conflicts or loaded.broken) else 0
+    failed = kind == "backends" and check and _check_factories(loaded)
+    return 1 if check and (conflicts or loaded.broken or failed) else 0
+
+
+def _check_factories(loaded: Plugins) -> bool:
+    """Run each available backend's factory once with no options; print what raises."""
+    failed = False
+    for info in sorted(loaded.backends.values(), key=lambda i: i.name):
+        if info.available:
+            try:
+                create_backend(info, {}, nprocs=1).close()
+            except PluginError as exc:  # the factory raised, or made no backend: it says so
+                failed = True
+                print(f"check: {exc}")
+            except Exception as exc:  # noqa: BLE001 - reported; the other backends still run
+                failed = True
+                called = f"backend {info.name!r} from {info.distribution!r}, with no options"
+                print(f"check: {called}: {type(exc).__name__}: {exc}")
+    return failed
 
 
 def _exit_status(exc: BaseException) -> int:
@@ -536,7 +555,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             "--check",
             action="store_true",
             help=f"exit with status 1 if two {kind} share a name, or a plugin failed to "
-            "load (for CI)",
+            "load"
+            + (", or a backend's factory raises when called with no options" * (kind == "backends"))
+            + " (for CI)",
         )
     return parser, run
 

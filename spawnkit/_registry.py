@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 from ._errors import (
     BackendUnavailableError,
     PluginError,
+    SpawnError,
     UnknownBackendError,
     UnknownWatchError,
     WatchUnavailableError,
 )
 
 if TYPE_CHECKING:
-    from importlib.metadata import Distribution
+    from importlib.metadata import EntryPoint
 
     import pluggy
 
@@ -453,21 +454,47 @@ def _not_for(backend: BackendInfo, name: str) -> str:
     return f"watch {name!r} does not apply to backend {backend.name!r}: {why}; {fix}"
 
 
-def _entry_points() -> list[tuple[str, str | None, Any, Distribution]]:
-    """``(name, distribution name, entry point, distribution)`` for the ``spawnkit`` group,
-    one per name+distribution."""
+def create_backend(info: BackendInfo, options: Mapping[str, Any], nprocs: int) -> Backend:
+    """What ``info``'s factory makes for a job of ``nprocs`` ranks.
+
+    A :class:`SpawnError` from the factory is its verdict on the options and passes as it is;
+    anything else it raises, or a result that is no backend, is the plugin's fault and becomes
+    a :class:`PluginError` that names the backend and its distribution.
+    """
+    broken = f"backend {info.name!r} from {_dist(info.distribution)} is broken"
+    fix = (
+        "report it to the plugin's authors, or pick another backend ('spawnkit backends "
+        "--check' tries each one)"
+    )
+    try:
+        backend = info.factory(**options, **({"nprocs": nprocs} if info.pass_nprocs else {}))
+    except SpawnError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{broken}: its factory raised {exc!r}; {fix}") from exc
+    if not all(callable(getattr(backend, method, None)) for method in ("start", "close")):
+        raise PluginError(
+            f"{broken}: its factory returned {backend!r}, which is no spawnkit.Backend (one has "
+            f"start() and close()); {fix}"
+        )
+    return backend
+
+
+def _entry_points() -> dict[str, list[tuple[EntryPoint, str]]]:
+    """Each entry point name of the ``spawnkit`` group, sorted, with ``(entry point,
+    distribution name)`` of each distribution that has it, in the order pluggy's loader meets
+    them."""
     from importlib.metadata import distributions
 
-    found: dict[tuple[str, str | None], tuple[Any, Distribution]] = {}
+    found: dict[str, list[tuple[EntryPoint, str]]] = {}
     for dist in distributions():
-        dist_name = dist.metadata["Name"]
-        for ep in dist.entry_points:
-            if ep.group == _CORE:
-                found.setdefault((ep.name, dist_name), (ep, dist))
-    return [
-        (name, dist_name, ep, dist)
-        for (name, dist_name), (ep, dist) in sorted(found.items(), key=lambda kv: kv[0][0])
-    ]
+        ours = [ep for ep in dist.entry_points if ep.group == _CORE]
+        name = dist.metadata["Name"] if ours else ""  # parsed once: it takes a while
+        for ep in ours:
+            claims = found.setdefault(ep.name, [])
+            if name not in [d for _, d in claims]:  # not one installed twice on sys.path
+                claims.append((ep, name))
+    return dict(sorted(found.items()))
 
 
 def _disabled(known: Iterable[str]) -> tuple[str, ...]:
@@ -489,47 +516,18 @@ def _disabled(known: Iterable[str]) -> tuple[str, ...]:
     return tuple(name for name in disabled if name in entry_points)
 
 
-def _own_files(module: str, distribution: Distribution | None) -> list[str]:
-    """Where a plugin's code lives: its top-level package (or module) and the Python files its
-    distribution installed, normalized for :func:`_inside`."""
-    import importlib.util
-
-    found: list[str] = []
-    try:
-        spec = importlib.util.find_spec(module.partition(".")[0])
-    except (ImportError, ValueError):  # a module without a spec, a name that cannot be one
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        found += spec.submodule_search_locations
-    elif spec is not None and spec.origin:
-        found.append(spec.origin)
-    if distribution is not None:
-        found += [
-            str(distribution.locate_file(path))
-            for path in distribution.files or ()
-            if path.suffix == ".py"
-        ]
-    return [os.path.normcase(os.path.abspath(path)) for path in found]
-
-
-def _inside(filename: str, roots: Iterable[str]) -> bool:
-    path = os.path.normcase(os.path.abspath(filename))
-    return any(path == root or path.startswith(root + os.sep) for root in roots)
-
-
-def _failed_at(
-    exc: BaseException, module: str, distribution: Distribution | None
-) -> tuple[str | None, int | None]:
-    """Where ``exc`` happened: the innermost line in the plugin's own files (its line that led
-    into a library or into spawnkit), else the innermost line of all."""
+def _failed_at(exc: BaseException, ep: EntryPoint) -> tuple[str | None, int | None]:
+    """Where ``exc`` happened: the innermost line of the plugin's own package (its line that
+    led into a library or into spawnkit), else the innermost line of all."""
     if isinstance(exc, SyntaxError) and exc.filename:  # its traceback ends in the import system
         return exc.filename, exc.lineno
-    frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(exc.__traceback__)]
+    package = ep.value.partition(".")[0].partition(":")[0].strip()
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    own = [(f, n) for f, n in frames if f.f_globals.get("__name__", "").split(".")[0] == package]
     if not frames:
         return None, None
-    roots = _own_files(module, distribution)
-    own = [(filename, line) for filename, line in frames if _inside(filename, roots)]
-    return (own or frames)[-1]
+    frame, lineno = (own or frames)[-1]
+    return frame.f_code.co_filename, lineno
 
 
 def _defined_at(function: object) -> tuple[str | None, int | None]:
@@ -541,244 +539,176 @@ def _defined_at(function: object) -> tuple[str | None, int | None]:
     return code.co_filename, code.co_firstlineno
 
 
-def _parameters(function: Callable[..., Any]) -> tuple[list[str], list[str]]:
-    """A hook function's parameter names, and those pluggy fills positionally (no default)."""
+def _hook_in(pm: pluggy.PluginManager, plugin: object, message: str) -> tuple[str, object]:
+    """The hook name and function of ``plugin`` that pluggy's ``message`` is about (it quotes
+    the hook's name)."""
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        hook = opts and (opts.get("specname") or attr)
+        if hook and repr(hook) in message:
+            return hook, getattr(plugin, attr)
+    return "", None
+
+
+def _register(
+    pm: pluggy.PluginManager, name: str, ep: EntryPoint, distribution: str
+) -> BrokenPlugin | None:
+    """Load the entry point ``name`` through pluggy, which checks its hooks against the specs;
+    ``None``, or what is wrong with it."""
+    import pluggy
+
+    from . import hookspecs
+
+    def broken(error: str, where: tuple[str | None, int | None] = (None, None)) -> BrokenPlugin:
+        return BrokenPlugin(name, distribution, error, *where)
+
+    specs = {n: c.spec.argnames for n, c in vars(pm.hook).items() if c.spec is not None}
+    known = ", ".join(f"{hook}({', '.join(args)})" for hook, args in specs.items())
     try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # a builtin without a signature: pluggy passes nothing
-        return [], []
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    required = [p.name for p in parameters if p.kind in positional and p.default is p.empty]
-    return [p.name for p in parameters], required
-
-
-def _is_wrapper(opts: pluggy.HookimplOpts) -> bool:
-    return bool(opts.get("wrapper") or opts.get("hookwrapper"))
-
-
-@final
-class _Loader:
-    """Registers plugins with pluggy, each one checked first and every hook of it guarded: a
-    plugin that is wrong or whose hook raises is reported, and the others work as if it were
-    not installed."""
-
-    def __init__(self, pm: pluggy.PluginManager, result: Plugins) -> None:
-        from . import hookspecs
-
-        self._pm = pm
-        self._result = result
-        self._loaded: list[tuple[object, str]] = []  # (plugin object, plugin name)
-        # each hook spawnkit calls -> its spec function and the arguments spawnkit passes
-        self._specs: dict[str, tuple[object, tuple[str, ...]]] = {}
-        for name in dir(hookspecs):
-            if pm.parse_hookspec_opts(hookspecs, name) is None:
-                continue
-            spec = getattr(pm.hook, name).spec
-            if spec is not None:
-                self._specs[name] = (getattr(hookspecs, name), tuple(spec.argnames))
-
-    def add(
-        self,
-        plugin: object,
-        name: str,
-        distribution: str | None,
-        module: str,
-        files: Distribution | None,
-    ) -> None:
-        """Register ``plugin`` (the object its entry point names) as ``name``, or report it."""
-        import pluggy
-
-        from .hookspecs import hookimpl
-
-        for loaded, loaded_name in self._loaded:
-            if loaded is plugin:
-                self._broken(
-                    BrokenPlugin(
-                        name,
-                        distribution,
-                        f"its entry point names the object of plugin {loaded_name!r} again; "
-                        "keep one of the two entry points",
-                    )
-                )
-                return
-        problem = self._check(plugin)
-        if problem is not None:
-            error, function = problem
-            self._broken(BrokenPlugin(name, distribution, error, *_defined_at(function)))
-            return
-        # pluggy calls these stand-ins, which carry the plugin's own hook options (tryfirst,
-        # trylast, wrapper, specname), so it orders them exactly as it would the plugin.
-        guarded = types.SimpleNamespace()
-        for attr in dir(plugin):
-            opts = self._pm.parse_hookimpl_opts(plugin, attr)
-            if opts is not None:
-                hook = opts.get("specname") or attr
-                function = getattr(plugin, attr)
-                guard = self._guard(function, hook, opts, name, distribution, module, files)
-                setattr(guarded, attr, hookimpl(guard, **opts))
-        try:
-            self._pm.register(guarded, name=name)
-        except (pluggy.PluginValidationError, ValueError) as exc:  # what _check cannot foresee
-            self._broken(BrokenPlugin(name, distribution, str(exc)))
-            return
-        self._loaded.append((plugin, name))
-
-    def _broken(self, broken: BrokenPlugin) -> None:
-        self._result.broken.append(broken)
-
-    def _signatures(self) -> str:
-        return ", ".join(f"{hook}({', '.join(args)})" for hook, (_, args) in self._specs.items())
-
-    def _check(self, plugin: object) -> tuple[str, object] | None:
-        """What pluggy would reject in ``plugin``, or silently never call, said for its author.
-
-        Checked before registering, from the hook options and the hookspecs, so that the
-        message can name the hook, its nearest spec and both signatures.
-        """
-        for attr in dir(plugin):
-            opts = self._pm.parse_hookimpl_opts(plugin, attr)
-            if opts is None:
-                found = inspect.getattr_static(plugin, attr, None)
-                spec = self._specs.get(attr)
-                if spec is not None and callable(found) and found is not spec[0]:
-                    return (
-                        f"its function {attr} is not marked as a hook, so spawnkit would never "
-                        "call it; mark it with @spawnkit.hookimpl",
-                        found,
-                    )
-                continue
-            function = getattr(plugin, attr)
-            hook = opts.get("specname") or attr
-            if hook not in self._specs:
-                if opts.get("optionalhook"):
-                    continue
-                return (
-                    f"unknown hook {hook!r}{_suggest(hook, self._specs)}; the hooks spawnkit "
-                    f"knows are {self._signatures()}",
-                    function,
-                )
-            argnames = self._specs[hook][1]
-            names, required = _parameters(function)
-            extra = [n for n in required if n not in argnames]
-            if extra:
-                return (
-                    f"its hook {hook}({', '.join(names)}) asks for {', '.join(extra)}, which "
-                    f"spawnkit does not pass; the hookspec is {hook}({', '.join(argnames)})",
-                    function,
-                )
-            if _is_wrapper(opts) and not inspect.isgeneratorfunction(inspect.unwrap(function)):
-                return (
-                    f"its hook {hook} is marked as a wrapper but never yields; a wrapper yields "
-                    "once, where the hooks it wraps run",
-                    function,
-                )
+        pm.load_setuptools_entrypoints(_CORE, name)
+        pm.check_pending()  # this plugin's hooks: the others' are checked already
+    except pluggy.PluginValidationError as exc:
+        if pm.get_name(exc.plugin) is not None:  # registered, or in part (pluggy < 1.7)
+            pm.unregister(exc.plugin)
+        hook, function = _hook_in(pm, exc.plugin, str(exc))
+        error = "; ".join(str(exc).splitlines()) + ("" if hook in specs else _suggest(hook, specs))
+        return broken(f"{error}; the hooks spawnkit knows are {known}", _defined_at(function))
+    except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
+        raised_in = list(traceback.walk_tb(exc.__traceback__))[-1][0].f_code
+        if isinstance(exc, ValueError) and raised_in is pluggy.PluginManager.register.__code__:
+            # pluggy's refusal of an object that it has under another name
+            error = f"its entry point names the object of plugin {pm.get_name(ep.load())!r}"
+            return broken(f"{error} again; keep one of the two entry points")
+        # The repr as Pythons before 3.15 spell it; 3.15's adds an ImportError's name= and
+        # path=, which repeat what the message says.
+        error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
+        return broken(f"import failed: {error}", _failed_at(exc, ep))
+    plugin = pm.get_plugin(name)
+    unmarked = [  # what pluggy cannot see: a hook function that its author forgot to mark
+        hook
+        for hook in specs
+        if callable(inspect.getattr_static(plugin, hook, None))
+        and pm.parse_hookimpl_opts(plugin, hook) is None
+        and getattr(plugin, hook) is not getattr(hookspecs, hook)
+    ]
+    if not unmarked:
         return None
+    pm.unregister(plugin)
+    error = f"its function {unmarked[0]} is not marked as a hook, so spawnkit would never call"
+    where = _defined_at(getattr(plugin, unmarked[0]))
+    return broken(f"{error} it; mark it with @spawnkit.hookimpl", where)
 
-    def _guard(
-        self,
-        function: Callable[..., Any],
-        hook: str,
-        opts: pluggy.HookimplOpts,
-        name: str,
-        distribution: str | None,
-        module: str,
-        files: Distribution | None,
-    ) -> Callable[..., Any]:
-        """``function`` as pluggy calls it: handed a registry that credits this plugin, and
-        reporting an exception as a broken plugin instead of ending the hook call."""
 
-        def own(args: tuple[Any, ...]) -> list[Any]:
-            return [
-                arg._on_behalf_of(distribution, name) if isinstance(arg, _Registry) else arg
-                for arg in args
-            ]
+class _StandIn:
+    """Holds a plugin's guarded hooks; equal only to itself, as pluggy expects of a plugin."""
 
-        def fail(exc: BaseException) -> None:
-            filename, lineno = _failed_at(exc, module, files)
-            if filename is None:
-                filename, lineno = _defined_at(function)
-            error = f"{hook}: {exc!r}"
-            self._broken(BrokenPlugin(name, distribution, error, filename, lineno))
 
-        if not _is_wrapper(opts):
+def _guarded(
+    pm: pluggy.PluginManager,
+    plugin: object,
+    name: str,
+    ep: EntryPoint,
+    distribution: str,
+    report: Callable[[BrokenPlugin], None],
+) -> object:
+    """What pluggy calls in place of ``plugin``: its hooks with their own options (so in the
+    same order), each handed a registry that credits the plugin, and reporting what it raises
+    instead of ending the hook call for every plugin."""
+    from .hookspecs import hookimpl
 
-            @functools.wraps(function)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    return function(*own(args), **kwargs)
-                except Exception as exc:  # noqa: BLE001 - reported; the other hooks still run
-                    fail(exc)
-                    return None
+    def credit(arg: Any) -> Any:
+        return arg._on_behalf_of(distribution, name) if isinstance(arg, _Registry) else arg
 
-            return call
+    def fail(exc: BaseException, hook: str, function: object) -> None:
+        filename, lineno = _failed_at(exc, ep)
+        if filename is None:
+            filename, lineno = _defined_at(function)
+        report(BrokenPlugin(name, distribution, f"{hook}: {exc!r}", filename, lineno))
+
+    stand_in = _StandIn()
+    impls = [(c.name, i) for c in pm.get_hookcallers(plugin) or () for i in c.get_hookimpls()]
+    for n, (hook, impl) in enumerate((h, i) for h, i in impls if i.plugin is plugin):
+        failed = functools.partial(fail, hook=hook, function=impl.function)
+        guard = _guard(impl.function, impl.wrapper or impl.hookwrapper, credit, failed)
+        options = {"tryfirst": impl.tryfirst, "trylast": impl.trylast, "wrapper": impl.wrapper}
+        options.update(hookwrapper=impl.hookwrapper, optionalhook=impl.optionalhook)
+        setattr(stand_in, f"hook{n:03}", hookimpl(guard, specname=hook, **options))
+    return stand_in
+
+
+def _guard(
+    function: Callable[..., Any],
+    wrapper: bool,
+    credit: Callable[[Any], Any],
+    fail: Callable[[BaseException], None],
+) -> Callable[..., Any]:
+    if not wrapper:
 
         @functools.wraps(function)
-        def wrap(*args: Any, **kwargs: Any) -> Generator[None, Any, Any]:
-            # Either wrapper style: the code before its yield, the wrapped hooks, the code
-            # after. A part that fails is reported; the result passes through unchanged.
+        def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                inner = function(*own(args), **kwargs)
-                next(inner)
-            except StopIteration:
-                fail(RuntimeError("the wrapper returned without yielding"))
-                return (yield)
-            except Exception as exc:  # noqa: BLE001 - reported; the wrapped hooks still run
+                return function(*map(credit, args), **kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported; the other hooks still run
                 fail(exc)
-                return (yield)
-            try:
-                sent = yield
-            except BaseException:
-                # The wrapped hooks are guarded: only what must end the whole call (say
-                # KeyboardInterrupt) gets here. The wrapper's finally blocks run; it goes on.
-                inner.close()
-                raise
-            try:
-                inner.send(sent)
-            except StopIteration as stop:
-                return stop.value
-            except Exception as exc:  # noqa: BLE001 - reported; the result stands
-                fail(exc)
-                return sent
-            inner.close()
-            fail(RuntimeError("the wrapper yielded a second time"))
-            return sent
+                return None
 
-        return wrap
+        return call
+
+    @functools.wraps(function)
+    def wrap(*args: Any, **kwargs: Any) -> Generator[None, Any, Any]:
+        # Either wrapper style: the code before its yield, the wrapped hooks, the code after.
+        # A part that fails is reported; the result passes through unchanged.
+        inner = function(*map(credit, args), **kwargs)
+        try:
+            next(inner)
+        except Exception as exc:  # noqa: BLE001 - reported; the wrapped hooks still run
+            returned = isinstance(exc, StopIteration)
+            fail(RuntimeError("the wrapper returned without yielding") if returned else exc)
+            return (yield)
+        sent = yield  # what ends the whole call (KeyboardInterrupt) closes `inner` too
+        try:
+            inner.send(sent)
+        except StopIteration as stop:
+            return stop.value
+        except Exception as exc:  # noqa: BLE001 - reported; the result stands
+            fail(exc)
+            return sent
+        inner.close()
+        fail(RuntimeError("the wrapper yielded a second time"))
+        return sent
+
+    return wrap
 
 
 def _load() -> Plugins:
     import pluggy
 
     from . import hookspecs
-    from ._watches import _registration as _builtin_watches
 
     entries = _entry_points()
-    result = Plugins(disabled=_disabled(name for name, *_ in entries))
+    result = Plugins(disabled=_disabled(entries))
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in result.disabled:
         pm.set_blocked(name)
-
-    loader = _Loader(pm, result)
-    loader.add(_builtin_watches, "spawnkit.watches", _CORE, _builtin_watches.__name__, None)
-    for ep_name, dist_name, ep, dist in entries:
-        if pm.is_blocked(ep_name):
+    # One entry point at a time: pluggy's loader stops at the first one that fails.
+    for name, ((ep, distribution), *shadowed) in entries.items():
+        if pm.is_blocked(name):
             continue
-        name = f"{ep_name} ({dist_name})" if pm.has_plugin(ep_name) else ep_name
-        module = ep.value.partition(":")[0].strip()
-        try:
-            plugin = ep.load()
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
-            where = _failed_at(exc, module, dist)
-            # The repr as Pythons before 3.15 spell it; 3.15's adds an ImportError's name=
-            # and path=, which repeat what the message says.
-            error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
-            result.broken.append(BrokenPlugin(name, dist_name, f"import failed: {error}", *where))
-            continue
-        loader.add(plugin, name, dist_name, module, dist)
-
-    # One pluggy call per hook, so pluggy orders the hooks (tryfirst, trylast, wrappers); the
-    # loader's guards keep one that raises from ending the call for the others.
+        for _, other in shadowed:
+            error = f"distribution {distribution!r} has an entry point {name!r} too; only one"
+            result.broken.append(BrokenPlugin(name, other, f"{error} loads: rename one of them"))
+        broken = _register(pm, name, ep, distribution)
+        if broken is not None:
+            result.broken.append(broken)
+    # Swapped for stand-ins only now, so that pluggy refused one object under two names. It
+    # calls each hook once over all plugins, in its order (tryfirst, trylast, wrappers).
+    for name, plugin in pm.list_name_plugin():
+        if plugin is not None:  # not blocked
+            (ep, distribution), *_ = entries[name]
+            stand_in = _guarded(pm, plugin, name, ep, distribution, result.broken.append)
+            pm.unregister(plugin)
+            pm.register(stand_in, name)
     backends, watches = BackendRegistry(), WatchRegistry()
     pm.hook.spawnkit_register_backends(registry=backends)
     pm.hook.spawnkit_register_watches(registry=watches)

@@ -455,6 +455,10 @@ def test_an_entry_point_naming_no_module_is_reported_at_the_innermost_line(
     )
 
 
+# pluggy's verdict on a hook, and after it what spawnkit adds: where, and the hooks it knows.
+HOOKS = "spawnkit_register_backends(registry), spawnkit_register_watches(registry)"
+
+
 def test_a_hookimpl_with_a_wrong_signature_is_rejected_showing_the_expected_one(
     tmp_path: Path,
 ) -> None:
@@ -475,9 +479,10 @@ def test_a_hookimpl_with_a_wrong_signature_is_rejected_showing_the_expected_one(
     assert rows(lines)["shellwrap"]["distribution"] == SHELLWRAP_DIST
     assert "\n".join(lines).split("\nbroken: ", 1)[1] == (
         "plugin 'extra' from distribution 'spawnkit-extra' failed at "
-        f"{at(tmp_path, 'extra_plugin', '@spawnkit.hookimpl')}: its hook "
-        "spawnkit_register_backends(registry, options) asks for options, which spawnkit does "
-        "not pass; the hookspec is spawnkit_register_backends(registry)"
+        f"{at(tmp_path, 'extra_plugin', '@spawnkit.hookimpl')}: Plugin 'extra' for hook "
+        "'spawnkit_register_backends'; hookimpl definition: spawnkit_register_backends("
+        "registry, options); Argument(s) {'options'} are declared in the hookimpl but can not "
+        f"be found in the hookspec; the hooks spawnkit knows are {HOOKS}"
     )
 
 
@@ -498,12 +503,12 @@ def test_a_hookimpl_for_an_unknown_hook_is_rejected_listing_the_real_ones(
     )
     lines = backends_cli(tmp_path)
     assert "typo" not in rows(lines)
+    module = run_code(tmp_path, "import typo_plugin; print(repr(typo_plugin), end='')").stdout
     assert lines[-1] == (
         "broken: plugin 'typo' from distribution 'spawnkit-typo' failed at "
         f"{at(tmp_path, 'typo_plugin', '@spawnkit.hookimpl')}: unknown hook "
-        "'spawnkit_register_backend' (did you mean 'spawnkit_register_backends'?); the hooks "
-        "spawnkit knows are spawnkit_register_backends(registry), "
-        "spawnkit_register_watches(registry)"
+        f"'spawnkit_register_backend' in plugin {module} (did you mean "
+        f"'spawnkit_register_backends'?); the hooks spawnkit knows are {HOOKS}"
     )
 
 
@@ -549,9 +554,10 @@ def test_a_wrapper_that_never_yields_is_rejected(tmp_path: Path) -> None:
     assert "flat" not in rows(lines)
     assert lines[-1] == (
         "broken: plugin 'flat' from distribution 'spawnkit-flat' failed at "
-        f"{at(tmp_path, 'flat_plugin', '@spawnkit.hookimpl')}: its hook "
-        "spawnkit_register_backends is marked as a wrapper but never yields; a wrapper yields "
-        "once, where the hooks it wraps run"
+        f"{at(tmp_path, 'flat_plugin', '@spawnkit.hookimpl')}: Plugin 'flat' for hook "
+        "'spawnkit_register_backends'; hookimpl definition: spawnkit_register_backends("
+        "registry); Declared as wrapper=True or hookwrapper=True but function is not a "
+        f"generator function; the hooks spawnkit knows are {HOOKS}"
     )
 
 
@@ -835,3 +841,101 @@ def test_the_ray_backend_without_ray_says_how_to_install_it() -> None:
     assert info.unavailable == "Ray is not installed: pip install 'spawnkit[ray]'"
     with pytest.raises(spawnkit.BackendUnavailableError, match=r"spawnkit\[ray\]"):
         spawnkit.spawn(print, nprocs=1, backend="ray")
+
+
+# -- factories: what a backend's factory raises, and `spawnkit backends --check` -------------
+
+KAPUT = """
+    import spawnkit
+
+    def kaput(address=None):
+        return {}["address"]  # the plugin's bug: a KeyError, no word of the backend
+
+    def strict(address=None):
+        if address is None:
+            raise spawnkit.ConfigError("backend 'strict' needs address='host:port'")
+        return kaput()
+
+    @spawnkit.hookimpl
+    def spawnkit_register_backends(registry):
+        registry.add("kaput", kaput, options=["address"], description="raises")
+        registry.add("strict", strict, options=["address"], description="needs an option")
+        registry.add("odd", object, description="makes no backend")
+    """
+
+KAPUT_ERROR = (
+    "backend 'kaput' from distribution 'spawnkit-kaput' is broken: its factory raised "
+    "KeyError('address'); report it to the plugin's authors, or pick another backend "
+    "('spawnkit backends --check' tries each one)"
+)
+
+
+def test_a_factory_that_raises_is_a_plugin_error_naming_the_backend(tmp_path: Path) -> None:
+    add_dist(tmp_path, "spawnkit-kaput", {"kaput": "kaput_plugin"}, kaput_plugin=KAPUT)
+    result = run_code(
+        tmp_path,
+        """
+        import spawnkit
+
+        for backend in ("kaput", "odd"):
+            try:
+                spawnkit.spawn(print, backend=backend)
+            except spawnkit.PluginError as exc:
+                print(str(exc).replace(repr(exc.__cause__ or ""), "CAUSE", 1))
+                print(repr(exc.__cause__))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    kaput, cause, odd, no_cause = result.stdout.splitlines()
+    assert kaput == KAPUT_ERROR.replace("KeyError('address')", "CAUSE")
+    assert cause == "KeyError('address')"  # chained, with its traceback
+    assert odd.startswith(
+        "backend 'odd' from distribution 'spawnkit-kaput' is broken: its factory returned "
+        "<object object at "
+    )
+    assert odd.endswith(
+        ">, which is no spawnkit.Backend (one has start() and close()); report it to the "
+        "plugin's authors, or pick another backend ('spawnkit backends --check' tries each one)"
+    )
+    assert no_cause == "None"
+
+
+def test_backends_check_runs_each_factory_once_and_names_what_raises(tmp_path: Path) -> None:
+    add_dist(tmp_path, "spawnkit-kaput", {"kaput": "kaput_plugin"}, kaput_plugin=KAPUT)
+    assert cli_status(tmp_path, "backends") == 0  # listing alone runs no factory
+    result = python(tmp_path, "-m", "spawnkit", "backends", "--check")
+    assert result.returncode == 1, result.stderr
+    checks = [line for line in result.stdout.splitlines() if line.startswith("check: ")]
+    assert checks[0] == f"check: {KAPUT_ERROR}"
+    assert checks[1].startswith("check: backend 'odd' from distribution 'spawnkit-kaput' is ")
+    assert checks[2:] == [
+        "check: backend 'strict' from 'spawnkit-kaput', with no options: ConfigError: backend "
+        "'strict' needs address='host:port'"
+    ]  # and nothing of the backends whose factories work
+    assert rows(result.stdout.splitlines())["kaput"]["status"] == "available"
+
+
+# -- the built-in parent watches are entry points -------------------------------------------
+
+
+def test_a_builtin_watch_is_blocked_by_its_entry_point_name(tmp_path: Path) -> None:
+    result = python(tmp_path, "-m", "spawnkit", "watches", env={"SPAWNKIT_DISABLE_PLUGINS": "poll"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # "poll" names an installed entry point: no warning
+    watches = rows(result.stdout.splitlines())
+    assert "poll" not in watches
+    assert watches["pipe"]["distribution"] == "spawnkit"
+
+
+def test_one_entry_point_name_in_two_distributions_loads_one_and_names_the_other(
+    tmp_path: Path,
+) -> None:
+    add_dist(tmp_path, "spawnkit-one", {"twin": "one_plugin"}, one_plugin=registering("one"))
+    add_dist(tmp_path, "spawnkit-two", {"twin": "two_plugin"}, two_plugin=registering("two"))
+    lines = backends_cli(tmp_path)
+    [loaded] = {"one", "two"} & set(rows(lines))
+    other = "two" if loaded == "one" else "one"
+    assert lines[-1] == (
+        f"broken: plugin 'twin' from distribution 'spawnkit-{other}' failed: distribution "
+        f"'spawnkit-{loaded}' has an entry point 'twin' too; only one loads: rename one of them"
+    )
