@@ -57,7 +57,15 @@ class SpawnError(Exception):
 
 
 class ConfigError(SpawnError, ValueError):
-    """The call to spawnkit was wrong; nothing was started."""
+    """The call to spawnkit was wrong; nothing was started.
+
+    ``parameter`` names the argument of :func:`spawnkit.spawn` at fault, when one is (the
+    ``spawnkit`` command names its flag instead).
+    """
+
+    def __init__(self, message: str = "", parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class InvalidArgumentError(ConfigError, TypeError):

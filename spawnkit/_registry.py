@@ -412,7 +412,7 @@ class Plugins:
         if backend is not None and not backend.allows_watch(name):
             if name != "auto":
                 self.watch(name)  # an unknown or unavailable name says so first
-                raise WatchUnavailableError(_not_for(backend, name))
+                raise WatchUnavailableError(_not_for(backend, name), parameter="watch")
             allowed = [
                 w for n, w in self.watches.items() if w.available and backend.allows_watch(n)
             ]
