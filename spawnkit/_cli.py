@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, _run_target
+from . import __version__, _main
 from ._api import (
     BACKEND_ENV,
     DEFAULT_BACKEND,
@@ -122,13 +122,13 @@ def _job(ns: argparse.Namespace) -> tuple[Callable[..., Any], tuple[Any, ...]]:
             raise SpawnError(f"cannot find module {ns.module!r} for -m: {exc}") from exc
         if found is None:
             raise SpawnError(f"no module named {ns.module!r} (for -m) on sys.path")
-        return _run_target.module, (ns.module, *ns.args)
+        return _main.run_module, (ns.module, *ns.args)
     target: str = ns.target
     if target.endswith(".py") or (os.path.isfile(target) and ":" not in target):
         if not os.path.isfile(target):
             raise SpawnError(f"script {target!r} does not exist")
-        return _run_target.script, (os.path.abspath(target), *ns.args)
-    return _run_target.call, (_resolve(target, ns.args), *ns.args)
+        return _main.run_script, (os.path.abspath(target), *ns.args)
+    return _main.run_function, (_resolve(target, ns.args), *ns.args)
 
 
 def _table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
