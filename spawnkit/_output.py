@@ -621,8 +621,8 @@ def _check_ranks(ranks: Iterable[int], nprocs: int) -> Collection[int]:
             raise InvalidArgumentError(f"ranks must hold ints, not {rank!r}")
         if not 0 <= rank < nprocs:
             raise ConfigError(
-                f"rank {rank} is not in the job, which has ranks 0 to {nprocs - 1} "
-                f"(nprocs={nprocs}); name ranks in that range",
+                f"the choice of ranks to show names rank {rank}, but the job has ranks 0 to "
+                f"{nprocs - 1} (nprocs={nprocs}); name ranks in that range",
                 parameter="ranks",
             )
         chosen.add(rank)

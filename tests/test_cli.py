@@ -278,7 +278,7 @@ def test_missing_function_in_an_argument_parsing_module(cwd: Path, library: Path
     [
         (
             ["-n", "4", "--ranks", "5"],
-            "--ranks 5: rank 5 is not in the job, which has ranks 0 to 3 (--nprocs 4)",
+            "--ranks 5: the choice of ranks to show names rank 5, but the job has ranks 0 to 3",
         ),
         (["--redirect", "out"], "--redirect out: redirect sends the ranks' output to log files"),
         (["--tee", "err"], "--tee err: tee sends the ranks' output to log files"),
