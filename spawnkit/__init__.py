@@ -63,33 +63,15 @@ _OLD_PLUGIN_NAMES = frozenset(
         "unmark_parent_only",
     }
 )
-_ERRORS = "spawnkit._errors"
+# Where each name of __all__ lives; the rest are exceptions, from spawnkit._errors.
 _WHERE = {
     "ENV_VAR_PARALLEL_START": "spawnkit._api",
-    "BackendUnavailableError": _ERRORS,
-    "ConfigError": _ERRORS,
-    "InvalidArgumentError": _ERRORS,
     "JobReport": "spawnkit._report",
-    "JobTerminatedError": _ERRORS,
-    "LaunchError": _ERRORS,
-    "NotPicklableError": _ERRORS,
-    "PluginError": _ERRORS,
     "ProcessContext": "spawnkit._context",
-    "ProcessException": _ERRORS,
-    "ProcessExitedException": _ERRORS,
-    "ProcessRaisedException": _ERRORS,
     "RankReport": "spawnkit._report",
-    "RemoteTraceback": _ERRORS,
     "SpawnContext": "spawnkit._protocols",
-    "SpawnError": _ERRORS,
-    "SpawnTimeoutError": _ERRORS,
-    "StopError": _ERRORS,
     "Terminated": "spawnkit._signals.sigterm",
     "TorchSwitch": "spawnkit._torch_switch",
-    "UnknownBackendError": _ERRORS,
-    "UnknownOptionError": _ERRORS,
-    "UnknownWatchError": _ERRORS,
-    "WatchUnavailableError": _ERRORS,
     "available_backends": "spawnkit._api",
     "available_watches": "spawnkit._api",
     "spawn": "spawnkit._api",
@@ -155,8 +137,8 @@ def __getattr__(name: str) -> object:
         from importlib.metadata import version
 
         value: object = version("spawnkit")
-    elif name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
+    elif name in __all__:
+        value = getattr(importlib.import_module(_WHERE.get(name, "spawnkit._errors")), name)
     elif name == "hookimpl":
         from .hookspecs import hookimpl as value
     elif name in _OLD_PLUGIN_NAMES:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -12,13 +11,12 @@ from ._context import ProcessContext, check_seconds, launch
 from ._errors import (
     ConfigError,
     InvalidArgumentError,
-    NoMainGuard,
     NotPicklableError,
     UnknownBackendError,
     UnknownOptionError,
-    no_main_guard_message,
     safe_str,
 )
+from ._main import refuse_missing_main_file, refuse_while_importing_main
 from ._pickling import PickledJob, dumps_job
 from ._rank_env import rank_envs
 from ._registry import BackendInfo, Plugins, create_backend, plugins
@@ -26,7 +24,6 @@ from ._signals.foreground import foreground
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from types import FrameType
 
     from ._context import RankJob
     from ._output import OutputPlan
@@ -142,74 +139,6 @@ def _fixes(*, by_value: bool, fork_context: bool = False) -> str:
 def _in_memory() -> list[str]:
     """The available backends that hand ``fn`` and ``args`` over without pickling them."""
     return sorted(name for name, b in plugins().backends.items() if b.available and not b.pickles)
-
-
-def _refuse_while_importing_main() -> None:
-    """A worker importing the parent's script must not start a job of its own.
-
-    Backends that start a new interpreter import the parent's main module there (as
-    ``__mp_main__``) to find its functions. Without an ``if __name__ == "__main__":`` guard,
-    the script's call to ``spawn`` runs again in every worker, which would start workers
-    without end: from the importing thread, from a thread the script started and joins
-    (while the import is under way, in whichever thread), or from one that outlives the
-    import (spawnkit's workers remember those: ``spawnkit._worker.importing_main``).
-    """
-    import threading
-
-    from . import _worker as worker
-
-    where = _main_being_imported()
-    if where is None:
-        if threading.current_thread() not in worker.main_threads:
-            return
-        where = getattr(sys.modules.get("__mp_main__"), "__file__", None) or "the main module"
-    message = no_main_guard_message(where)
-    if worker.reporting_ready():
-        worker.refused = message  # fails the import, even when this is another thread
-        raise NoMainGuard(message)
-    # Still in the backend's own start-up (multiprocessing's): nothing of spawnkit's can
-    # report yet. The status alone tells the parent, which says it once for every rank.
-    from ._wire import NO_MAIN_GUARD_STATUS
-
-    os._exit(NO_MAIN_GUARD_STATUS)
-
-
-def _main_being_imported() -> str | None:
-    """Where ``__mp_main__`` is, if a thread of this process runs its top level; else None."""
-    if "__mp_main__" not in sys.modules:  # every import of it puts it there first (runpy too)
-        return None
-    for top in sys._current_frames().values():
-        frame: FrameType | None = top
-        while frame is not None:
-            if (
-                frame.f_code.co_name == "<module>"
-                and frame.f_globals.get("__name__") == "__mp_main__"
-            ):
-                return str(frame.f_globals.get("__file__") or "the main module")
-            frame = frame.f_back
-    return None
-
-
-def _refuse_missing_main_file(info: BackendInfo, registry: Plugins) -> None:
-    """A backend whose workers run the main program's file again needs that file."""
-    if not info.needs_main_file:
-        return
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None):
-        return  # python -m: the workers import the module by name
-    path = getattr(main, "__file__", None)
-    if path is None or os.path.isfile(path):
-        return  # no file at all (python -c): nothing is run again
-    what = "read from standard input" if path == "<stdin>" else f"whose file {path!r} is gone"
-    able = sorted(
-        b.name for b in registry.backends.values() if b.available and not b.needs_main_file
-    )
-    instead = f", or use a backend that does not: {', '.join(map(repr, able))}" if able else ""
-    raise ConfigError(
-        f"backend {info.name!r} cannot start workers for a program {what}: each of its "
-        "workers runs the main program's file again. Save the program to a file and run "
-        f"that{instead}"
-    )
 
 
 def _refuse_ignored_sigchld() -> None:
@@ -558,7 +487,7 @@ def start_job(
 ) -> ProcessContext:
     """:func:`spawn` up to the running job; ``join=True`` holds signals for
     :func:`wait_in_foreground`."""
-    _refuse_while_importing_main()
+    refuse_while_importing_main()
     _validate(fn, args, nprocs, grace_period)
     check_seconds("timeout", timeout)
     _refuse_ignored_sigchld()
@@ -567,7 +496,7 @@ def start_job(
     registry = plugins()
     info = _backend_name(backend, start_method, registry)
     _check_options(info, options, registry)
-    _refuse_missing_main_file(info, registry)
+    refuse_missing_main_file(info, registry)
     watch_info = registry.watch(watch, info)
     jobs = _jobs(info, fn, _rank_args(args, nprocs))
     envs = rank_envs(nprocs, env, local=not info.remote)

@@ -7,13 +7,14 @@ import importlib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, _run_target
+from . import __version__, _main
 from ._api import (
     BACKEND_ENV,
     DEFAULT_BACKEND,
@@ -23,6 +24,7 @@ from ._api import (
     wait_in_foreground,
 )
 from ._errors import (
+    ConfigError,
     PluginError,
     ProcessException,
     ProcessExitedException,
@@ -120,13 +122,13 @@ def _job(ns: argparse.Namespace) -> tuple[Callable[..., Any], tuple[Any, ...]]:
             raise SpawnError(f"cannot find module {ns.module!r} for -m: {exc}") from exc
         if found is None:
             raise SpawnError(f"no module named {ns.module!r} (for -m) on sys.path")
-        return _run_target.module, (ns.module, *ns.args)
+        return _main.run_module, (ns.module, *ns.args)
     target: str = ns.target
     if target.endswith(".py") or (os.path.isfile(target) and ":" not in target):
         if not os.path.isfile(target):
             raise SpawnError(f"script {target!r} does not exist")
-        return _run_target.script, (os.path.abspath(target), *ns.args)
-    return _run_target.call, (_resolve(target, ns.args), *ns.args)
+        return _main.run_script, (os.path.abspath(target), *ns.args)
+    return _main.run_function, (_resolve(target, ns.args), *ns.args)
 
 
 def _table(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
@@ -320,63 +322,31 @@ def _option(text: str) -> tuple[str, Any]:
         return name, value
 
 
-def _check_flags(ns: argparse.Namespace) -> dict[str, Any]:
-    """The backend options, after checking the flags in the command's own words.
-
-    ``start_job`` checks the same again, but its messages name ``spawn()``'s parameters
-    (``pass log_dir=PATH``); a user of the command must read the flag to change. So what the
-    flags alone can get wrong is refused here first, naming them, before any process starts.
-    """
+def _backend_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """``--option``'s backend options, each named once and taken by the chosen backend."""
     options: dict[str, Any] = {}
     for name, value in ns.options:
         if name in options:
             raise SpawnError(f"--option {name}=... is given twice; give it once")
         options[name] = value
     registry = plugins()
-    backend = ns.backend or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
     try:
-        info = registry.backend(backend)
+        info = registry.backend(ns.backend or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND)
     except SpawnError:
-        info = None  # start_job says what is wrong with the name, $SPAWNKIT_BACKEND's too
-    if info is not None:
-        _check_options(info, options, registry)
-        if ns.watch != "auto" and not info.allows_watch(ns.watch):
-            registry.watch(ns.watch)  # an unknown or unavailable name says so first
-            only = info.watches if isinstance(info.watches, tuple) else ("none",)
-            raise SpawnError(
-                f"--watch {ns.watch} does not apply to backend {info.name!r}; leave out "
-                f"--watch (it picks one that does), or pass --watch {' or '.join(only)}"
-            )
-    last = ns.nprocs - 1
-    for rank in ns.ranks or ():
-        if not 0 <= rank <= last:
-            have = "rank 0" if last == 0 else f"ranks 0-{last}"
-            raise SpawnError(
-                f"--ranks {','.join(map(str, ns.ranks))}: the job has {have} (-n {ns.nprocs}); "
-                "name ranks in that range"
-            )
-    redirect = ns.redirect or ("all" if ns.log_dir is not None else "none")
-    for flag, value in (("--redirect", ns.redirect), ("--tee", ns.tee)):
-        if value not in (None, "none") and ns.log_dir is None:
-            raise SpawnError(
-                f"{flag} {value} needs --log-dir DIR: the redirected streams go to "
-                "DIR/<rank>/stdout.log and stderr.log"
-            )
-    for stream in ("out", "err"):
-        if ns.tee in ("all", stream) and redirect not in ("all", stream):
-            raise SpawnError(
-                f"--tee {ns.tee} shows redirected std{stream} on the console too, but "
-                f"--redirect {redirect} does not redirect std{stream}: redirect it too "
-                f"(--redirect {stream if redirect == 'none' else 'all'}), or leave it out of --tee"
-            )
-    try:
-        ns.prefix.format(rank=0)
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise SpawnError(
-            f"--prefix {ns.prefix!r} is not a valid format ({exc}); the only field is "
-            f"{{rank}}, as in {DEFAULT_PREFIX!r} (double a brace to print it)"
-        ) from None
+        return options  # start_job says what is wrong with the name, $SPAWNKIT_BACKEND's too
+    _check_options(info, options, registry)
     return options
+
+
+def _in_flag_terms(exc: ConfigError, ns: argparse.Namespace) -> str:
+    """The API's error about one of ``spawn()``'s parameters, as the flag that set it."""
+    flag = "--" + (exc.parameter or "").replace("_", "-")
+    if exc.parameter is None or flag not in _option_strings(_parser()[1]):
+        return str(exc)
+    value = getattr(ns, exc.parameter)
+    shown = ",".join(map(str, value)) if exc.parameter == "ranks" else shlex.quote(str(value))
+    text = _PARAMETER.sub(lambda m: f"--{m[1].replace('_', '-')} ", str(exc))
+    return f"{flag} {shown}: {text}"
 
 
 def _check_options(info: BackendInfo, options: dict[str, Any], registry: Plugins) -> None:
@@ -403,10 +373,14 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+# ``name=`` of a spawn() parameter that has a flag, as the API's messages write a fix.
+_PARAMETER = re.compile(r"\b(log_dir|redirect|tee|prefix|ranks|watch|nprocs|timeout)=")
+
+
 def _run(ns: argparse.Namespace) -> int:
     if ns.json:
         _check_json(ns.json)
-    options = _check_flags(ns)
+    options = _backend_options(ns)
     fn, args = _job(ns)
     started = time.monotonic()
     ctx = start_job(
@@ -626,8 +600,6 @@ def _reorder(
     module: bool,
 ) -> str:
     """The message for options after TARGET: both orders it may have meant, runnable."""
-    import shlex
-
     moved: list[str] = []
     kept: list[str] = []
     words = iter(after)
@@ -681,5 +653,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except SpawnError as exc:
-        print(f"spawnkit: error: {exc}", file=sys.stderr)
+        text = _in_flag_terms(exc, ns) if isinstance(exc, ConfigError) else str(exc)
+        print(f"spawnkit: error: {text}", file=sys.stderr)
         return 2

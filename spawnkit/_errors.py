@@ -57,7 +57,15 @@ class SpawnError(Exception):
 
 
 class ConfigError(SpawnError, ValueError):
-    """The call to spawnkit was wrong; nothing was started."""
+    """The call to spawnkit was wrong; nothing was started.
+
+    ``parameter`` names the argument of :func:`spawnkit.spawn` at fault, when one is (the
+    ``spawnkit`` command names its flag instead).
+    """
+
+    def __init__(self, message: str = "", parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class InvalidArgumentError(ConfigError, TypeError):
@@ -234,16 +242,16 @@ class ProcessException(SpawnError):
         # The job's failure report: set on the exception join() raises.
         self.report: JobReport | None = None
 
+    # The constructor's arguments, in order; the rest of __dict__ pickles as state.
+    _fields: tuple[str, ...] = ("msg", "error_index", "pid")
+
     @property
     def error_pid(self) -> int | None:
         return self.pid
 
-    def _args(self) -> tuple[Any, ...]:
-        return (self.msg, self.error_index, self.pid)
-
     def __reduce__(self) -> Any:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("msg", "error_index", "pid")}
-        return (type(self), self._args(), state)
+        state = {k: v for k, v in self.__dict__.items() if k not in self._fields}
+        return (type(self), tuple(getattr(self, f) for f in self._fields), state)
 
 
 class ProcessRaisedException(ProcessException):
@@ -267,14 +275,7 @@ class ProcessRaisedException(ProcessException):
         self.remote_traceback = remote_traceback
         self.exception = exception
 
-    def _args(self) -> tuple[Any, ...]:
-        return (self.msg, self.error_index, self.pid, self.remote_traceback, self.exception)
-
-    def __reduce__(self) -> Any:
-        cls, args, state = super().__reduce__()
-        state.pop("remote_traceback", None)
-        state.pop("exception", None)
-        return (cls, args, state)
+    _fields = (*ProcessException._fields, "remote_traceback", "exception")
 
 
 class ProcessExitedException(ProcessException):
@@ -296,14 +297,7 @@ class ProcessExitedException(ProcessException):
         self.exit_code = exit_code
         self.signal_name = signal_name
 
-    def _args(self) -> tuple[Any, ...]:
-        return (self.msg, self.error_index, self.pid, self.exit_code, self.signal_name)
-
-    def __reduce__(self) -> Any:
-        cls, args, state = super().__reduce__()
-        state.pop("exit_code", None)
-        state.pop("signal_name", None)
-        return (cls, args, state)
+    _fields = (*ProcessException._fields, "exit_code", "signal_name")
 
 
 def safe_str(value: object, convert: Callable[[object], object] = str) -> str:

@@ -202,7 +202,8 @@ def _streams(name: str, value: object) -> tuple[int, ...]:
         )
     if value not in _CHOICES:
         raise ConfigError(
-            f"{name} must be one of 'out', 'err', 'all', 'none' or a bool, not {value!r}"
+            f"{name} must be one of 'out', 'err', 'all', 'none' or a bool, not {value!r}",
+            parameter=name,
         )
     return _CHOICES[value]
 
@@ -332,23 +333,26 @@ class OutputPlan:
             which = "redirect" if self.redirect else "tee"
             raise ConfigError(
                 f"{which} sends the ranks' output to log files, so it needs log_dir: pass "
-                "log_dir=PATH (each rank writes PATH/<rank>/stdout.log and stderr.log)"
+                "log_dir=PATH (each rank writes PATH/<rank>/stdout.log and stderr.log)",
+                parameter=which,
             )
         stray = sorted(set(self.tee) - set(self.redirect))
         if stray:
             raise ConfigError(
                 f"tee echoes redirected output to the console, but {_NAMES[stray[0]]} is not "
-                f"redirected (redirect={redirect!r}); redirect it too, or leave it out of tee"
+                f"redirected (redirect={redirect!r}); redirect it too, or leave it out of tee",
+                parameter="tee",
             )
         if prefix is not None:
             if not isinstance(prefix, str):
                 raise InvalidArgumentError(f"prefix must be a str such as {DEFAULT_PREFIX!r}")
             try:
                 shown = prefix.format(rank=0)
-            except (KeyError, IndexError, ValueError) as exc:
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
                 raise ConfigError(
                     f"prefix {prefix!r} is not a valid format: {exc!r}; the only field is "
-                    f"{{rank}}, as in {DEFAULT_PREFIX!r} (double a brace to print it)"
+                    f"{{rank}}, as in {DEFAULT_PREFIX!r} (double a brace to print it)",
+                    parameter="prefix",
                 ) from None
             try:
                 _encode_prefix(shown)
@@ -357,7 +361,8 @@ class OutputPlan:
                     f"prefix {prefix!r} cannot be written to the console: "
                     f"{shown[exc.start : exc.end]!r} is a lone surrogate that stands for no "
                     "byte (only '\\udc80'-'\\udcff' do: bytes that were not UTF-8 on the "
-                    "command line); use text or such escaped bytes"
+                    "command line); use text or such escaped bytes",
+                    parameter="prefix",
                 ) from None
         self.prefix = prefix
         self.ranks = None if ranks is None else _check_ranks(ranks, nprocs)
@@ -381,7 +386,8 @@ class OutputPlan:
             except OSError as exc:
                 raise ConfigError(
                     f"log_dir {self.log_dir!r}: cannot create the ranks' folders: "
-                    f"{exc.strerror or exc}"
+                    f"{exc.strerror or exc}",
+                    parameter="log_dir",
                 ) from None
 
     @property
@@ -614,6 +620,10 @@ def _check_ranks(ranks: Iterable[int], nprocs: int) -> Collection[int]:
         if isinstance(rank, bool) or not isinstance(rank, int):
             raise InvalidArgumentError(f"ranks must hold ints, not {rank!r}")
         if not 0 <= rank < nprocs:
-            raise ConfigError(f"ranks names rank {rank}, but the job has ranks 0 to {nprocs - 1}")
+            raise ConfigError(
+                f"the choice of ranks to show names rank {rank}, but the job has ranks 0 to "
+                f"{nprocs - 1} (nprocs={nprocs}); name ranks in that range",
+                parameter="ranks",
+            )
         chosen.add(rank)
     return frozenset(chosen)

@@ -15,7 +15,6 @@ installed.
 from __future__ import annotations
 
 import io
-import os
 import sys
 from multiprocessing import context as _mp_context
 from multiprocessing.reduction import ForkingPickler
@@ -23,22 +22,9 @@ from typing import Any
 
 from ._worker import CarriedFd
 
-__all__ = ["PickledJob", "by_value_reason", "dumps_job", "main_unimportable"]
+__all__ = ["PickledJob", "by_value_reason", "dumps_job"]
 
 PROTOCOL = 5  # every Python spawnkit supports reads it
-
-
-def main_unimportable() -> str | None:
-    """Why a new interpreter cannot import what ``__main__`` defines, or ``None``."""
-    main = sys.modules.get("__main__")
-    if main is None or getattr(getattr(main, "__spec__", None), "name", None):
-        return None
-    path = getattr(main, "__file__", None)
-    if path is None:
-        return "the program has no file (python -c, a notebook or an interactive session)"
-    if path == "<stdin>" or not os.path.isfile(path):
-        return f"the program was read from standard input ({path!r}), not from a file"
-    return None
 
 
 def by_value_reason(obj: Any, *, remote: bool = False) -> str | None:
@@ -55,6 +41,8 @@ def by_value_reason(obj: Any, *, remote: bool = False) -> str | None:
     if getattr(obj, "__module__", None) == "__main__":
         if remote:
             return "it is defined in the main program, which a remote worker does not have"
+        from ._main import main_unimportable
+
         why = main_unimportable()
         return None if why is None else f"it is defined in the main program, and {why}"
     return None

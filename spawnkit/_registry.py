@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 import inspect
@@ -15,6 +14,9 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
+import pluggy
+
+from . import hookspecs
 from ._errors import (
     BackendUnavailableError,
     PluginError,
@@ -23,13 +25,20 @@ from ._errors import (
     UnknownWatchError,
     WatchUnavailableError,
 )
+from .hookspecs import (
+    PROJECT,
+    BackendInfo,
+    BackendRegistry,
+    WatchInfo,
+    WatchRegistry,
+    _dist,
+    _Registry,
+)
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
-    import pluggy
-
-    from ._protocols import Backend, ParentWatch
+    from ._protocols import Backend
 
 __all__ = [
     "BackendInfo",
@@ -43,61 +52,7 @@ __all__ = [
 ]
 
 DISABLE_ENV = "SPAWNKIT_DISABLE_PLUGINS"
-# ``watches=`` of a backend that ends its own workers when the job's process dies.
-OWN_FATE_SHARING = "own"
-_CORE = "spawnkit"
-
-
-@final
-@dataclass(frozen=True)
-class BackendInfo:
-    """One registered backend, as ``spawnkit backends`` lists it."""
-
-    name: str
-    factory: Callable[..., Backend]
-    options: frozenset[str]
-    pickles: bool
-    unavailable: str | None
-    description: str
-    distribution: str | None
-    remote: bool = False
-    watches: tuple[str, ...] | str | None = None
-    pass_nprocs: bool = False
-    needs_main_file: bool = False
-
-    @property
-    def available(self) -> bool:
-        return self.unavailable is None
-
-    @property
-    def own_fate_sharing(self) -> bool:
-        """Whether the backend itself ends its workers when the job's process dies."""
-        return self.watches == OWN_FATE_SHARING
-
-    def allows_watch(self, name: str) -> bool:
-        """Whether the parent watch ``name`` can guard this backend's workers."""
-        if isinstance(self.watches, tuple):
-            return name in self.watches
-        if self.watches is None and not self.remote:
-            return True
-        return name == "none"
-
-
-@final
-@dataclass(frozen=True)
-class WatchInfo:
-    """One registered parent watch."""
-
-    name: str
-    factory: Callable[[], ParentWatch]
-    priority: int
-    unavailable: str | None
-    description: str
-    distribution: str | None
-
-    @property
-    def available(self) -> bool:
-        return self.unavailable is None
+_CORE = PROJECT
 
 
 @final
@@ -155,167 +110,8 @@ class Conflict:
         return f"{text}; {self.name!r} stays spawnkit's own, reach the plugin's as {others}"
 
 
-def _dist(distribution: str | None) -> str:
-    return f"distribution {distribution!r}" if distribution else "an unknown distribution"
-
-
 def _either(names: Iterable[str]) -> str:
     return " or ".join(repr(n) for n in names) or "none"
-
-
-_R = TypeVar("_R", bound="_Registry")
-
-
-class _Registry:
-    _kind = ""
-
-    def __init__(self) -> None:
-        # name -> (distribution, plugin name, entry) for every plugin that registered it
-        self._claims: dict[str, list[tuple[str | None, str, Any]]] = {}
-        self._distribution: str | None = None
-        self._plugin = ""
-
-    def _on_behalf_of(self: _R, distribution: str | None, plugin: str) -> _R:
-        """The registry one plugin's hook gets: what it adds is that plugin's claim."""
-        view = copy.copy(self)  # shares the claims
-        view._distribution, view._plugin = distribution, plugin
-        return view
-
-    def _add(self, name: str, entry: Any) -> None:
-        if not isinstance(name, str) or not name or name == "auto" or ":" in name:
-            raise PluginError(
-                f"{self._kind} name {name!r} from {_dist(self._distribution)} is invalid; "
-                "use a non-empty string other than 'auto' and without ':' (which separates "
-                "a distribution from a name)"
-            )
-        self._claims.setdefault(name, []).append((self._distribution, self._plugin, entry))
-
-    def _settle(self, store: dict[str, Any], conflicts: list[Conflict]) -> None:
-        """Put each name in ``store``; a name with several claimants becomes a conflict."""
-        for name, claimed in self._claims.items():
-            if len(claimed) == 1:
-                store[name] = claimed[0][2]
-                continue
-            # spawnkit's own first, then in entry-point order, whatever order pluggy called in
-            claims = sorted(claimed, key=lambda c: (c[0] != _CORE, c[1], c[0] or ""))
-            conflict = Conflict(self._kind, name, tuple((d, p) for d, p, _ in claims))
-            conflicts.append(conflict)
-            for distribution, _, entry in claims:
-                qualified = f"{distribution}:{name}"
-                if qualified in conflict.qualified:
-                    store[qualified] = replace(entry, name=qualified)
-                if distribution == _CORE and conflict.builtin_kept:
-                    store[name] = entry
-
-
-@final
-class BackendRegistry(_Registry):
-    """Handed to ``spawnkit_register_backends``; built-ins and plugins call the same ``add``."""
-
-    _kind = "backend"
-
-    def add(
-        self,
-        name: str,
-        factory: Callable[..., Backend],
-        *,
-        options: Iterable[str] = (),
-        pickles: bool = True,
-        unavailable: str | None = None,
-        description: str = "",
-        remote: bool = False,
-        watches: Iterable[str] | str | None = None,
-        pass_nprocs: bool = False,
-        needs_main_file: bool = False,
-    ) -> None:
-        """Register a backend.
-
-        Args:
-            name: what users pass as ``backend=``.
-            factory: called as ``factory(**options)`` once per job; returns a
-                :class:`spawnkit.Backend`. Import heavy modules inside it, not at plugin load.
-            options: the keyword options the factory accepts; anything else a user passes
-                is rejected before any process starts.
-            pickles: whether ``fn`` and ``args`` travel pickled (``False`` only for
-                backends that hand the objects over in memory, like ``fork``).
-            unavailable: why the backend cannot run here, or ``None`` if it can.
-            description: one line for ``spawnkit backends``.
-            remote: whether the workers run outside this machine's process tree (another
-                machine, a cluster engine's processes): they then get no descriptor, no
-                local pid and no local setup, and the job's arguments may not carry
-                descriptors.
-            watches: the parent watches that can guard this backend's workers: names, or
-                ``"own"`` (:data:`OWN_FATE_SHARING`) for a backend whose engine ends the
-                workers itself when the job's process dies. ``None``: every watch for a
-                local backend, none for a remote one. ``watch="auto"`` picks among them;
-                a watch outside them is refused before anything starts.
-            pass_nprocs: call the factory with the job's ``nprocs=`` too, so that it can
-                check its options against the number of ranks (and raise
-                :class:`spawnkit.ConfigError`) before any worker starts.
-            needs_main_file: whether every worker runs the main program's file again, as
-                ``multiprocessing``'s spawn does: a program read from standard input (or
-                whose file is gone) is then refused before any worker starts, naming the
-                backends that can run it.
-        """
-        if watches is not None and not isinstance(watches, str):
-            watches = tuple(watches)
-        if isinstance(watches, str) and watches != OWN_FATE_SHARING:
-            raise ValueError(
-                f"watches must be watch names or {OWN_FATE_SHARING!r}, not {watches!r}"
-            )
-        self._add(
-            name,
-            BackendInfo(
-                name=name,
-                factory=factory,
-                options=frozenset(options),
-                pickles=pickles,
-                unavailable=unavailable,
-                description=description,
-                distribution=self._distribution,
-                remote=remote,
-                watches=watches,
-                pass_nprocs=pass_nprocs,
-                needs_main_file=needs_main_file,
-            ),
-        )
-
-
-@final
-class WatchRegistry(_Registry):
-    """Handed to ``spawnkit_register_watches``."""
-
-    _kind = "watch"
-
-    def add(
-        self,
-        name: str,
-        factory: Callable[[], ParentWatch],
-        *,
-        priority: int = 0,
-        unavailable: str | None = None,
-        description: str = "",
-    ) -> None:
-        """Register a parent watch.
-
-        Args:
-            name: what users pass as ``watch=``.
-            factory: called once per job in the parent; returns a :class:`spawnkit.ParentWatch`.
-            priority: ``watch="auto"`` picks the available watch with the highest priority.
-            unavailable: why the watch cannot run here, or ``None`` if it can.
-            description: one line for ``spawnkit watches``.
-        """
-        self._add(
-            name,
-            WatchInfo(
-                name=name,
-                factory=factory,
-                priority=priority,
-                unavailable=unavailable,
-                description=description,
-                distribution=self._distribution,
-            ),
-        )
 
 
 def _quote(names: Iterable[str]) -> str:
@@ -325,6 +121,24 @@ def _quote(names: Iterable[str]) -> str:
 def _suggest(name: str, names: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(names), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _settle(registry: _Registry, store: dict[str, Any], conflicts: list[Conflict]) -> None:
+    """Put each name in ``store``; a name with several claimants becomes a conflict."""
+    for name, claimed in registry._claims.items():
+        if len(claimed) == 1:
+            store[name] = claimed[0][2]
+            continue
+        # spawnkit's own first, then in entry-point order, whatever order pluggy called in
+        claims = sorted(claimed, key=lambda c: (c[0] != _CORE, c[1], c[0] or ""))
+        conflict = Conflict(registry._kind, name, tuple((d, p) for d, p, _ in claims))
+        conflicts.append(conflict)
+        for distribution, _, entry in claims:
+            qualified = f"{distribution}:{name}"
+            if qualified in conflict.qualified:
+                store[qualified] = replace(entry, name=qualified)
+            if distribution == _CORE and conflict.builtin_kept:
+                store[name] = entry
 
 
 _Info = TypeVar("_Info", BackendInfo, WatchInfo)
@@ -412,7 +226,7 @@ class Plugins:
         if backend is not None and not backend.allows_watch(name):
             if name != "auto":
                 self.watch(name)  # an unknown or unavailable name says so first
-                raise WatchUnavailableError(_not_for(backend, name))
+                raise WatchUnavailableError(_not_for(backend, name), parameter="watch")
             allowed = [
                 w for n, w in self.watches.items() if w.available and backend.allows_watch(n)
             ]
@@ -555,9 +369,6 @@ def _register(
 ) -> BrokenPlugin | None:
     """Load the entry point ``name`` through pluggy, which checks its hooks against the specs;
     ``None``, or what is wrong with it."""
-    import pluggy
-
-    from . import hookspecs
 
     def broken(error: str, where: tuple[str | None, int | None] = (None, None)) -> BrokenPlugin:
         return BrokenPlugin(name, distribution, error, *where)
@@ -614,7 +425,6 @@ def _guarded(
     """What pluggy calls in place of ``plugin``: its hooks with their own options (so in the
     same order), each handed a registry that credits the plugin, and reporting what it raises
     instead of ending the hook call for every plugin."""
-    from .hookspecs import hookimpl
 
     def credit(arg: Any) -> Any:
         return arg._on_behalf_of(distribution, name) if isinstance(arg, _Registry) else arg
@@ -632,7 +442,7 @@ def _guarded(
         guard = _guard(impl.function, impl.wrapper or impl.hookwrapper, credit, failed)
         options = {"tryfirst": impl.tryfirst, "trylast": impl.trylast, "wrapper": impl.wrapper}
         options.update(hookwrapper=impl.hookwrapper, optionalhook=impl.optionalhook)
-        setattr(stand_in, f"hook{n:03}", hookimpl(guard, specname=hook, **options))
+        setattr(stand_in, f"hook{n:03}", hookspecs.hookimpl(guard, specname=hook, **options))
     return stand_in
 
 
@@ -681,10 +491,6 @@ def _guard(
 
 
 def _load() -> Plugins:
-    import pluggy
-
-    from . import hookspecs
-
     entries = _entry_points()
     result = Plugins(disabled=_disabled(entries))
     pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -712,8 +518,8 @@ def _load() -> Plugins:
     backends, watches = BackendRegistry(), WatchRegistry()
     pm.hook.spawnkit_register_backends(registry=backends)
     pm.hook.spawnkit_register_watches(registry=watches)
-    backends._settle(result.backends, result.conflicts)
-    watches._settle(result.watches, result.conflicts)
+    _settle(backends, result.backends, result.conflicts)
+    _settle(watches, result.watches, result.conflicts)
     return result
 
 

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from ._local import LocalBackend
     from ._main import load_main, main_reference
     from ._protocols import Backend, ChildWatch, ParentWatch, ProcessHandle, WorkerHandle
-    from ._registry import OWN_FATE_SHARING as OWN_FATE_SHARING  # noqa: PLC0414 - deprecated, typed while it lasts
-    from ._registry import BackendRegistry, WatchRegistry
     from ._signals.threads import start_helper_thread
     from ._spec import (
         WorkerSpec,
@@ -42,12 +40,13 @@ if TYPE_CHECKING:
     from ._tree import signal_process_group as signal_process_group  # noqa: PLC0414 - deprecated, typed while it lasts
     from ._wire import Outcome, Report
     from ._worker import run_rank
-    from .hookspecs import hookimpl
+    from .hookspecs import OWN_FATE_SHARING as OWN_FATE_SHARING  # noqa: PLC0414 - deprecated, typed while it lasts
+    from .hookspecs import BackendRegistry, WatchRegistry, hookimpl
 
 # Where each public name lives: the one table, which spawnkit's top level reads too.
 WHERE = {
     "Backend": "spawnkit._protocols",
-    "BackendRegistry": "spawnkit._registry",
+    "BackendRegistry": "spawnkit.hookspecs",
     "ChildWatch": "spawnkit._protocols",
     "FreshInterpreterBackend": "spawnkit._fresh",
     "LocalBackend": "spawnkit._local",
@@ -55,7 +54,7 @@ WHERE = {
     "ParentWatch": "spawnkit._protocols",
     "ProcessHandle": "spawnkit._protocols",
     "Report": "spawnkit._wire",
-    "WatchRegistry": "spawnkit._registry",
+    "WatchRegistry": "spawnkit.hookspecs",
     "WorkerHandle": "spawnkit._protocols",
     "WorkerSpec": "spawnkit._spec",
     "hookimpl": "spawnkit.hookspecs",
@@ -74,7 +73,7 @@ WHERE = {
 # DeprecationWarning that names the replacement. (Where they live, what to use instead.)
 DEPRECATED = {
     "OWN_FATE_SHARING": (
-        "spawnkit._registry",
+        "spawnkit.hookspecs",
         "pass watches='own' to registry.add(); the constant is that string",
     ),
     "signal_process_group": (

@@ -276,11 +276,14 @@ def test_missing_function_in_an_argument_parsing_module(cwd: Path, library: Path
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["-n", "4", "--ranks", "5"], "--ranks 5: the job has ranks 0-3 (-n 4)"),
-        (["--redirect", "out"], "--redirect out needs --log-dir DIR"),
-        (["--tee", "err"], "--tee err needs --log-dir DIR"),
-        (["--log-dir", "logs", "--redirect", "err", "--tee", "out"], "--tee out shows"),
-        (["--prefix", "{x}"], "--prefix '{x}' is not a valid format"),
+        (
+            ["-n", "4", "--ranks", "5"],
+            "--ranks 5: the choice of ranks to show names rank 5, but the job has ranks 0 to 3",
+        ),
+        (["--redirect", "out"], "--redirect out: redirect sends the ranks' output to log files"),
+        (["--tee", "err"], "--tee err: tee sends the ranks' output to log files"),
+        (["--log-dir", "logs", "--redirect", "err", "--tee", "out"], "--tee out: tee echoes"),
+        (["--prefix", "{x}"], "--prefix '{x}': prefix '{x}' is not a valid format"),
         (["-n", "0"], "argument -n/--nprocs: expected a number of ranks >= 1, not '0'"),
         (["--timeout", "-1"], "argument --timeout: expected a number of seconds >= 0"),
         (["--grace-period", "x"], "argument --grace-period: expected a number of seconds"),
@@ -610,7 +613,8 @@ def test_exceptions_show_their_public_module(cwd: Path) -> None:
 def test_bad_option_value_is_an_error_not_a_traceback(cwd: Path) -> None:
     proc = _cli(cwd, "run", "--redirect", "all", "clijob:quiet")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("spawnkit: error: --redirect all needs --log-dir DIR")
+    assert proc.stderr.startswith("spawnkit: error: --redirect all: redirect sends")
+    assert "pass --log-dir PATH" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -239,3 +239,12 @@ def test_a_prefix_that_stands_for_no_bytes_is_refused_before_any_process_starts(
     with pytest.raises(spawnkit.ConfigError, match=r"prefix .* lone surrogate") as info:
         spawnkit.spawn(ot.hello, nprocs=1, backend="fork", prefix="\ud800[{rank}] ")
     assert "launch" not in {f.name for f in info.traceback}
+
+
+@pytest.mark.parametrize("prefix", ["[{rank.real.x}] ", "[{rank[0]}] "])
+def test_a_prefix_whose_field_fails_on_the_rank_is_a_config_error(prefix: str) -> None:
+    # str.format raises AttributeError or TypeError here, not only KeyError and ValueError.
+    with pytest.raises(spawnkit.ConfigError, match=r"is not a valid format") as info:
+        spawnkit.spawn(ot.hello, nprocs=1, backend="fork", prefix=prefix)
+    assert info.value.parameter == "prefix"
+    assert "launch" not in {f.name for f in info.traceback}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, final
 
-from ..hookspecs import hookimpl
+from ..hookspecs import WatchRegistry, hookimpl
 from . import jobobject, kqueue, none, pidfd, pipe, poll, prctl
 from ._passive import PassiveParent
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._protocols import ParentWatch
-    from .._registry import WatchRegistry
 
 
 @final
