@@ -22,7 +22,7 @@ SCANCEL_WAIT = 30.0
 def _scancel(*args: str) -> None:
     try:
         subprocess.run(
-            ["scancel", "--quiet", *args],
+            ["scancel", "--quiet", *args],  # noqa: S607 - Slurm's tools are found on PATH
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

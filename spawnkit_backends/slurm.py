@@ -121,7 +121,10 @@ def _count(name: str, value: object, low: int = 1) -> int:
 
 def _word(name: str, value: object, pattern: str, example: str) -> str:
     if not isinstance(value, str):
-        _fail(f"{name} must be a str such as {example!r}, not {value!r}", spawnkit.InvalidArgumentError)
+        _fail(
+            f"{name} must be a str such as {example!r}, not {value!r}",
+            spawnkit.InvalidArgumentError,
+        )
     if not re.fullmatch(pattern, value):
         _fail(f"{name}={value!r} is not a Slurm {name}; pass one such as {example!r}")
     return value
@@ -309,7 +312,7 @@ def _signal_reason(status: int) -> str | None:
 def _scancel(*args: str) -> None:
     try:
         subprocess.run(
-            ["scancel", "--quiet", *args],
+            ["scancel", "--quiet", *args],  # noqa: S607 - Slurm's tools are found on PATH
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -428,7 +431,8 @@ class SlurmBackend:
         self._await_tasks(timeout)
 
     def _tell_reaper(self, line: str) -> None:
-        assert self._reaper is not None and self._reaper.stdin is not None
+        assert self._reaper is not None
+        assert self._reaper.stdin is not None
         try:
             self._reaper.stdin.write(f"{line}\n".encode())
             self._reaper.stdin.flush()
@@ -482,9 +486,8 @@ class SlurmBackend:
                 self._refuse("was refused")
             try:
                 # A task sends where it runs at once; one that does not is not waited for.
-                if not event.poll(max(0.0, deadline - time.monotonic())):
-                    raise EOFError
-                port, env = event.recv()
+                said = event.poll(max(0.0, deadline - time.monotonic()))
+                port, env = event.recv() if said else (0, {})
                 rank = int(env["SLURM_PROCID"])
             except (EOFError, OSError, KeyError, ValueError):
                 event.close()

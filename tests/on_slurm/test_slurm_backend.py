@@ -48,7 +48,11 @@ def raise_or_block(rank: int, directory: str) -> None:
 
 def _steps() -> list[str]:
     out = subprocess.run(
-        ["squeue", "--steps", "-h", "-o", "%i"], capture_output=True, text=True, check=True, timeout=30
+        ["squeue", "--steps", "-h", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     return [line for line in out.stdout.split() if not line.endswith(".extern")]
 
