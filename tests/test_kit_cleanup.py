@@ -15,11 +15,13 @@ import time
 from multiprocessing import forkserver
 from pathlib import Path
 
+import psutil
 import pytest
 import spawnkit
 from spawnkit.testing._death_harness import Harness, HarnessError
 from spawnkit.testing._hang import HangReport, describe_hang, hang_report, main_thread_frames
 from spawnkit.testing._processes import (
+    ZOMBIE,
     become_subreaper,
     descendants,
     leak_guard,
@@ -36,13 +38,12 @@ posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 def _stat(pid: int) -> tuple[int, str] | None:
-    """``(ppid, state)`` of ``pid``, or ``None`` once it is not even a zombie."""
+    """``(ppid, status)`` of ``pid``, or ``None`` once it is not even a zombie."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().decode().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+        process = psutil.Process(pid)
+        return process.ppid(), process.status()
+    except psutil.NoSuchProcess:
         return None
-    return int(fields[1]), fields[0]
 
 
 def _until_exited(pid: int) -> None:
@@ -51,7 +52,7 @@ def _until_exited(pid: int) -> None:
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         return
     deadline = time.monotonic() + 30  # macOS: no waitid; ps says it
-    while descendants().get(pid) != "Z":
+    while descendants().get(pid) != ZOMBIE:
         assert time.monotonic() < deadline, f"{pid} never exited"
         time.sleep(0.005)
 
@@ -187,7 +188,7 @@ def test_wait_gone_reaps_an_orphan_that_became_our_zombie(tmp_path: Path) -> Non
     assert _parent(orphan) == os.getpid()  # adopted
     os.kill(orphan, signal.SIGTERM)
     _until_exited(orphan)
-    assert _stat(orphan) == (os.getpid(), "Z")
+    assert _stat(orphan) == (os.getpid(), ZOMBIE)
     assert wait_gone([orphan], timeout=0) == set()
     assert _stat(orphan) is None
 

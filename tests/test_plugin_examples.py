@@ -26,9 +26,17 @@ linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux o
 class TestPinned(BackendSuite):
     backends = ("pinned",)
     # The fresh-interpreter backend, which the full kit proves as 'subprocess', behind a
-    # command prefix: what a prefix can break is the launch, the results, and the pid and
-    # exit status that taskset's exec must keep.
-    tiers = ("universal", "pids and process groups", "exit signals", "os._exit status")
+    # command prefix: what a prefix can break is the start and the results, the stop that
+    # must reach the Python that taskset execs, and the pid and exit status its exec must
+    # keep. How failures are told and what the backend gives back are the fresh-interpreter
+    # backend's and core's, whatever runs in front of Python.
+    tiers = (
+        "starting and results",
+        "stopping",
+        "pids and process groups",
+        "exit signals",
+        "os._exit status",
+    )
 
 
 def test_the_guide_shows_the_pinned_backend_as_it_is_tested() -> None:

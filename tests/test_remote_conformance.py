@@ -12,7 +12,9 @@ from spawnkit.testing import _targets as t
 
 class TestRelay(BackendSuite):
     backends = ("relay",)
-    opt_in = ("exit signals", "os._exit status")
+    # Every universal check: results, failures, the stop and what a job gives back all pass
+    # through its own handle and its own messages, none through core's result channel.
+    opt_in = ("exit signals", "os._exit status", "non-daemon ranks at exit")
 
 
 def test_a_rank_stopped_as_it_starts_ends_on_the_graceful_stop() -> None:

@@ -30,7 +30,7 @@ def _register(monkeypatch: pytest.MonkeyPatch, mode: str) -> str:
         factory=lambda: t.GracefulBackend(mode),
         remote=True,
         pickles=True,
-        watches=plugin.OWN_FATE_SHARING,
+        watches="own",
     )
     monkeypatch.setitem(registry.backends, name, info)
     return name

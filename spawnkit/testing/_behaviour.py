@@ -10,7 +10,9 @@ import sys
 import tempfile
 import textwrap
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,7 +20,7 @@ import spawnkit
 
 from . import _targets as t
 from ._processes import descendants, infrastructure_pids, wait_for_files, wait_gone
-from ._tiers import local_process, opt_in
+from ._tiers import local_process, opt_in, part
 
 if sys.platform == "win32":  # no SIGKILL there; naming it would fail at import
     _FATAL_SIGNALS = [signal.SIGABRT, signal.SIGSEGV]
@@ -32,7 +34,9 @@ def _alive(pid: int) -> bool:
 
 
 def _fds() -> int:
-    return len(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
+    import psutil  # the test process's, never a worker's
+
+    return int(psutil.Process().num_fds())
 
 
 def _run_script(
@@ -79,25 +83,52 @@ def _run_script(
     return stdout
 
 
-class BehaviourTests:
+class Checks:
+    """What every class of checks reads: the options a suite passes to its backends."""
+
+    #: Keyword options for every job a check starts, as ``spawnkit.spawn(**options)``
+    #: passes them to the backend's factory; ``BackendSuite`` says which values it takes.
+    backend_options: ClassVar[Mapping[str, Any]] = {}
+
+    def _backend_source(self, backend: str) -> str:
+        """``backend=`` and the options as source, for a script run in a new interpreter."""
+        return f"backend={backend!r}, **{dict(self.backend_options)!r}"
+
+
+class BehaviourTests(Checks):
     """What every backend must do, as seen from ``spawnkit.spawn``."""
 
     # -- success -----------------------------------------------------------------------
 
+    @part("starting and results")
     def test_returns_every_rank_value_in_rank_order(self, backend: str) -> None:
-        assert spawnkit.spawn(t.times, args=(10,), nprocs=4, backend=backend) == [0, 10, 20, 30]
+        assert spawnkit.spawn(
+            t.times, args=(10,), nprocs=4, backend=backend, **self.backend_options
+        ) == [0, 10, 20, 30]
 
+    @part("starting and results")
     def test_args_may_be_a_list_and_are_passed_after_the_rank(self, backend: str) -> None:
-        got = spawnkit.spawn(t.echo, args=["a", 2, None], nprocs=2, backend=backend)
+        got = spawnkit.spawn(
+            t.echo, args=["a", 2, None], nprocs=2, backend=backend, **self.backend_options
+        )
         assert got == [(0, ("a", 2, None)), (1, ("a", 2, None))]
 
+    @part("starting and results")
     def test_ranks_run_at_the_same_time(self, backend: str, tmp_path: Path) -> None:
-        got = spawnkit.spawn(t.wait_for_all, args=(4, str(tmp_path)), nprocs=4, backend=backend)
+        got = spawnkit.spawn(
+            t.wait_for_all,
+            args=(4, str(tmp_path)),
+            nprocs=4,
+            backend=backend,
+            **self.backend_options,
+        )
         assert got == [4, 4, 4, 4]
 
     @local_process("pids and process groups")
     def test_every_worker_is_its_own_process_and_leads_its_group(self, backend: str) -> None:
-        ctx = spawnkit.spawn(t.identity, nprocs=3, join=False, backend=backend)
+        ctx = spawnkit.spawn(
+            t.identity, nprocs=3, join=False, backend=backend, **self.backend_options
+        )
         got = ctx.results()
         assert [g["rank"] for g in got] == [0, 1, 2]
         assert [g["pid"] for g in got] == ctx.pids()
@@ -105,11 +136,15 @@ class BehaviourTests:
         assert os.getpid() not in ctx.pids()
         assert all(g["pgid"] == g["pid"] for g in got)
 
+    @part("starting and results")
     def test_results_waits_and_returns_the_values(self, backend: str) -> None:
-        ctx = spawnkit.spawn(t.times, args=(3,), nprocs=2, join=False, backend=backend)
+        ctx = spawnkit.spawn(
+            t.times, args=(3,), nprocs=2, join=False, backend=backend, **self.backend_options
+        )
         assert ctx.results() == [0, 3]
         assert ctx.join() is True  # can be called again once done
 
+    @part("starting and results")
     def test_function_from_the_main_script(self, backend: str, tmp_path: Path) -> None:
         out = _run_script(
             f"""
@@ -119,12 +154,13 @@ class BehaviourTests:
                 return base + rank
 
             if __name__ == "__main__":
-                print(spawnkit.spawn(work, args=(10,), nprocs=2, backend={backend!r}))
+                print(spawnkit.spawn(work, args=(10,), nprocs=2, {self._backend_source(backend)}))
             """,
             path=tmp_path / "job.py",
         )
         assert out.strip() == "[10, 11]"
 
+    @part("starting and results")
     def test_function_from_a_module_only_the_parent_path_has(
         self, backend: str, tmp_path: Path
     ) -> None:
@@ -138,30 +174,40 @@ class BehaviourTests:
             import onlyhere, spawnkit
 
             if __name__ == "__main__":
-                print(spawnkit.spawn(onlyhere.work, nprocs=2, backend={backend!r}))
+                print(spawnkit.spawn(onlyhere.work, nprocs=2, {self._backend_source(backend)}))
             """,
             path=tmp_path / "job.py",
         )
         assert out.strip() == "['only 0', 'only 1']"
 
+    @part("starting and results")
     def test_large_result_arrives_intact(self, backend: str) -> None:
         size = 16 * 1024 * 1024
-        (value,) = spawnkit.spawn(t.return_bytes, args=(size,), backend=backend)
+        (value,) = spawnkit.spawn(
+            t.return_bytes, args=(size,), backend=backend, **self.backend_options
+        )
         assert value == bytes(range(256)) * (size // 256)
 
+    @part("starting and results")
     def test_system_exit_zero_or_none_is_success(self, backend: str) -> None:
-        assert spawnkit.spawn(t.exit_with, args=(0, "sys.exit"), backend=backend) == [None]
-        assert spawnkit.spawn(t.exit_with, args=(None, "raise"), backend=backend) == [None]
+        assert spawnkit.spawn(
+            t.exit_with, args=(0, "sys.exit"), backend=backend, **self.backend_options
+        ) == [None]
+        assert spawnkit.spawn(
+            t.exit_with, args=(None, "raise"), backend=backend, **self.backend_options
+        ) == [None]
 
+    @part("starting and results")
     def test_workers_do_not_load_plugins(self, backend: str) -> None:
         if not _pickles(backend):
             pytest.skip(f"{backend!r} workers inherit the parent's memory, plugins included")
-        (modules,) = spawnkit.spawn(t.loaded_modules, backend=backend)
+        (modules,) = spawnkit.spawn(t.loaded_modules, backend=backend, **self.backend_options)
         for heavy in ("spawnkit._registry", "spawnkit.hookspecs", "spawnkit._api"):
             assert heavy not in modules
 
     # -- failures ----------------------------------------------------------------------
 
+    @part("failures")
     def test_raised_exception_reaches_the_parent_with_its_traceback(self, backend: str) -> None:
         ctx = spawnkit.spawn(
             t.raise_on, args=(1, "bad input"), nprocs=3, join=False, backend=backend
@@ -184,8 +230,11 @@ class BehaviourTests:
         for pid in pids:
             assert not _alive(pid)
 
+    @part("failures")
     def test_every_failure_is_kept(self, backend: str) -> None:
-        ctx = spawnkit.spawn(t.raise_everywhere, nprocs=3, join=False, backend=backend)
+        ctx = spawnkit.spawn(
+            t.raise_everywhere, nprocs=3, join=False, backend=backend, **self.backend_options
+        )
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
             ctx.join(grace_period=60)  # long enough for every rank to fail on its own
         assert sorted(f.error_index for f in info.value.failures) == [0, 1, 2]
@@ -193,47 +242,42 @@ class BehaviourTests:
         for failure in info.value.failures:
             assert str(failure).rstrip().endswith(f"ValueError: rank {failure.error_index} failed")
 
+    @part("failures")
     def test_failure_is_raised_again_by_a_second_join(self, backend: str) -> None:
-        ctx = spawnkit.spawn(t.raise_everywhere, nprocs=1, join=False, backend=backend)
+        ctx = spawnkit.spawn(
+            t.raise_everywhere, nprocs=1, join=False, backend=backend, **self.backend_options
+        )
         with pytest.raises(spawnkit.ProcessRaisedException) as first:
             ctx.join()
         with pytest.raises(spawnkit.ProcessRaisedException) as second:
             ctx.join()
         assert second.value is first.value
 
+    @part("failures")
     @pytest.mark.parametrize("how", ["sys.exit", "raise"])
     def test_nonzero_exit_is_reported_with_its_code(self, backend: str, how: str) -> None:
-        self._exits_with_123(backend, how)
+        _exits_with_123(backend, how, self.backend_options)
 
     @opt_in("os._exit status")
     def test_the_status_of_os_exit_is_reported(self, backend: str) -> None:
         # A process that hosts a rank and dies with it may take the status along.
-        self._exits_with_123(backend, "os._exit")
+        _exits_with_123(backend, "os._exit", self.backend_options)
 
-    @staticmethod
-    def _exits_with_123(backend: str, how: str) -> None:
-        with pytest.raises(spawnkit.ProcessExitedException) as info:
-            spawnkit.spawn(t.exit_with, args=(123, how), backend=backend)
-        assert info.value.exit_code == 123
-        assert info.value.signal_name is None
-        assert info.value.error_index == 0
-        # A remote engine may add what it saw, in parentheses.
-        message = str(info.value)
-        assert message.split(" (", maxsplit=1)[0] == "process 0 terminated with exit code 123", (
-            message
-        )
-
+    @part("failures")
     @pytest.mark.parametrize("code", [256, 2**31, -1])
     def test_exit_status_outside_0_to_255_is_a_failure(self, backend: str, code: int) -> None:
         # The system keeps only the low byte: 256 would otherwise read as success.
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
-            spawnkit.spawn(t.exit_with, args=(code, "sys.exit"), backend=backend)
+            spawnkit.spawn(
+                t.exit_with, args=(code, "sys.exit"), backend=backend, **self.backend_options
+            )
         assert isinstance(info.value.exception, ValueError)
         assert f"called sys.exit({code}), but an exit status is 0-255" in str(info.value)
 
+    @part("failures")
     def test_keyboard_interrupt_in_a_worker_is_a_failure(self, backend: str) -> None:
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
-            spawnkit.spawn(t.interrupt, backend=backend)
+            spawnkit.spawn(t.interrupt, backend=backend, **self.backend_options)
         assert isinstance(info.value.exception, KeyboardInterrupt)
         assert info.value.remote_traceback.rstrip().endswith("KeyboardInterrupt")
 
@@ -241,7 +285,9 @@ class BehaviourTests:
     @opt_in("exit signals")
     def test_death_by_signal_names_the_signal(self, backend: str, signum: int) -> None:
         with pytest.raises(spawnkit.ProcessExitedException) as info:
-            spawnkit.spawn(t.kill_self, args=(int(signum),), backend=backend)
+            spawnkit.spawn(
+                t.kill_self, args=(int(signum),), backend=backend, **self.backend_options
+            )
         name = signal.Signals(signum).name
         assert info.value.exit_code == -signum
         assert info.value.signal_name == name
@@ -251,33 +297,40 @@ class BehaviourTests:
             message
         )
 
+    @part("failures")
     def test_unpicklable_exception_is_reported_as_text(self, backend: str) -> None:
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
-            spawnkit.spawn(t.raise_unpicklable, backend=backend)
+            spawnkit.spawn(t.raise_unpicklable, backend=backend, **self.backend_options)
         assert info.value.exception is None
         assert "UnpicklableError: the lock stays here" in str(info.value)
 
+    @part("failures")
     def test_exception_that_cannot_be_rebuilt_is_reported_as_text(self, backend: str) -> None:
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
-            spawnkit.spawn(t.raise_unrebuildable, backend=backend)
+            spawnkit.spawn(t.raise_unrebuildable, backend=backend, **self.backend_options)
         assert info.value.exception is None
         assert "NeedsTwoArgsError: left+right" in str(info.value)
 
+    @part("failures")
     def test_megabyte_traceback_does_not_deadlock(self, backend: str) -> None:
         size = 8 * 1024 * 1024
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
-            spawnkit.spawn(t.raise_huge, args=(size,), nprocs=2, backend=backend)
+            spawnkit.spawn(
+                t.raise_huge, args=(size,), nprocs=2, backend=backend, **self.backend_options
+            )
         assert len(info.value.remote_traceback) > size
 
+    @part("failures")
     def test_unpicklable_result_is_a_clear_failure(self, backend: str) -> None:
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
-            spawnkit.spawn(t.return_unpicklable, backend=backend)
+            spawnkit.spawn(t.return_unpicklable, backend=backend, **self.backend_options)
         assert isinstance(info.value.exception, TypeError)
         assert "cannot be pickled back to the parent" in str(info.value)
 
+    @part("failures")
     def test_failures_survive_pickling(self, backend: str) -> None:
         with pytest.raises(spawnkit.ProcessRaisedException) as info:
-            spawnkit.spawn(t.raise_on, args=(0, "pickled"), backend=backend)
+            spawnkit.spawn(t.raise_on, args=(0, "pickled"), backend=backend, **self.backend_options)
         again = pickle.loads(pickle.dumps(info.value))
         # The same class as raised: spawnkit's, or, where torch is loaded, the one that is
         # torch's class too.
@@ -290,11 +343,13 @@ class BehaviourTests:
 
     # -- waiting and stopping ----------------------------------------------------------
 
+    @part("starting and results")
     def test_every_rank_sees_the_rank_environment(self, backend: str) -> None:
         got = spawnkit.spawn(
             t.rank_environment,
             nprocs=2,
             backend=backend,
+            **self.backend_options,
             env=lambda rank: {"SPAWNKIT_KIT_VALUE": f"v{rank}"},
         )
         for rank, env in enumerate(got):
@@ -307,12 +362,14 @@ class BehaviourTests:
         # One rendezvous for the job: every rank is told the same master.
         assert len({(e["MASTER_ADDR"], e["MASTER_PORT"]) for e in got}) == 1
 
+    @part("stopping")
     def test_the_deadline_stops_the_job_and_names_the_running_ranks(self, backend: str) -> None:
         ctx = spawnkit.spawn(
             t.finish_unless,
             args=(1,),
             nprocs=2,
             backend=backend,
+            **self.backend_options,
             join=False,
             timeout=0.5,
             grace_period=1,
@@ -337,22 +394,28 @@ class BehaviourTests:
 
     @local_process("per-rank output at the descriptor level")
     def test_per_rank_logs_hold_output_of_every_kind(self, backend: str, tmp_path: Path) -> None:
-        spawnkit.spawn(t.write_everywhere, nprocs=2, backend=backend, log_dir=tmp_path)
+        spawnkit.spawn(
+            t.write_everywhere, nprocs=2, backend=backend, **self.backend_options, log_dir=tmp_path
+        )
         for rank in range(2):
             out = (tmp_path / str(rank) / "stdout.log").read_text().splitlines()
             err = (tmp_path / str(rank) / "stderr.log").read_text().splitlines()
             assert out == [f"print {rank}", f"fd1 {rank}", f"child {rank}"]
             assert err == [f"fd2 {rank}"]
 
+    @part("stopping")
     def test_join_timeout_returns_false_and_can_be_repeated(self, backend: str) -> None:
-        with spawnkit.spawn(t.block, nprocs=2, join=False, backend=backend) as ctx:
+        with spawnkit.spawn(
+            t.block, nprocs=2, join=False, backend=backend, **self.backend_options
+        ) as ctx:
             assert ctx.join(timeout=0.05) is False
             assert ctx.join(timeout=0) is False
             assert all(p.is_alive() for p in ctx.processes)
             assert all(_alive(pid) for pid in ctx.pids() if pid != -1)
 
+    @part("stopping")
     def test_terminate_stops_every_rank_and_join_says_so(self, backend: str) -> None:
-        ctx = spawnkit.spawn(t.block, nprocs=3, join=False, backend=backend)
+        ctx = spawnkit.spawn(t.block, nprocs=3, join=False, backend=backend, **self.backend_options)
         pids = ctx.pids()
         ctx.terminate(grace_period=5)
         assert not any(_alive(pid) for pid in pids)
@@ -383,27 +446,46 @@ class BehaviourTests:
         assert (tmp_path / "0.sigterm").exists()
         assert not _alive(ctx.pids()[0])
 
+    @part("stopping")
     def test_leaving_the_context_manager_terminates(self, backend: str) -> None:
-        with spawnkit.spawn(t.block, nprocs=2, join=False, backend=backend) as ctx:
+        with spawnkit.spawn(
+            t.block, nprocs=2, join=False, backend=backend, **self.backend_options
+        ) as ctx:
             pids = ctx.pids()
         assert not any(_alive(pid) for pid in pids)
 
+    @part("stopping")
     def test_terminate_takes_grandchildren_down(self, backend: str, tmp_path: Path) -> None:
-        ctx = spawnkit.spawn(t.start_grandchild, args=(str(tmp_path),), join=False, backend=backend)
+        ctx = spawnkit.spawn(
+            t.start_grandchild,
+            args=(str(tmp_path),),
+            join=False,
+            backend=backend,
+            **self.backend_options,
+        )
         marker = tmp_path / "0.grandchild"
         wait_for_files(marker)
         grandchild = int(marker.read_text())
         ctx.terminate(grace_period=0.2)
         assert wait_gone([grandchild], timeout=10) == set()
 
+    @part("stopping")
     def test_failure_stops_the_other_ranks(self, backend: str) -> None:
-        ctx = spawnkit.spawn(t.raise_on, args=(0, "first"), nprocs=3, join=False, backend=backend)
+        ctx = spawnkit.spawn(
+            t.raise_on,
+            args=(0, "first"),
+            nprocs=3,
+            join=False,
+            backend=backend,
+            **self.backend_options,
+        )
         with pytest.raises(spawnkit.ProcessRaisedException):
             ctx.join(grace_period=0.5)
         assert not any(_alive(pid) for pid in ctx.pids())
 
     # -- bad input -----------------------------------------------------------------------
 
+    @part("starting and results")
     def test_workers_read_an_empty_stdin_not_the_parents(self, backend: str) -> None:
         # The parent's stdin stays open and silent: a worker that inherited it would block,
         # or be stopped by SIGTTIN on a terminal, since it leads its own process group.
@@ -412,7 +494,7 @@ class BehaviourTests:
             import spawnkit
             from spawnkit.testing import _targets as t
             if __name__ == "__main__":
-                print(spawnkit.spawn(t.read_stdin, nprocs=2, backend={backend!r}))
+                print(spawnkit.spawn(t.read_stdin, nprocs=2, {self._backend_source(backend)}))
             """,
             stdin_open=True,
         )
@@ -446,7 +528,7 @@ class BehaviourTests:
                 threading.Thread(target=alarm_once_both_run, daemon=True).start()
                 try:
                     spawnkit.spawn(t.cleanup_on_exit, args=({str(tmp_path)!r},), nprocs=2,
-                                   backend={backend!r})
+                                   {self._backend_source(backend)})
                 except Late:
                     print("late")
             """
@@ -455,39 +537,48 @@ class BehaviourTests:
         assert (tmp_path / "0.cleaned").exists()
         assert (tmp_path / "1.cleaned").exists()
 
+    @part("starting and results")
     def test_unknown_option_is_rejected_before_anything_starts(self, backend: str) -> None:
         with pytest.raises(spawnkit.UnknownOptionError, match="does not take option"):
-            spawnkit.spawn(t.times, args=(1,), backend=backend, no_such_option=1)
+            spawnkit.spawn(
+                t.times, args=(1,), backend=backend, **self.backend_options, no_such_option=1
+            )
 
+    @part("starting and results")
     def test_unpicklable_function_is_named(self, backend: str) -> None:
         def nested(rank: int) -> int:
             return rank
 
         if not _pickles(backend) or _has_cloudpickle():
             # In memory (fork), or by value with the cloudpickle extra.
-            assert spawnkit.spawn(nested, nprocs=2, backend=backend) == [0, 1]
+            assert spawnkit.spawn(nested, nprocs=2, backend=backend, **self.backend_options) == [
+                0,
+                1,
+            ]
             return
         with pytest.raises(spawnkit.NotPicklableError) as err:
-            spawnkit.spawn(nested, backend=backend)
+            spawnkit.spawn(nested, backend=backend, **self.backend_options)
         assert "it is defined inside a function" in str(err.value)
         assert "nested" in str(err.value)
         assert "spawnkit[cloudpickle]" in str(err.value)
 
     # -- resources -----------------------------------------------------------------------
 
+    @part("resources")
     def test_jobs_give_back_every_descriptor_thread_and_process(self, backend: str) -> None:
         # Counted exactly after each job: a job that keeps one descriptor, thread, child or
         # zombie shows after one job as surely as after hundreds; two of each outcome, so
         # that a job also meets what one like it left. A leak that takes a rare race shows
         # only in many jobs: tools/soak runs hundreds, outside the suite.
-        run_job(backend, 0)  # warms caches and servers, which stay
+        run_job(backend, 0, self.backend_options)  # warms caches and servers, which stay
         before = resource_counts(backend)
         for job in range(1, 5):
-            run_job(backend, job)
+            run_job(backend, job, self.backend_options)
             after = resource_counts(backend)
             outcome = "failed" if job % 2 else "succeeded"
             assert after == before, f"after job {job}, which {outcome}: {after}, not {before}"
 
+    @part("resources")
     def test_no_temporary_files_are_left(self, backend: str, tmp_path: Path) -> None:
         tmp = tmp_path / "tmp"
         tmp.mkdir()
@@ -496,9 +587,10 @@ class BehaviourTests:
             import spawnkit
             from spawnkit.testing import _targets as t
             if __name__ == "__main__":
-                assert spawnkit.spawn(t.times, args=(2,), nprocs=2, backend={backend!r}) == [0, 2]
+                got = spawnkit.spawn(t.times, args=(2,), nprocs=2, {self._backend_source(backend)})
+                assert got == [0, 2]
                 try:
-                    spawnkit.spawn(t.raise_everywhere, nprocs=2, backend={backend!r})
+                    spawnkit.spawn(t.raise_everywhere, nprocs=2, {self._backend_source(backend)})
                 except spawnkit.ProcessRaisedException:
                     pass
             """,
@@ -506,6 +598,7 @@ class BehaviourTests:
         )
         assert list(tmp.iterdir()) == []
 
+    @part("resources")
     def test_daemon_workers_stop_when_the_parent_exits(self, backend: str) -> None:
         out = _run_script(
             f"""
@@ -513,7 +606,7 @@ class BehaviourTests:
             from spawnkit.testing import _targets as t
             if __name__ == "__main__":
                 ctx = spawnkit.spawn(
-                    t.block, nprocs=2, join=False, daemon=True, backend={backend!r}
+                    t.block, nprocs=2, join=False, daemon=True, {self._backend_source(backend)}
                 )
                 print(*ctx.pids())
             """
@@ -521,6 +614,7 @@ class BehaviourTests:
         pids = [int(p) for p in out.split()]
         assert wait_gone(pids, timeout=10) == set()
 
+    @opt_in("non-daemon ranks at exit")
     def test_non_daemon_workers_are_waited_for_at_exit(self, backend: str, tmp_path: Path) -> None:
         out = _run_script(
             f"""
@@ -528,13 +622,24 @@ class BehaviourTests:
             from spawnkit.testing import _targets as t
             if __name__ == "__main__":
                 ctx = spawnkit.spawn(t.wait_for_all, args=(2, {str(tmp_path)!r}), nprocs=2,
-                                     join=False, backend={backend!r})
+                                     join=False, {self._backend_source(backend)})
                 print(*ctx.pids())
             """
         )
         # The script returned only after both workers checked in and finished.
         assert len(list(tmp_path.glob("*.here"))) == 2
         assert wait_gone([int(p) for p in out.split()], timeout=10) == set()
+
+
+def _exits_with_123(backend: str, how: str, options: Mapping[str, Any]) -> None:
+    with pytest.raises(spawnkit.ProcessExitedException) as info:
+        spawnkit.spawn(t.exit_with, args=(123, how), backend=backend, **options)
+    assert info.value.exit_code == 123
+    assert info.value.signal_name is None
+    assert info.value.error_index == 0
+    # A remote engine may add what it saw, in parentheses.
+    message = str(info.value)
+    assert message.split(" (", maxsplit=1)[0] == "process 0 terminated with exit code 123", message
 
 
 def _has_cloudpickle() -> bool:
@@ -559,13 +664,15 @@ def resource_counts(backend: str) -> dict[str, int]:
     }
 
 
-def run_job(backend: str, job: int) -> None:
-    """Job number ``job`` of two ranks: an odd one fails (rank 1 raises), an even one succeeds."""
+def run_job(backend: str, job: int, options: Mapping[str, Any] | None = None) -> None:
+    """Job number ``job`` of two ranks: an odd one fails (rank 1 raises), an even one succeeds;
+    ``options`` go to the backend."""
+    options = options or {}
     if job % 2:
         with pytest.raises(spawnkit.ProcessRaisedException, match=f"cycle {job}"):
-            spawnkit.spawn(t.mixed, args=(job,), nprocs=2, backend=backend)
+            spawnkit.spawn(t.mixed, args=(job,), nprocs=2, backend=backend, **options)
     else:
-        assert spawnkit.spawn(t.mixed, args=(job,), nprocs=2, backend=backend) == [0, 1]
+        assert spawnkit.spawn(t.mixed, args=(job,), nprocs=2, backend=backend, **options) == [0, 1]
 
 
 def _is_remote(backend: str) -> bool:

@@ -38,7 +38,7 @@ from typing import Any
 
 from ._death_targets import posix_only, report
 from ._hang import describe_hang
-from ._processes import become_subreaper, descendants
+from ._processes import ZOMBIE, become_subreaper, command_line, descendants
 
 __all__ = ["Harness", "HarnessError", "run_harness"]
 
@@ -357,7 +357,7 @@ class Harness:
 
     def _living_descendants(self) -> dict[int, str]:
         self._reap()
-        return {pid: state for pid, state in descendants().items() if state != "Z"}
+        return {pid: state for pid, state in descendants().items() if state != ZOMBIE}
 
     def _wait_no_descendants(self, deadline: float) -> list[dict[str, Any]]:
         """Wait until nothing at all runs below the harness; describe what still does."""
@@ -427,11 +427,7 @@ class Harness:
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
+    return " ".join(command_line(pid)) or "?"
 
 
 # -- the job's process -----------------------------------------------------------------
@@ -462,6 +458,7 @@ def parent_main() -> None:
                     backend=job["backend"],
                     watch=job["watch"],
                     grace_period=config["grace"],
+                    **job.get("options", {}),
                 )
             )
 
@@ -545,11 +542,13 @@ def _spawn_from_a_thread_that_exits(config: dict[str, Any], start: Any) -> None:
 def _foreground(config: dict[str, Any], fifos: list[str]) -> None:
     import spawnkit
 
-    from ._processes import descendants, infrastructure_pids
+    from ._processes import ZOMBIE, descendants, infrastructure_pids
 
     def live_children() -> list[int]:
         return sorted(
-            pid for pid, state in descendants(exclude=infrastructure_pids()).items() if state != "Z"
+            pid
+            for pid, state in descendants(exclude=infrastructure_pids()).items()
+            if state != ZOMBIE
         )
 
     if config.get("parent_handler"):
@@ -575,6 +574,7 @@ def _foreground(config: dict[str, Any], fifos: list[str]) -> None:
             backend=job["backend"],
             watch=job["watch"],
             grace_period=config["grace"],
+            **job.get("options", {}),
         )
     except KeyboardInterrupt:
         report(
@@ -599,7 +599,8 @@ def run_harness(
     """Play one scenario in a harness process; return what it saw (see the module's doc).
 
     ``folder``: an empty directory for the FIFOs and the job's output. ``jobs``:
-    ``{"backend", "watch", "nprocs", "tag"}`` each, started in order. Other options go to
+    ``{"backend", "watch", "nprocs", "tag"}`` each, and the backend's ``"options"`` if any,
+    started in order. Other options go to
     the harness and the workers: ``children``, ``child_sigterm``, ``sigterm``, ``hold``,
     ``survive``, ``signal``, ``twice``, ``parent_handler``.
     """

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ._behaviour import Checks
 from ._death_harness import run_harness
 from ._tiers import local_process_tests
 
@@ -63,7 +64,7 @@ def _assert_all_gone(result: dict[str, Any]) -> None:
 
 
 @local_process_tests("parent watches")
-class ParentDeathTests:
+class ParentDeathTests(Checks):
     """Parent-death tests, run for every backend and every watch variant this machine has.
 
     Each test carries its own platform mark: a mark on this class would reach every other
@@ -88,7 +89,13 @@ class ParentDeathTests:
         self, backend: str, watch: str, tmp_path: Path
     ) -> None:
         resolved = resolve_watch(watch, backend)
-        job = {"backend": backend, "watch": watch, "nprocs": 2, "tag": "job"}
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": watch,
+            "nprocs": 2,
+            "tag": "job",
+        }
         if resolved == "none":
             # The one variant without a watch: its workers outlive the job, as documented.
             result = _played(run_harness(tmp_path, [job], children=1, survive=["job"]))
@@ -106,7 +113,12 @@ class ParentDeathTests:
     ) -> None:
         if resolve_watch(watch, backend) == "none":
             pytest.skip("watch 'none' arms nothing")
-        job = {"backend": backend, "watch": watch, "nprocs": 1}
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": watch,
+            "nprocs": 1,
+        }
         result = _played(run_harness(tmp_path, [job], hold=True))
         _assert_all_gone(result)
         # arm() itself found the parent gone: fn never ran.
@@ -116,7 +128,12 @@ class ParentDeathTests:
     def test_spawning_from_a_thread_that_exits_keeps_the_workers(
         self, backend: str, watch: str, tmp_path: Path
     ) -> None:
-        job = {"backend": backend, "watch": watch, "nprocs": 1}
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": watch,
+            "nprocs": 1,
+        }
         result = _played(run_harness(tmp_path, [job], mode="thread"))
         assert result["parent_returncode"] == 0, _explain(result)
         # Every worker finished its work and returned: none was stopped on the way.
@@ -132,7 +149,12 @@ class ParentDeathTests:
         # Rank 0 dies of SIGTERM at once, rank 1 ignores it, rank 2 catches it and returns;
         # each leaves a grandchild that ignores SIGTERM. Only the grace period's SIGKILL,
         # sent by someone who outlives rank 0 and rank 2, can end those grandchildren.
-        job = {"backend": backend, "watch": "auto", "nprocs": 3}
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": "auto",
+            "nprocs": 3,
+        }
         result = _played(
             run_harness(
                 tmp_path,
@@ -148,7 +170,12 @@ class ParentDeathTests:
     def test_sigint_to_a_foreground_job_stops_it_gracefully(
         self, backend: str, tmp_path: Path
     ) -> None:
-        job = {"backend": backend, "watch": "auto", "nprocs": 2}
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": "auto",
+            "nprocs": 2,
+        }
         result = _played(run_harness(tmp_path, [job], mode="signal", signal="SIGINT", children=1))
         _assert_all_gone(result)
         family = _families(result)
@@ -164,7 +191,12 @@ class ParentDeathTests:
     def test_sigterm_to_a_foreground_job_stops_it_then_ends_the_parent(
         self, backend: str, tmp_path: Path
     ) -> None:
-        job = {"backend": backend, "watch": "auto", "nprocs": 2}
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": "auto",
+            "nprocs": 2,
+        }
         result = _played(run_harness(tmp_path, [job], mode="signal", signal="SIGTERM"))
         _assert_all_gone(result)
         assert set(_families(result)) <= _cleaned_up(result), _explain(result)
@@ -174,7 +206,12 @@ class ParentDeathTests:
     def test_sigterm_reaches_the_parents_own_handler_after_the_stop(
         self, backend: str, tmp_path: Path
     ) -> None:
-        job = {"backend": backend, "watch": "auto", "nprocs": 2}
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": "auto",
+            "nprocs": 2,
+        }
         result = _played(
             run_harness(tmp_path, [job], mode="signal", signal="SIGTERM", parent_handler=True)
         )
@@ -187,7 +224,14 @@ class ParentDeathTests:
     def test_ctrl_c_to_spawnkit_run_leaves_nothing_and_exits_130(
         self, backend: str, tmp_path: Path
     ) -> None:
-        job = {"backend": backend, "watch": "auto", "nprocs": 2}
+        if self.backend_options:
+            pytest.skip("`spawnkit run` passes no backend options; this suite gives some")
+        job = {
+            "backend": backend,
+            "options": dict(self.backend_options),
+            "watch": "auto",
+            "nprocs": 2,
+        }
         result = _played(run_harness(tmp_path, [job], mode="cli", signal="SIGINT", children=1))
         _assert_all_gone(result)
         assert set(_families(result)) <= _cleaned_up(result), _explain(result)

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
+from typing import Any
 
 from ._hang import describe_hang
 
@@ -25,26 +27,30 @@ _CODE = """
 import spawnkit
 from spawnkit.testing import _targets as t
 if __name__ == "__main__":
-    got = spawnkit.spawn(t.times, args=(2,), nprocs=2, backend={backend!r})
+    got = spawnkit.spawn(t.times, args=(2,), nprocs=2, backend={backend!r}, **{options!r})
     assert got == [0, 2], got
 """
 
-_found: dict[str, str | None] = {}
+_found: dict[tuple[str, str], str | None] = {}
 
 
-def probe(backend: str) -> str | None:
-    """Why ``backend`` cannot run a tiny job (where it hung, how it failed), else ``None``."""
-    if backend not in _found:
-        _found[backend] = run_probe(backend)
-    return _found[backend]
+def probe(backend: str, options: Mapping[str, Any] | None = None) -> str | None:
+    """Why ``backend`` cannot run a tiny job (where it hung, how it failed), else ``None``;
+    ``options`` go to the backend, as ``BackendSuite.backend_options`` does."""
+    key = (backend, repr(dict(options or {})))
+    if key not in _found:
+        _found[key] = run_probe(backend, options=options)
+    return _found[key]
 
 
-def run_probe(backend: str, seconds: float = PROBE_SECONDS) -> str | None:
+def run_probe(
+    backend: str, seconds: float = PROBE_SECONDS, options: Mapping[str, Any] | None = None
+) -> str | None:
     """:func:`probe` itself, uncached, bounded by ``seconds``."""
     with tempfile.TemporaryDirectory(prefix="spawnkit-probe-") as tmp:
         script = os.path.join(tmp, "probe.py")
         with open(script, "w") as f:
-            f.write(_CODE.format(backend=backend))
+            f.write(_CODE.format(backend=backend, options=dict(options or {})))
         err_path = os.path.join(tmp, "stderr")
         with open(err_path, "wb") as err:
             # A session of its own: whatever the probe leaves goes with its group below.

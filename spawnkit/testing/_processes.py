@@ -20,10 +20,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 __all__ = [
     "COMMAND_WIDTH",
     "PR_SET_CHILD_SUBREAPER",
+    "ZOMBIE",
     "become_subreaper",
+    "command_line",
     "descendants",
     "infrastructure_pids",
     "kill_all",
@@ -34,6 +38,8 @@ __all__ = [
 ]
 
 PR_SET_CHILD_SUBREAPER = 36
+#: The state :func:`descendants` gives a process that ended and is not reaped yet.
+ZOMBIE = psutil.STATUS_ZOMBIE
 # After SIGKILL, how long leak_guard waits for the leftovers to be gone: a bound for a
 # loaded machine, never waited out unless a process survives SIGKILL (D state).
 KILL_TIMEOUT = 10.0
@@ -65,29 +71,13 @@ def become_subreaper() -> bool:
 
 
 def _process_table() -> dict[int, tuple[int, str]]:
-    """``pid -> (ppid, state)`` for every process visible here."""
+    """``pid -> (ppid, status)`` for every process visible here (``psutil`` statuses:
+    ``"zombie"`` is :data:`ZOMBIE`)."""
     table: dict[int, tuple[int, str]] = {}
-    if os.path.isdir("/proc/self/task"):  # Linux; elsewhere ask ps
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read().decode(errors="replace")
-            except OSError:  # gone while we looked
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            table[int(entry)] = (int(fields[1]), fields[0])
-        return table
-    out = subprocess.run(
-        ["ps", "-A", "-o", "pid=,ppid=,stat="],  # from PATH, as a user's shell would find it
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for line in out.splitlines():
-        pid, ppid, state = line.split(None, 2)
-        table[int(pid)] = (int(ppid), state[:1])
+    for process in psutil.process_iter(["ppid", "status"]):
+        ppid, status = process.info["ppid"], process.info["status"]
+        if ppid is not None and status is not None:  # None: gone while we looked
+            table[process.pid] = (ppid, status)
     return table
 
 
@@ -131,7 +121,8 @@ def _below(
 
 
 def descendants(root: int | None = None, exclude: Iterable[int] = ()) -> dict[int, str]:
-    """Every process below ``root`` (default: this one), ``pid -> state``; reaps nothing.
+    """Every process below ``root`` (default: this one), ``pid -> state`` (a ``psutil``
+    status, :data:`ZOMBIE` for a zombie); reaps nothing.
 
     Processes in ``exclude`` are left out, but their own children are still listed.
     """
@@ -142,7 +133,7 @@ def _zombie_children(pids: Iterable[int], table: dict[int, tuple[int, str]]) -> 
     """Those of ``pids`` that are zombies of this process, multiprocessing's helpers aside:
     the stdlib waitpid()s those itself, and would fail with ChildProcessError."""
     me = os.getpid()
-    zombies = {pid for pid in pids if table.get(pid) == (me, "Z")}
+    zombies = {pid for pid in pids if table.get(pid) == (me, ZOMBIE)}
     return zombies - infrastructure_pids() if zombies else zombies
 
 
@@ -323,14 +314,18 @@ def short_command(argv: list[str], width: int = COMMAND_WIDTH) -> str:
     return " ".join([*head, *(["..."] if rest else []), *tail])
 
 
-def _describe(pid: int, state: str) -> str:
-    """``pid (state, command line)``: the command line where /proc tells it."""
+def command_line(pid: int) -> list[str]:
+    """``pid``'s command line; empty if it has none to tell (a zombie) or is gone."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read().decode(errors="replace")
-    except OSError:  # not Linux, or gone
-        raw = ""
-    command = short_command(raw.rstrip("\0").split("\0")) if raw.strip("\0") else ""
+        return list(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return []
+
+
+def _describe(pid: int, state: str) -> str:
+    """``pid (state, command line)``."""
+    argv = command_line(pid)
+    command = short_command(argv) if argv else ""
     return f"{pid} ({state}, {command})" if command else f"{pid} ({state})"
 
 

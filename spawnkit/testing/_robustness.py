@@ -20,9 +20,9 @@ import pytest
 import spawnkit
 
 from . import _targets as t
-from ._behaviour import _has_cloudpickle, _pickles, _run_script
+from ._behaviour import Checks, _has_cloudpickle, _pickles, _run_script
 from ._processes import wait_for_files, wait_gone
-from ._tiers import local_process
+from ._tiers import local_process, part
 
 __all__ = ["DropInTests", "RobustnessTests"]
 
@@ -44,7 +44,7 @@ def _fresh_interpreter(backend: str) -> bool:
     return _pickles(backend)
 
 
-class RobustnessTests:
+class RobustnessTests(Checks):
     """What no program may break, whatever its workers do."""
 
     # -- the result channel -------------------------------------------------------------
@@ -57,7 +57,13 @@ class RobustnessTests:
         log = tmp_path / "user.log"
         log.touch()
         with pytest.raises(spawnkit.ProcessExitedException) as info:
-            spawnkit.spawn(t.close_fds_and_return, args=(str(log),), nprocs=2, backend=backend)
+            spawnkit.spawn(
+                t.close_fds_and_return,
+                args=(str(log),),
+                nprocs=2,
+                backend=backend,
+                **self.backend_options,
+            )
         # Not a success with value None, not a rank "killed by SIGTERM" through a watch
         # descriptor that now names the log: a failure that says what happened.
         assert info.value.exit_code == 85, str(info.value)
@@ -69,21 +75,27 @@ class RobustnessTests:
             b"rank 1 wrote this",
         ], lines
 
+    @part("failures")
     def test_a_value_whose_unpickling_raises_system_exit_is_that_ranks_failure(
         self, backend: str
     ) -> None:
         for kind in ("SystemExit", "KeyboardInterrupt"):
             with pytest.raises(spawnkit.ProcessRaisedException) as info:
-                spawnkit.spawn(t.return_exploding, args=(kind,), backend=backend)
+                spawnkit.spawn(
+                    t.return_exploding, args=(kind,), backend=backend, **self.backend_options
+                )
             assert "returned a value the parent cannot unpickle" in str(info.value)
             assert kind in str(info.value)
 
+    @part("failures")
     def test_an_error_whose_unpickling_raises_keyboard_interrupt_keeps_its_text(
         self, backend: str
     ) -> None:
         for kind in ("SystemExit", "KeyboardInterrupt"):
             with pytest.raises(spawnkit.ProcessRaisedException) as info:
-                spawnkit.spawn(t.raise_exploding, args=(kind,), backend=backend)
+                spawnkit.spawn(
+                    t.raise_exploding, args=(kind,), backend=backend, **self.backend_options
+                )
             assert info.value.exception is None
             assert info.value.remote_traceback.rstrip().endswith(f"ExplodingError: {kind}")
 
@@ -100,6 +112,7 @@ class RobustnessTests:
             nprocs=2,
             join=False,
             backend=backend,
+            **self.backend_options,
         )
         wait_for_files(tmp_path / "raised")
         ctx.terminate(grace_period=30)
@@ -120,6 +133,7 @@ class RobustnessTests:
                 args=(str(tmp_path), True),
                 nprocs=2,
                 backend=backend,
+                **self.backend_options,
                 grace_period=30,
             )
         assert sorted(f.error_index for f in info.value.failures) == [0, 1]
@@ -136,11 +150,14 @@ class RobustnessTests:
         # to find a rarer race, is tools/stress's work.
         caplog.set_level(logging.WARNING, logger="spawnkit")
         for _ in range(3):
-            ctx = spawnkit.spawn(t.block, nprocs=4, join=False, backend=backend)
+            ctx = spawnkit.spawn(
+                t.block, nprocs=4, join=False, backend=backend, **self.backend_options
+            )
             ctx.terminate(grace_period=30)
         forced = [r.getMessage() for r in caplog.records if "SIGKILL" in r.getMessage()]
         assert forced == []
 
+    @part("starting and results")
     @posix_only
     def test_sigpipe_at_its_default_does_not_kill_the_parent(self, backend: str) -> None:
         if not _pickles(backend):
@@ -155,7 +172,7 @@ class RobustnessTests:
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                 for _ in range(3):
                     ctx = spawnkit.spawn(t.big_payload, args=(b"x" * (16 << 20),), nprocs=2,
-                                         join=False, backend={backend!r})
+                                         join=False, {self._backend_source(backend)})
                     ctx.terminate(grace_period=0)
                 print("alive")
             """
@@ -176,7 +193,7 @@ class RobustnessTests:
                 try:
                     spawnkit.spawn(t.fail_while_sibling_lingers,
                                    args=({str(tmp_path)!r}, os.getpid()),
-                                   nprocs=2, backend={backend!r}, grace_period=1)
+                                   nprocs=2, {self._backend_source(backend)}, grace_period=1)
                 except KeyboardInterrupt as exc:
                     print("interrupted after", type(exc.__cause__).__name__)
                 except spawnkit.ProcessException:
@@ -187,6 +204,7 @@ class RobustnessTests:
 
     # -- process groups ------------------------------------------------------------------
 
+    @part("stopping")
     @posix_only
     @forks_beside_threads
     @pytest.mark.parametrize("ignore_sigterm", [False, True], ids=["obeys", "ignores-sigterm"])
@@ -198,6 +216,7 @@ class RobustnessTests:
             args=(str(tmp_path), ignore_sigterm),
             nprocs=2,
             backend=backend,
+            **self.backend_options,
             grace_period=1,
         )
         assert got == [0, 1]
@@ -224,8 +243,8 @@ class RobustnessTests:
                 import spawnkit
                 from spawnkit.testing import _targets as t
                 if __name__ == "__main__":
-                    print(spawnkit.spawn(t.times, args=(5,), nprocs=2, backend={backend!r},
-                                         watch={watch!r}))
+                    print(spawnkit.spawn(t.times, args=(5,), nprocs=2, watch={watch!r},
+                                         {self._backend_source(backend)}))
                 """
             )
         )
@@ -259,7 +278,7 @@ class RobustnessTests:
                     return rank
 
                 print("starting", flush=True)
-                spawnkit.spawn(work, nprocs=2, backend={backend!r})
+                spawnkit.spawn(work, nprocs=2, {self._backend_source(backend)})
                 """
             )
         )
@@ -279,6 +298,7 @@ class RobustnessTests:
         assert raised, proc.stderr[-3000:]
         assert 'if __name__ == "__main__":' in raised[-1], proc.stderr[-3000:]
 
+    @part("starting and results")
     @posix_only
     def test_a_program_read_from_stdin(self, backend: str, tmp_path: Path) -> None:
         program = textwrap.dedent(
@@ -290,9 +310,9 @@ class RobustnessTests:
                 return rank
 
             if __name__ == "__main__":
-                print(spawnkit.spawn(t.times, args=(2,), nprocs=2, backend={backend!r}))
+                print(spawnkit.spawn(t.times, args=(2,), nprocs=2, {self._backend_source(backend)}))
                 try:
-                    print(spawnkit.spawn(here, nprocs=2, backend={backend!r}))
+                    print(spawnkit.spawn(here, nprocs=2, {self._backend_source(backend)}))
                 except spawnkit.NotPicklableError as exc:
                     print("refused:", exc)
             """
@@ -324,6 +344,7 @@ class RobustnessTests:
         assert "standard input" in second
         assert "'fork'" in second
 
+    @part("starting and results")
     @linux_only
     def test_fork_workers_hold_no_job_descriptor_yet_keep_the_programs_files(
         self, backend: str, tmp_path: Path
@@ -333,13 +354,17 @@ class RobustnessTests:
         # Another job's descriptors (its pidfds, its result pipe) are the parent's alone; a
         # file the program opened is the program's, and a fork child keeps it, as under
         # multiprocessing (a log file opened at import time, say).
-        other = spawnkit.spawn(t.block, nprocs=1, join=False, backend=backend)
+        other = spawnkit.spawn(
+            t.block, nprocs=1, join=False, backend=backend, **self.backend_options
+        )
         theirs = {p.sentinel for p in other.processes}
         log = tmp_path / "program.log"
         mine = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
-            (seen,) = spawnkit.spawn(t.descriptors, backend=backend)
-            assert spawnkit.spawn(t.write_to, args=(mine, "from a worker\n"), backend=backend)
+            (seen,) = spawnkit.spawn(t.descriptors, backend=backend, **self.backend_options)
+            assert spawnkit.spawn(
+                t.write_to, args=(mine, "from a worker\n"), backend=backend, **self.backend_options
+            )
         finally:
             os.close(mine)
             other.terminate()
@@ -353,13 +378,15 @@ class RobustnessTests:
     def test_a_worker_may_stop_its_own_children(self, backend: str) -> None:
         # The worker's signal machinery stays the worker's: a child it forks and stops with
         # SIGTERM dies of it, and the worker goes on.
-        assert spawnkit.spawn(t.stop_own_child, nprocs=2, backend=backend) == [
+        assert spawnkit.spawn(
+            t.stop_own_child, nprocs=2, backend=backend, **self.backend_options
+        ) == [
             -signal.SIGTERM,
             -signal.SIGTERM,
         ]
 
 
-class DropInTests:
+class DropInTests(Checks):
     """What code written for ``torch.multiprocessing.spawn`` and ``multiprocessing`` expects."""
 
     @posix_only
@@ -379,6 +406,7 @@ class DropInTests:
                 nprocs=3,
                 join=False,
                 backend=backend,
+                **self.backend_options,
             )
             try:
                 queued = sorted(queue.get() for _ in range(3))
@@ -393,12 +421,19 @@ class DropInTests:
             assert array[:] == [0, 10, 20]
             assert dict(proxy) == {r: f"rank {r}" for r in range(3)}
 
+    @part("starting and results")
     def test_reducers_registered_with_forking_pickler_apply_both_ways(self, backend: str) -> None:
         from multiprocessing.reduction import ForkingPickler
 
         ForkingPickler.register(t.Reduced, t.reduce_reduced)
         try:
-            got = spawnkit.spawn(t.bounce_reduced, args=(t.Reduced(10),), nprocs=2, backend=backend)
+            got = spawnkit.spawn(
+                t.bounce_reduced,
+                args=(t.Reduced(10),),
+                nprocs=2,
+                backend=backend,
+                **self.backend_options,
+            )
         finally:
             ForkingPickler._extra_reducers.pop(t.Reduced, None)  # type: ignore[attr-defined]
         assert [g.value for g in got] == [10, 11]
@@ -410,6 +445,7 @@ class DropInTests:
             else:  # a fork worker had the object in memory; only the way back is pickled
                 assert g.via[-1] == f"rebuilt in {os.getpid()}"
 
+    @part("starting and results")
     def test_lambdas_and_closures_run_when_cloudpickle_is_installed(self, backend: str) -> None:
         pytest.importorskip("cloudpickle", reason="the cloudpickle extra is not installed")
         scale = 3
@@ -417,9 +453,12 @@ class DropInTests:
         def closure(rank: int) -> int:
             return rank * scale
 
-        assert spawnkit.spawn(closure, nprocs=2, backend=backend) == [0, 3]
-        assert spawnkit.spawn(lambda rank: rank + 1, nprocs=2, backend=backend) == [1, 2]
+        assert spawnkit.spawn(closure, nprocs=2, backend=backend, **self.backend_options) == [0, 3]
+        assert spawnkit.spawn(
+            lambda rank: rank + 1, nprocs=2, backend=backend, **self.backend_options
+        ) == [1, 2]
 
+    @part("starting and results")
     def test_functions_of_a_program_without_a_file_run_with_cloudpickle(
         self, backend: str, tmp_path: Path
     ) -> None:
@@ -432,7 +471,7 @@ class DropInTests:
                 return rank * 5
 
             if __name__ == "__main__":
-                print(spawnkit.spawn(here, nprocs=2, backend={backend!r}))
+                print(spawnkit.spawn(here, nprocs=2, {self._backend_source(backend)}))
             """
         )
         assert out.strip() == "[0, 5]"
@@ -440,7 +479,14 @@ class DropInTests:
     @posix_only
     @local_process("pids and sentinels")
     def test_processes_behave_like_multiprocessing_processes(self, backend: str) -> None:
-        ctx = spawnkit.spawn(t.finish_unless, args=(1,), nprocs=2, join=False, backend=backend)
+        ctx = spawnkit.spawn(
+            t.finish_unless,
+            args=(1,),
+            nprocs=2,
+            join=False,
+            backend=backend,
+            **self.backend_options,
+        )
         try:
             first, second = ctx.processes
             first.join(timeout=60)  # rank 0 returns at once

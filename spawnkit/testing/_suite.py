@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -15,7 +16,7 @@ from ._parent_death import ParentDeathTests
 from ._probe import probe
 from ._processes import descendants, leak_guard
 from ._robustness import DropInTests, RobustnessTests
-from ._tiers import OPT_IN, tier_of
+from ._tiers import OPT_IN, PARTS, tier_of
 
 __all__ = ["BackendSuite", "backend_params", "descendants", "leak_guard", "watch_params"]
 
@@ -23,10 +24,17 @@ TEST_BACKENDS_ENV = "SPAWNKIT_TEST_BACKENDS"
 
 
 def _tier_name(test: object) -> str:
-    """The name a suite's ``tiers`` lists ``test``'s tier by: ``"universal"``, a local-process
-    tier's (``"process groups"``) or an opt-in capability (``"exit signals"``)."""
+    """The name a suite's ``tiers`` lists ``test``'s tier by: a part of the universal tier
+    (``"failures"``), a local-process tier's (``"process groups"``) or an opt-in capability
+    (``"exit signals"``); ``"universal"`` for a universal check in no part."""
     tier, what = tier_of(test)
     return what if what else tier
+
+
+def _selected(test: object, tiers: Collection[str]) -> bool:
+    """Whether ``tiers`` runs ``test``: by its own name, or as a universal check when
+    ``tiers`` lists ``"universal"``, which names every part of that tier."""
+    return _tier_name(test) in tiers or (tier_of(test)[0] == "universal" and "universal" in tiers)
 
 
 def backend_params(
@@ -54,7 +62,7 @@ def backend_params(
     for name in chosen:
         info = registry.backends.get(name)
         marks = []
-        if test is not None and tiers is not None and _tier_name(test) not in tiers:
+        if test is not None and tiers is not None and not _selected(test, tiers):
             marks.append(
                 pytest.mark.skip(
                     reason=f"tier {_tier_name(test)!r}: this suite runs only the tiers "
@@ -83,6 +91,14 @@ def backend_params(
                 )
         params.append(pytest.param(name, id=name, marks=marks))
     return params
+
+
+def _is_literal(value: object) -> bool:
+    """Whether ``value`` reads back from its ``repr`` as an equal value."""
+    try:
+        return bool(ast.literal_eval(repr(value)) == value)
+    except (ValueError, SyntaxError):
+        return False
 
 
 def watch_params() -> list[Any]:
@@ -133,11 +149,17 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
     #: Opt-in checks a remote backend passes, by name (``spawnkit.testing._tiers.OPT_IN``:
     #: "exit signals", "os._exit status"); local backends run them all.
     opt_in: ClassVar[Collection[str]] = ()
-    #: The only tiers to run, by name: "universal", a local-process tier ("process groups"),
-    #: an opt-in capability; the others skip, saying so. ``None``: every tier. For a plugin
-    #: that adds one thing to a mechanism a full run already proves (a command prefix on
-    #: the fresh-interpreter backend): the tiers that thing can break.
+    #: The only tiers to run, by name: "universal" or one of its parts ("starting and
+    #: results", "failures", "stopping", "resources"), a local-process tier ("process
+    #: groups"), an opt-in capability; the others skip, saying so. ``None``: every tier.
+    #: For a plugin that adds one thing to a mechanism a full run already proves (a command
+    #: prefix on the fresh-interpreter backend): the tiers that thing can break.
     tiers: ClassVar[Collection[str] | None] = None
+    #: Keyword options for the backend's factory in every job the kit starts, in this
+    #: process and in the scripts it runs in new interpreters (hence Python literals only:
+    #: ``{"address": "tcp://10.0.0.5:8786"}``). A check that cannot pass them skips, saying
+    #: why.
+    backend_options: ClassVar[Mapping[str, Any]] = {}
     #: The backends every parent watch runs on; the others run their default watch only.
     #: ``None``: the first of ``backends`` that runs here. A watch works in the worker, with
     #: the worker's parent and a descriptor the backend passes as it passes the result
@@ -164,7 +186,23 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
 
     @classmethod
     def _check_tiers(cls) -> None:
-        """A misspelt tier or opt-in would skip its checks without a word: refuse it by name."""
+        """A misspelt tier or opt-in would skip its checks without a word, and an option a
+        new interpreter cannot read back would fail them far from its cause: refuse either
+        by name."""
+        options = cls.backend_options
+        if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+            raise spawnkit.ConfigError(
+                f"{cls.__name__}.backend_options: {options!r} is no mapping of option names "
+                "to values; give a dict such as {'address': 'tcp://10.0.0.5:8786'}"
+            )
+        for name, value in options.items():
+            if not _is_literal(value):
+                raise spawnkit.ConfigError(
+                    f"{cls.__name__}.backend_options: {name}={value!r} is no Python literal; "
+                    "the kit writes the options into the scripts it runs in new interpreters, "
+                    "so give strings, numbers, booleans, None, or tuples, lists and dicts of "
+                    "them"
+                )
         wrong = [cls.opt_in] if isinstance(cls.opt_in, str) else sorted(set(cls.opt_in) - {*OPT_IN})
         if wrong:
             raise spawnkit.ConfigError(
@@ -173,7 +211,8 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
             )
         if cls.tiers is None:
             return
-        known = {_tier_name(getattr(cls, name)) for name in dir(cls) if name.startswith("test_")}
+        known = {"universal", *PARTS}
+        known |= {_tier_name(getattr(cls, name)) for name in dir(cls) if name.startswith("test_")}
         wrong = [cls.tiers] if isinstance(cls.tiers, str) else sorted(set(cls.tiers) - known)
         if wrong:
             raise spawnkit.ConfigError(
@@ -187,7 +226,7 @@ class BackendSuite(BehaviourTests, RobustnessTests, DropInTests, ParentDeathTest
         for a backend that cannot finish a tiny job (see :mod:`spawnkit.testing._probe`)."""
         backend = getattr(getattr(request.node, "callspec", None), "params", {}).get("backend")
         if isinstance(backend, str):
-            broken = probe(backend)
+            broken = probe(backend, self.backend_options)
             if broken is not None:
                 pytest.fail(broken, pytrace=False)
         with leak_guard():

@@ -124,7 +124,7 @@ def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
         "remote-sample",
         RemoteBackend,
         remote=True,
-        watches=plugin.OWN_FATE_SHARING,
+        watches="own",
         description="a typing sample",
     )
 
