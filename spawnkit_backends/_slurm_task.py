@@ -1,11 +1,11 @@
 """A Slurm task of the ``slurm`` backend: ``python -m spawnkit_backends._slurm_task``.
 
-Reads the job's port and secret from its stdin (srun's ``--input=all``), connects back to the
-job at ``SLURM_SRUN_COMM_HOST`` (the address srun itself talks to Slurm from), authenticated
-both ways with the secret, says where it runs, receives its rank's spec, and forks one
-worker that runs it (:func:`spawnkit.plugin.run_rank`) in a process group of its own. It
-sends the worker's exit status and report back, stops the worker when the job asks, and
-kills it when the job's connection ends. Imports only the standard library until the fork.
+Reads the job's address, port and secret from its stdin (srun's ``--input=all``), connects
+back to the job there, authenticated both ways with the secret, says where it runs, receives
+its rank's spec, and forks one worker that runs it (:func:`spawnkit.plugin.run_rank`) in a
+process group of its own. It sends the worker's exit status and report back, stops the
+worker when the job asks, and kills it when the job's connection ends. Imports only the
+standard library until the fork.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from multiprocessing.connection import Client, Connection
 # How long a finished worker's report may still be in the pipe after its group was killed:
 # everything that held the pipe is dead by then, so this only covers reading what is there.
 REPORT_DRAIN_WAIT = 10.0
+# For the tests alone: a task that keeps its worker when the job's connection ends stands for
+# a node that does not see the job die (a network partition), which the keeper's scancel ends.
+KEEP_WORKER_ENV = "SPAWNKIT_SLURM_TEST_TASK_KEEPS_WORKER"
 
 
 def _hello() -> tuple[int, dict[str, str]]:
@@ -92,18 +95,18 @@ def _follow_job(conn: Connection, pid: int) -> None:
         try:
             force = conn.recv()
         except (EOFError, OSError):
-            _signal_group(pid, signal.SIGKILL)
+            if os.environ.get(KEEP_WORKER_ENV) != "1":
+                _signal_group(pid, signal.SIGKILL)
             return
         _signal_group(pid, signal.SIGKILL if force else signal.SIGTERM)
 
 
 def main() -> int:
     line = sys.stdin.readline().split()
-    if len(line) != 2:
-        print("spawnkit slurm task: no port and secret on stdin", file=sys.stderr)
+    if len(line) != 3:
+        print("spawnkit slurm task: no address, port and secret on stdin", file=sys.stderr)
         return 2
-    host = os.environ["SLURM_SRUN_COMM_HOST"]
-    conn = Client((host, int(line[0])), authkey=bytes.fromhex(line[1]))
+    conn = Client((line[0], int(line[1])), authkey=bytes.fromhex(line[2]))
     conn.send(_hello())
     try:
         message = conn.recv()

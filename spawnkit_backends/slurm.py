@@ -38,6 +38,8 @@ from typing import Any, NoReturn, final
 import spawnkit
 from spawnkit import plugin
 
+from . import _slurm_reaper
+
 NAME = "slurm"
 OPTIONS = (
     "partition",
@@ -61,13 +63,17 @@ OWN_SRUN_OPTIONS = ("-n", "--ntasks", "-i", "--input", "-J", "--job-name", "--im
 TASK_START_WAIT = 30.0
 # How long srun may take to end once every task ended, before the step is cancelled.
 STEP_END_WAIT = 10.0
-# How long a cancelled step's srun may take to exit before it is killed (Slurm's KillWait
-# is 30 s by default; the step's tasks are gone by SIGKILL before this wait starts).
-SRUN_EXIT_WAIT = 10.0
-# scancel asks slurmctld; a controller that does not answer in this time is not waited for.
-SCANCEL_WAIT = 30.0
-# How long the reaper may take to hear "done" and exit.
-REAPER_EXIT_WAIT = 10.0
+# How long srun's keeper may take to end the step once told to: its two scancels, srun's
+# exit, what srun left, and a margin for a loaded machine.
+CANCEL_WAIT = (
+    2 * _slurm_reaper.SCANCEL_WAIT + _slurm_reaper.SRUN_EXIT_WAIT + _slurm_reaper.LEFTOVER_WAIT + 10
+)
+# srun's stderr ends with its keeper, which has been waited for: a bound all the same.
+RELAY_END_WAIT = 10.0
+# How long a keeper killed past CANCEL_WAIT may take to be reaped (SIGKILL: at once).
+KILLED_EXIT_WAIT = 10.0
+# scontrol asks slurmctld for the controller's address; not waited for past this.
+SCONTROL_WAIT = 30.0
 # A rank's thread ends at once when its connection is shut down; bounded all the same.
 HANDLE_THREAD_WAIT = 10.0
 # srun's last lines kept for an error message.
@@ -309,18 +315,48 @@ def _signal_reason(status: int) -> str | None:
         return f"its worker on the Slurm node died of signal {-status}"
 
 
-def _scancel(*args: str) -> None:
+def _address_toward_cluster() -> str:
+    """This machine's address on the route to slurmctld: the one the nodes reach it at.
+
+    It is what Slurm itself gives the tasks as ``SLURM_SRUN_COMM_HOST`` (srun's address as the
+    controller sees it); the job listens there alone, not on every interface.
+    """
+    import socket
+
     try:
-        subprocess.run(
-            ["scancel", "--quiet", *args],  # noqa: S607 - Slurm's tools are found on PATH
+        out = subprocess.run(
+            ["scontrol", "show", "config"],  # noqa: S607 - Slurm's tools are found on PATH
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=SCANCEL_WAIT,
-            check=False,
+            capture_output=True,
+            text=True,
+            timeout=SCONTROL_WAIT,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise spawnkit.LaunchError(
+            f"backend {NAME!r}: cannot ask Slurm where its controller is (scontrol show "
+            f"config: {e}); check that scontrol works here"
+        ) from e
+    host = re.search(r"^SlurmctldHost\[0\]\s*=\s*([^\s(]+)(?:\(([^)]+)\))?", out, re.M)
+    port = re.search(r"^SlurmctldPort\s*=\s*([0-9]+)", out, re.M)
+    if host is None or port is None:
+        raise spawnkit.LaunchError(
+            f"backend {NAME!r}: scontrol show config names no SlurmctldHost and "
+            "SlurmctldPort; check the cluster's slurm.conf"
         )
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    controller = host.group(2) or host.group(1)
+    try:
+        family, _, _, _, where = socket.getaddrinfo(
+            controller, int(port.group(1)), type=socket.SOCK_DGRAM
+        )[0]
+        # A datagram socket's connect() only picks the route: nothing is sent.
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(where)
+            return str(probe.getsockname()[0])
+    except OSError as e:
+        raise spawnkit.LaunchError(
+            f"backend {NAME!r}: no route to the Slurm controller {controller!r}: {e}"
+        ) from e
 
 
 # -- the backend ----------------------------------------------------------------------------
@@ -374,8 +410,8 @@ class SlurmBackend:
         self._step: str | None = None
         self._tail = bytearray()
         self._events: queue.Queue[Any] = queue.Queue()
-        self._srun: subprocess.Popen[bytes] | None = None
-        self._reaper: subprocess.Popen[bytes] | None = None
+        self._keeper: subprocess.Popen[bytes] | None = None
+        self._control: int | None = None
         self._relay: threading.Thread | None = None
         self._stderr: Any = None
         self._listener: Any = None
@@ -389,17 +425,9 @@ class SlurmBackend:
         import socket
 
         secret = secrets.token_bytes(32)
-        # Every interface: the tasks come from whichever address srun's own traffic uses.
-        self._listener = socket.create_server(("", 0), backlog=128)
+        host = _address_toward_cluster()
+        self._listener = socket.create_server((host, 0), backlog=128)
         port = self._listener.getsockname()[1]
-        self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "spawnkit_backends._slurm_reaper", self._name, self._allocation],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,  # no signal of the job's terminal or group reaches it
-        )
-        assert self._reaper.stdin is not None
-        plugin.mark_parent_only(self._reaper.stdin.fileno())
         command = [
             "srun",
             f"--ntasks={self._nprocs}",
@@ -412,31 +440,38 @@ class SlurmBackend:
         if not self._allocation:
             command.append(f"--immediate={max(1, math.ceil(timeout))}")
         command += [sys.executable, "-m", "spawnkit_backends._slurm_task"]
-        self._srun = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self._tell_reaper(f"srun {self._srun.pid}")
-        assert self._srun.stdin is not None
-        assert self._srun.stderr is not None
-        self._srun.stdin.write(f"{port} {secret.hex()}\n".encode())
-        self._srun.stdin.close()  # the tasks read one line; srun ends their input here
-        self._stderr = self._srun.stderr
+        control, self._control = os.pipe()
+        plugin.mark_parent_only(self._control)
+        try:
+            self._keeper = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "spawnkit_backends._slurm_reaper"),
+                    *(str(control), self._name, self._allocation, "--", *command),
+                ],
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(control,),
+                start_new_session=True,  # no signal of the job's terminal or group reaches it
+            )
+        finally:
+            os.close(control)
+        assert self._keeper.stdin is not None
+        assert self._keeper.stderr is not None
+        self._keeper.stdin.write(f"{host} {port} {secret.hex()}\n".encode())
+        self._keeper.stdin.close()  # the tasks read one line; srun ends their input here
+        self._stderr = self._keeper.stderr
         self._relay = plugin.start_helper_thread(
             self._relay_stderr, self._stderr.fileno(), name="spawnkit-slurm-stderr"
         )
         plugin.start_helper_thread(self._accept, secret, name="spawnkit-slurm-accept")
         self._await_tasks(timeout)
 
-    def _tell_reaper(self, line: str) -> None:
-        assert self._reaper is not None
-        assert self._reaper.stdin is not None
+    def _tell_keeper(self, line: str) -> None:
+        if self._control is None:
+            return
         try:
-            self._reaper.stdin.write(f"{line}\n".encode())
-            self._reaper.stdin.flush()
-        except OSError:  # it died: the job still ends its step itself
+            os.write(self._control, f"{line}\n".encode())
+        except OSError:  # it ended: so did srun
             pass
 
     def _relay_stderr(self, fd: int) -> None:
@@ -496,7 +531,7 @@ class SlurmBackend:
             places[rank] = (port, env)
             if self._step is None:
                 self._step = f"{env['SLURM_JOB_ID']}.{env['SLURM_STEP_ID']}"
-                self._tell_reaper(f"step {self._step}")
+                self._tell_keeper(f"step {self._step}")
         self._close_listener()
         master = places[0][1]["SLURMD_NODENAME"]
         self._envs = []
@@ -518,7 +553,7 @@ class SlurmBackend:
     def _refuse(self, what: str) -> NoReturn:
         self._end_step(wait=0)
         if self._relay is not None:
-            self._relay.join(SRUN_EXIT_WAIT)
+            self._relay.join(RELAY_END_WAIT)
         said = " ".join(self._tail.decode(errors="replace").split())
         where = f"in allocation {self._allocation}" if self._allocation else "as a new job"
         raise spawnkit.LaunchError(
@@ -536,28 +571,26 @@ class SlurmBackend:
         return handle
 
     def _end_step(self, wait: float = STEP_END_WAIT) -> None:
-        """Ends srun and its step: by itself when its tasks are gone, else by scancel."""
-        srun = self._srun
-        if srun is None:
+        """Ends srun and its step: by itself once its tasks are gone, else by its keeper."""
+        keeper = self._keeper
+        if keeper is None:
             return
         try:
-            srun.wait(wait if self._step is not None else 0)
+            keeper.wait(wait if self._step is not None else 0)
         except subprocess.TimeoutExpired:
-            if self._step is not None:
-                _scancel("--signal=KILL", self._step)  # the tasks, now
-                _scancel(self._step if self._allocation else self._step.split(".")[0])
-            else:
-                # Not started yet (pending, or its tasks still connecting): srun's own
-                # cancel of the request it waits for, and the job of ours by its name.
-                srun.terminate()
-                if not self._allocation:
-                    _scancel(f"--name={self._name}", f"--user={os.getuid()}")
+            self._close_control()  # the keeper's signal to cancel the step and end srun
             try:
-                srun.wait(SRUN_EXIT_WAIT)
+                keeper.wait(CANCEL_WAIT)
             except subprocess.TimeoutExpired:
-                srun.kill()
-                srun.wait()
-        self._srun = None
+                keeper.kill()
+                keeper.wait(KILLED_EXIT_WAIT)
+        self._keeper = None
+
+    def _close_control(self) -> None:
+        if self._control is not None:
+            plugin.unmark_parent_only(self._control)
+            os.close(self._control)
+            self._control = None
 
     def _close_listener(self) -> None:
         import socket
@@ -577,19 +610,9 @@ class SlurmBackend:
         self._conns.clear()
         self._end_step()
         if self._relay is not None:
-            self._relay.join(SRUN_EXIT_WAIT)
+            self._relay.join(RELAY_END_WAIT)
             self._relay = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        reaper = self._reaper
-        if reaper is not None and reaper.stdin is not None:
-            self._tell_reaper("done")
-            plugin.unmark_parent_only(reaper.stdin.fileno())
-            reaper.stdin.close()
-            try:
-                reaper.wait(REAPER_EXIT_WAIT)
-            except subprocess.TimeoutExpired:
-                reaper.kill()
-                reaper.wait()
-            self._reaper = None
+        self._close_control()

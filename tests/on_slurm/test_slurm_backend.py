@@ -192,17 +192,26 @@ DRIVER = """
 """
 
 
-@pytest.mark.parametrize("how", ["the job's process", "its whole process group"])
+@pytest.mark.parametrize(
+    "how", ["the job's process", "its whole process group", "a task that does not see it"]
+)
 def test_a_sigkilled_job_leaves_no_task(tmp_path: Path, how: str) -> None:
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(DRIVER))
-    driver = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True)
+    env = dict(os.environ)
+    if how == "a task that does not see it":
+        # Its tasks keep their workers when the job's connection ends (a partitioned node):
+        # only the keeper's scancel ends them.
+        env["SPAWNKIT_SLURM_TEST_TASK_KEEPS_WORKER"] = "1"
+    driver = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, start_new_session=True, env=env
+    )
     try:
         wait_for_files(tmp_path / "0.pid", tmp_path / "1.pid", timeout=60)
         ranks = [int((tmp_path / f"{r}.pid").read_text()) for r in range(2)]
         tasks = {p.pid for r in ranks for p in psutil.Process(r).parents()[:1]}
         assert _steps()
-        if how == "the job's process":
+        if how != "its whole process group":
             os.kill(driver.pid, signal.SIGKILL)
         else:
             os.killpg(driver.pid, signal.SIGKILL)
