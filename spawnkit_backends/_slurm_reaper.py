@@ -107,7 +107,7 @@ class _Keeper:
         self.kill_at: float | None = None  # when srun, asked to end, is killed
         self.leftover_at: float | None = None  # when whatever srun left is killed
 
-    def read_control(self) -> None:
+    def read_control(self, selector: selectors.BaseSelector) -> None:
         assert self.control is not None
         chunk = os.read(self.control, 4096)
         *lines, self.pending = (self.pending + chunk).split(b"\n")
@@ -117,6 +117,7 @@ class _Keeper:
                 self.step = value
         if chunk:
             return
+        selector.unregister(self.control)  # before the close: epoll forgets by descriptor
         os.close(self.control)
         self.control = None
         if self.status is None:  # the job's end came before srun's: end the step
@@ -162,6 +163,7 @@ class _Keeper:
 def main() -> int:
     control, name, allocation = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     command = sys.argv[5:]
+    os.set_inheritable(control, False)  # the job's pipe is the keeper's alone, never srun's
     _become_subreaper()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -179,9 +181,7 @@ def main() -> int:
             if key.fd == wake_r:
                 os.read(wake_r, 4096)
             else:
-                keeper.read_control()
-                if keeper.control is None:
-                    selector.unregister(control)
+                keeper.read_control(selector)
     status = keeper.status
     if status is None:
         return 1
