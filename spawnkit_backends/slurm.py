@@ -4,20 +4,25 @@ Design. The factory runs one ``srun --ntasks=N`` (in the allocation the program 
 ``SLURM_JOB_ID`` is set; else asking Slurm for a new job with the user's options) of
 ``python -m spawnkit_backends._slurm_task``, and waits until every task connected back or
 Slurm refused. How ``fn`` and its arguments travel: the job listens on a TCP port and writes
-the port and a fresh 32-byte secret to srun's stdin, which Slurm forwards to every task
-(``--input=all``) over its own authenticated I/O channel: no command line, environment or
-file holds either. Each task connects to ``SLURM_SRUN_COMM_HOST`` (the address srun talks to
-Slurm from, which the nodes reach already), and both sides prove they hold the secret
+its address, the port and a fresh 32-byte secret to srun's stdin, which Slurm forwards to
+every task (``--input=all``) over its own authenticated I/O channel: no command line,
+environment or file holds either. The job listens on one address only: its own on the route
+to slurmctld (``scontrol show config``'s SlurmctldHost, a datagram socket's ``connect`` to
+pick the route), which is what Slurm gives the tasks as ``SLURM_SRUN_COMM_HOST`` and the
+nodes reach already; loopback on a one-machine cluster. Both sides prove they hold the secret
 (``multiprocessing.connection``'s HMAC challenge) before anything else is sent. Each task then
 gets its rank's spec, forks the rank's worker, and sends back its exit status and report.
 
 Nothing is left behind: the job's stops reach the worker through its task (SIGTERM, then
 SIGKILL of its process group); a task whose job connection ends kills its worker; srun runs
-in a session of its own (a Ctrl-C in the terminal reaches the job, which stops the ranks, not
-srun's own interactive handling); and a reaper in a session of its own (``_slurm_reaper``)
-cancels the step with ``scancel`` when the job's process dies without ending it, SIGKILL
-included. Slurm's client tools must be on PATH; the job's interpreter path must exist on the
-nodes (a shared filesystem, as Slurm clusters have).
+under a keeper (``_slurm_reaper``) in a session of its own (a Ctrl-C in the terminal reaches
+the job, which stops the ranks, not srun's own interactive handling). The keeper is srun's
+parent and a child subreaper, so srun's helper that outlives it is reaped there, not left a
+zombie of the job's process; it cancels the step with ``scancel`` when the job's pipe to it
+ends while srun runs: the job closes it when the step did not end in time, and the kernel
+closes it when the job's process dies, SIGKILL included. Slurm's client tools must be on
+PATH; the job's interpreter path must exist on the nodes (a shared filesystem, as Slurm
+clusters have).
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ def spawnkit_register_backends(registry: plugin.BackendRegistry) -> None:
         _factory,
         options=OPTIONS,
         remote=True,
-        watches="own",  # its tasks end with the job's connection; its reaper scancels
+        watches="own",  # its tasks end with the job's connection; its keeper scancels
         pass_nprocs=True,
         unavailable=_unavailable(),
         description="each rank a task of one Slurm job step (srun)",
