@@ -11,7 +11,17 @@ dir=$(mktemp -d /tmp/spawnkit-slurm.XXXXXX)
 chmod 755 "$dir"
 stop() {
     for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munged.pid"; do
-        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        # slurmctld saves its state as it stops: the directory goes only once each daemon
+        # is gone (or a zombie: this shell, pid 1 here, need not reap it); 10 s at most.
+        i=0
+        while [ -d "/proc/$pid" ] && ! grep -q ') Z' "/proc/$pid/stat" 2>/dev/null \
+            && [ $i -lt 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
     done
     rm -rf "$dir"
 }
