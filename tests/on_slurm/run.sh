@@ -12,6 +12,8 @@ if ! command -v srun >/dev/null || ! command -v slurmctld >/dev/null \
             "apt-get install slurmctld slurmd slurm-client munge, or run as root" >&2
         exit 1
     fi
+    # A fresh machine may have no package lists yet.
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge >/dev/null
 fi
 if [ "$(id -u)" != 0 ]; then

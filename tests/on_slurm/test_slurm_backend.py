@@ -131,6 +131,29 @@ def test_terminate_ends_the_step(tmp_path: Path) -> None:
     _no_step_left()
 
 
+def note_sigterm_then_block(rank: int, directory: str) -> None:
+    def noted(signum: int, frame: object) -> None:
+        Path(directory, f"{rank}.stopped").touch()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, noted)
+    write_pid_then_block(rank, directory)
+
+
+def test_terminate_asks_each_rank_to_stop_before_anything_is_killed(tmp_path: Path) -> None:
+    # A grace far beyond the test's bound: only the stop sent to each rank, never the step's
+    # end after the grace, can make the ranks' own handlers run.
+    ctx = spawnkit.spawn(
+        note_sigterm_then_block, args=(str(tmp_path),), nprocs=2, join=False, backend="slurm"
+    )
+    wait_for_files(tmp_path / "0.pid", tmp_path / "1.pid", timeout=60)
+    ctx.terminate(grace_period=3600)
+    with pytest.raises(spawnkit.JobTerminatedError):
+        ctx.join()
+    assert sorted(p.name for p in tmp_path.glob("*.stopped")) == ["0.stopped", "1.stopped"]
+    _no_step_left()
+
+
 def test_the_deadline_ends_the_step(tmp_path: Path) -> None:
     with pytest.raises(spawnkit.SpawnTimeoutError):
         spawnkit.spawn(
