@@ -24,8 +24,10 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    # Built on the public names like any backend; re-exported here for plugins to subclass.
+    from spawnkit_backends._fresh import FreshInterpreterBackend
+
     from ._child import run_worker
-    from ._fresh import FreshInterpreterBackend
     from ._local import LocalBackend
     from ._main import load_main, main_reference
     from ._protocols import Backend, ChildWatch, ParentWatch, ProcessHandle, WorkerHandle
@@ -48,7 +50,7 @@ WHERE = {
     "Backend": "spawnkit._protocols",
     "BackendRegistry": "spawnkit.hookspecs",
     "ChildWatch": "spawnkit._protocols",
-    "FreshInterpreterBackend": "spawnkit._fresh",
+    "FreshInterpreterBackend": "spawnkit_backends._fresh",
     "LocalBackend": "spawnkit._local",
     "Outcome": "spawnkit._wire",
     "ParentWatch": "spawnkit._protocols",

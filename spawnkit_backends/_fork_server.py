@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, final
 
 import spawnkit
-from spawnkit import _fresh, plugin
+from spawnkit import plugin
 
+from . import _fresh
 from ._fds import identity, readable
 from ._zygote_protocol import (
     CODE,
@@ -180,7 +181,7 @@ class _Server:
         if not _left(deadline, READY_TIMEOUT):
             raise spawnkit.LaunchError("the job's deadline passed before its fork server started")
         ours, theirs = socket.socketpair()
-        fd = _fresh._above_stdio(theirs.detach())
+        fd = _fresh.above_stdio(theirs.detach())
         where = [_fresh.spawnkit_dir(), os.path.dirname(os.path.dirname(SERVER))]
         import_path = os.pathsep.join(dict.fromkeys(where))
         argv = [sys.executable, *_interpreter_flags(), SERVER, import_path]
@@ -229,7 +230,7 @@ class _Server:
             )
         self.control.settimeout(ready)
         try:
-            self.control.sendall(_fresh._frame(header) + header, _NOSIGNAL)
+            self.control.sendall(_fresh.frame(header) + header, _NOSIGNAL)
         except OSError as exc:
             raise spawnkit.LaunchError(
                 f"the fork server (pid {self.pid}) exited before it read its job{self.exit_note()}"
@@ -287,7 +288,7 @@ class _Server:
             cwd = None
         body = pickle.dumps((cwd, state, spec), 5)
         status, theirs = socket.socketpair()
-        spec_fd, spec_end = _fresh._spec_channel()
+        spec_fd, spec_end = _fresh.spec_channel()
         plugin.mark_parent_only(status.fileno())
         fds = [theirs.fileno(), spec_fd, *standard, *spec.fds]
         request = struct.pack(REQUEST, FORK, flags, len(fds), spec.rank)
@@ -296,14 +297,14 @@ class _Server:
                 _send_fds(self.control, request, fds)
         except OSError as exc:
             for end in (status, spec_end):
-                _fresh._close_end(end)
+                _fresh.close_end(end)
             raise _ServerGone(
                 f"the fork server (pid {self.pid}) is gone ({exc.strerror or exc})"
             ) from exc
         finally:
             theirs.close()
             os.close(spec_fd)
-        writer = _fresh._send(spec_end, [_fresh._frame(body), body])
+        writer = _fresh.send(spec_end, [_fresh.frame(body), body])
         try:
             # Not cut short by the job's deadline: the rank may be forked by now, and only
             # its pid lets the job stop it.
@@ -311,7 +312,7 @@ class _Server:
             (pid,) = struct.unpack(CODE, _recv_exact(status, 4, "fork the rank", self))
             status.setblocking(False)
         except BaseException:
-            _fresh._close_end(status)
+            _fresh.close_end(status)
             raise
         with self.lock:
             self.live += 1
@@ -538,7 +539,7 @@ class ForkServerHandle:
         self._code: int | None = None
         # Why the exit status is unknown, once it is (core reads it).
         self.status_lost: str | None = None
-        self._pidfd = _fresh._open_pidfd(pid)
+        self._pidfd = _fresh.open_pidfd(pid)
         if self._pidfd is not None:
             plugin.mark_parent_only(self._pidfd)
 
@@ -585,7 +586,7 @@ class ForkServerHandle:
         if self._writer is not None:
             # The rank has ended, so a pending write fails at once; bounded all the same.
             self._writer.join(timeout=5.0)
-        _fresh._close_end(self._status)
+        _fresh.close_end(self._status)
         self._status = None
         if self._pidfd is not None:
             plugin.unmark_parent_only(self._pidfd)

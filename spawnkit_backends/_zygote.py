@@ -48,9 +48,9 @@ def _import_boot(import_path: str) -> Any:
     sys.path[:0] = where
     try:
         import spawnkit.plugin
-        from spawnkit._boot import fresh_worker
 
         from spawnkit_backends import _zygote_protocol
+        from spawnkit_backends._boot import fresh_worker
 
         assert spawnkit.plugin.WorkerSpec is not None
         P = _zygote_protocol
@@ -71,17 +71,10 @@ def _preload(boot: Any, header: dict[str, Any]) -> None:
         importlib.import_module(name)
     main = header["main"]
     if main["kind"] != "none":
-        from spawnkit import _worker as worker
-
-        # As in a rank: a spawn() the script makes without its main guard raises, rather
-        # than end this process; a rank that needs the script runs it again, and reports.
-        worker.phase = worker.RUNNING
         try:
             boot._load_main(main)
         except BaseException:  # noqa: BLE001, S110 - the stand-in stays: each rank tries again
             pass
-        finally:
-            worker.phase = worker.SETUP
 
 
 def _send_all(fd: int, data: bytes) -> None:
@@ -288,7 +281,7 @@ def _run_rank(base: Any, spec_fd: int, fds: list[int]) -> int:
     import pickle
 
     try:
-        boot = sys.modules["spawnkit._boot.fresh_worker"]
+        boot = sys.modules["spawnkit_backends._boot.fresh_worker"]
         cwd, state, spec = pickle.loads(boot._read_frame(spec_fd))
         os.close(spec_fd)
         _take_state(spec.rank, base, state)
@@ -303,7 +296,7 @@ def _run_rank(base: Any, spec_fd: int, fds: list[int]) -> int:
 
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if fds:
-            sys.modules["spawnkit._boot.fresh_worker"].send_error(fds[0], exc, text)
+            sys.modules["spawnkit_backends._boot.fresh_worker"].send_error(fds[0], exc, text)
         return 1
     from spawnkit.plugin import run_worker
 

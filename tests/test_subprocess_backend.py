@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 import pytest
 import spawnkit
-from spawnkit import _fresh
 from spawnkit.testing import wait_for_files
+from spawnkit_backends import _fresh
 
 import _reexec_targets as rt
 
@@ -581,7 +581,7 @@ def test_env_callable_returning_garbage_is_refused_before_any_process_starts(
 def test_without_pidfd_a_thread_reaps_and_signals_the_end(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(_fresh, "_open_pidfd", lambda pid: None)
+    monkeypatch.setattr(_fresh, "open_pidfd", lambda pid: None)
     before = threading.active_count()
     assert _spawn(rt.identity, "ok", nprocs=2) == ["ok", "ok"]
     with pytest.raises(spawnkit.ProcessExitedException) as info:

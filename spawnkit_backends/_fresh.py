@@ -10,7 +10,11 @@ The parent starts ``[prefix] python [interpreter_args] fresh_worker.py RANK SPEC
 STARTED`` (three descriptor numbers) and sends a header and the pickled spec down a socket
 pair that only that worker inherits; the worker reads them and calls
 :func:`plugin.run_worker`. Options choose the interpreter, its flags, environment and
-working directory.
+working directory. The ``forkserver`` backend's server boots from the same header and
+takes each rank's spec down the same channel (``_fork_server``).
+
+``spawnkit.plugin`` exports the class: it lives here, with the other building blocks, and
+uses only public names, as a third-party backend would.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, final
 
 import spawnkit
-
-from . import plugin
+from spawnkit import plugin
 
 if TYPE_CHECKING:
     import socket
@@ -248,14 +251,14 @@ def _header() -> bytes:
     return pickle.dumps(header_fields(), _HEADER_PROTOCOL)
 
 
-def _frame(data: bytes) -> bytes:
+def frame(data: bytes) -> bytes:
     return len(data).to_bytes(8, "big")
 
 
 # -- sending the job ------------------------------------------------------------------------
 
 
-def _spec_channel() -> tuple[int, int | socket.socket]:
+def spec_channel() -> tuple[int, int | socket.socket]:
     """A one-way channel for the spec: the worker's descriptor and the parent's end.
 
     A socket pair on POSIX, written with MSG_NOSIGNAL: a worker that dies before reading
@@ -272,7 +275,7 @@ def _spec_channel() -> tuple[int, int | socket.socket]:
         return child.detach(), parent
 
 
-def _above_stdio(fd: int) -> int:
+def above_stdio(fd: int) -> int:
     """``fd``, or a copy numbered 3 or more (``fd`` closed).
 
     A program started with a standard stream closed gets 0-2 from pipe(); passed to the
@@ -289,7 +292,7 @@ def _above_stdio(fd: int) -> int:
             os.close(fd)
 
 
-def _close_end(end: int | socket.socket) -> None:
+def close_end(end: int | socket.socket) -> None:
     plugin.unmark_parent_only(end if isinstance(end, int) else end.fileno())
     if isinstance(end, int):
         os.close(end)
@@ -297,7 +300,7 @@ def _close_end(end: int | socket.socket) -> None:
         end.close()
 
 
-def _send(end: int | socket.socket, chunks: list[bytes]) -> threading.Thread | None:
+def send(end: int | socket.socket, chunks: list[bytes]) -> threading.Thread | None:
     """Write ``chunks`` to ``end`` and close it, without waiting for the worker to read.
 
     What fits in the buffer goes now; the rest goes from a thread, so that a rank with a big
@@ -313,7 +316,7 @@ def _send(end: int | socket.socket, chunks: list[bytes]) -> threading.Thread | N
         except OSError:  # the worker is gone already; its exit status tells why
             views.clear()
         if not views:
-            _close_end(end)
+            close_end(end)
             return None
     return plugin.start_helper_thread(_write_rest, end, views, name="spawnkit-subprocess-spec")
 
@@ -337,13 +340,13 @@ def _write_rest(end: int | socket.socket, views: list[memoryview]) -> None:
     except OSError:  # the worker died before reading it all: its exit status tells why
         pass
     finally:
-        _close_end(end)
+        close_end(end)
 
 
 # -- the handle -----------------------------------------------------------------------------
 
 
-def _open_pidfd(pid: int) -> int | None:
+def open_pidfd(pid: int) -> int | None:
     if sys.platform != "linux" or not hasattr(os, "pidfd_open"):
         return None
     else:
@@ -386,7 +389,7 @@ class SubprocessHandle:
             # A process handle is what multiprocessing.connection.wait waits on there.
             self._sentinel = int(process._handle)  # type: ignore[attr-defined]
         else:
-            pidfd = _open_pidfd(process.pid)
+            pidfd = open_pidfd(process.pid)
             if pidfd is not None:
                 self._sentinel = self._pidfd = pidfd
                 plugin.mark_parent_only(pidfd)
@@ -549,7 +552,7 @@ class FreshInterpreterBackend(plugin.LocalBackend):
         except (spawnkit.ConfigError, spawnkit.LaunchError) as exc:
             raise type(exc)(f"backend {self.name!r}: {exc}") from None
         header = _header()
-        self._header = _frame(header) + header
+        self._header = frame(header) + header
 
     @staticmethod
     def unavailable() -> str | None:
@@ -586,14 +589,14 @@ class FreshInterpreterBackend(plugin.LocalBackend):
         env = {**os.environ, **spec.env} if spec.env else None
         opened: list[int | socket.socket] = []
         try:
-            spec_fd, spec_end = _spec_channel()
+            spec_fd, spec_end = spec_channel()
             plugin.mark_parent_only(spec_end if isinstance(spec_end, int) else spec_end.fileno())
             opened.append(spec_end)
-            spec_fd = _above_stdio(spec_fd)
+            spec_fd = above_stdio(spec_fd)
             opened.append(spec_fd)
             started_r, started_w = os.pipe()
             opened.append(started_r)
-            started_w = _above_stdio(started_w)
+            started_w = above_stdio(started_w)
             opened.append(started_w)
             assert spec.result_fd is not None  # LocalBackend.start gave it one
             result = os.dup(spec.result_fd)
@@ -607,13 +610,13 @@ class FreshInterpreterBackend(plugin.LocalBackend):
             process = self._popen(spec.rank, passed, numbers, env)
         except BaseException:
             for end in opened:
-                _close_end(end)
+                close_end(end)
             raise
         for fd in (spec_fd, started_w):  # the worker's now
             os.close(fd)
         if sys.platform != "win32":  # there, the read after exit cannot block anyway
             os.set_blocking(started_r, False)
-        writer = _send(spec_end, [self._header, _frame(body), body])
+        writer = send(spec_end, [self._header, frame(body), body])
         try:
             return SubprocessHandle(process, self._executable, started_r, result, writer)
         except BaseException:  # out of descriptors or threads: this rank must not linger

@@ -153,6 +153,9 @@ def _load_main(info: dict[str, Any]) -> ModuleType:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
     from spawnkit import _worker  # imported by now: _prepare (a rank), the fork server
 
+    # A rank loads it while it runs; the fork server, ahead of its ranks. There too, a
+    # spawn() the script makes without its main guard must raise, not end the process.
+    phase, _worker.phase = _worker.phase, max(_worker.phase, _worker.RUNNING)
     try:
         # Running the parent's script is the point; spawn() knows it runs (no main guard).
         _worker.importing_main(lambda: exec(code, module.__dict__))  # noqa: S102
@@ -164,6 +167,8 @@ def _load_main(info: dict[str, Any]) -> ModuleType:
             else:
                 sys.modules[name] = loaded
         raise
+    finally:
+        _worker.phase = phase
     return module
 
 
