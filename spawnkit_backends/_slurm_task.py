@@ -26,6 +26,10 @@ REPORT_DRAIN_WAIT = 10.0
 KEEP_WORKER_ENV = "SPAWNKIT_SLURM_TEST_TASK_KEEPS_WORKER"
 
 
+# A task of a Slurm step runs on Linux (type checks for other platforms stop here).
+assert sys.platform == "linux"
+
+
 def _hello() -> tuple[int, dict[str, str]]:
     port = 0
     if os.environ.get("SLURM_PROCID") == "0":  # MASTER_PORT: a free port on rank 0's node

@@ -86,15 +86,16 @@ STDERR_TAIL = 4096
 
 
 def _unavailable() -> str | None:
-    if not sys.platform.startswith("linux"):
+    if sys.platform != "linux":  # an if/else, so that a check for another platform reads it
         return "the slurm backend runs on Linux"
-    missing = [tool for tool in ("srun", "scancel") if shutil.which(tool) is None]
-    if missing:
+    else:
+        missing = [tool for tool in ("srun", "scancel") if shutil.which(tool) is None]
+        if not missing:
+            return None
         return (
             f"Slurm's client tools are not on PATH ({', '.join(missing)} missing): install "
             "Slurm's client (Debian: apt-get install slurm-client) or load its module"
         )
-    return None
 
 
 def _factory(nprocs: int, **options: Any) -> SlurmBackend:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import spawnkit
-from spawnkit import plugin
 from spawnkit._registry import plugins
 
 import _remote_outcome_targets as t
