@@ -166,6 +166,9 @@ def main() -> int:
     control, name, allocation = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     command = sys.argv[5:]
     os.set_inheritable(control, False)  # the job's pipe is the keeper's alone, never srun's
+    # The job may start the keeper while it holds its own signals (a rank's start): the
+    # keeper's SIGCHLD, and srun's signals, must arrive.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _become_subreaper()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

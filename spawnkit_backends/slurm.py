@@ -1,7 +1,7 @@
 """``slurm``: each rank a task of one Slurm job step (``srun``).
 
-Design. The factory runs one ``srun --ntasks=N`` (in the allocation the program runs in, where
-``SLURM_JOB_ID`` is set; else asking Slurm for a new job with the user's options) of
+Design. The first rank's start runs one ``srun --ntasks=N`` (in the allocation the program runs
+in, where ``SLURM_JOB_ID`` is set; else asking Slurm for a new job with the user's options) of
 ``python -m spawnkit_backends._slurm_task``, and waits until every task connected back or
 Slurm refused. How ``fn`` and its arguments travel: the job listens on a TCP port and writes
 its address, the port and a fresh 32-byte secret to srun's stdin, which Slurm forwards to
@@ -421,11 +421,9 @@ class SlurmBackend:
         self._relay: threading.Thread | None = None
         self._stderr: Any = None
         self._listener: Any = None
-        try:
-            self._launch(args, float(queue_timeout))
-        except BaseException:
-            self.close()
-            raise
+        # The step starts with the first rank: a factory call alone (`spawnkit backends
+        # --check`, a job refused before it starts) asks nothing of Slurm.
+        self._pending: tuple[list[str], float] | None = (args, float(queue_timeout))
 
     def _launch(self, args: list[str], timeout: float) -> None:
         import socket
@@ -571,6 +569,14 @@ class SlurmBackend:
     def start(self, spec: plugin.WorkerSpec, notify: Callable[[], None]) -> SlurmHandle:
         import pickle
 
+        if self._pending is not None:
+            args, timeout = self._pending
+            self._pending = None
+            try:
+                self._launch(args, timeout)
+            except BaseException:
+                self.close()
+                raise
         handle = SlurmHandle(spec.rank, self._conns.pop(spec.rank), notify)
         data = pickle.dumps(spec.with_env(self._envs[spec.rank]), 5)
         handle.run([p for p in sys.path if isinstance(p, str) and p], data)
