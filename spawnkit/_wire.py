@@ -76,10 +76,11 @@ class Inbox:
 class Report:
     """How a rank's code ended, as its worker tells it: a message and an exit status.
 
-    ``kind`` is :data:`RESULT` (``body``: the pickled value), :data:`ERROR` (``body``: the
-    pickled exception and its text) or empty (the rank asked to exit with ``status``, as
-    ``sys.exit(3)`` does). A local worker sends it down the result channel and exits with
-    ``status``; a remote worker's engine carries the object home as it is.
+    ``body`` holds the pickled return value, or the pickled exception and its text, or
+    nothing (the rank asked to exit with ``status``, as ``sys.exit(3)`` does); ``kind`` says
+    which, in core's own terms. A backend never builds one: :func:`~spawnkit.plugin.run_rank`
+    returns it, a local worker sends it down the result channel and exits with ``status``,
+    and a remote worker's engine carries the object home as it is.
     """
 
     __slots__ = ("body", "kind", "status")
