@@ -24,7 +24,7 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import Callable
+    from collections.abc import Callable
 
     Launch = Callable[..., None]
 
@@ -78,6 +78,7 @@ def _launchers(backends: list[str]) -> list[tuple[str, Launch]]:
 def _job(launch: Launch, n: int, folder: str) -> tuple[float, list[tuple[float, ...]]]:
     """One launch + join: its total, and each rank's stages (seconds; NaN where unknown)."""
     import struct
+    from itertools import pairwise
 
     from _stamp import NAN, RECORD, stamp
 
@@ -93,7 +94,7 @@ def _job(launch: Launch, n: int, folder: str) -> tuple[float, list[tuple[float, 
     for rank in range(n):
         created, born, entered, returned = values[rank * RECORD : (rank + 1) * RECORD]
         points = (called, created, born, entered, returned, joined)
-        ranks.append(tuple(b - a for a, b in zip(points, points[1:])))
+        ranks.append(tuple(b - a for a, b in pairwise(points)))
     return joined - called, ranks
 
 

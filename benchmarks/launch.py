@@ -31,7 +31,7 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import Callable
+    from collections.abc import Callable
 
 JOB_TIMEOUT = 120.0  # seconds: no-op ranks end in well under a second; a hung launch fails
 STDLIB_METHOD = {

@@ -25,7 +25,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     import socket
-    from typing import Any, Callable
+    from collections.abc import Callable
+    from typing import Any
 
     Rows = list[dict[str, str]]
 
@@ -973,7 +974,7 @@ def _heavy_main_group(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     fast = medians.get((f"spawnkit:{PRELOAD_BACKEND}", ""))
-    for row, (launcher, with_preload) in zip(group, launchers):
+    for row, (launcher, with_preload) in zip(group, launchers, strict=True):
         mine = medians.get((launcher, with_preload))
         kind, method = launcher.split(":")
         same = medians.get((f"spawnkit:{method}", "")) if kind != "spawnkit" else None
@@ -1098,7 +1099,7 @@ def render(section: Section, markdown: bool) -> str:
     lines = [section.title, *(f"  {note}" for note in section.notes)]
     if rows:
         widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
-        for row in [dict(zip(columns, columns)), *rows]:
+        for row in [dict(zip(columns, columns, strict=True)), *rows]:
             lines.append("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
     return "\n".join(lines)
 

@@ -85,7 +85,7 @@ def _point_streams(spec: WorkerSpec) -> None:
     too. Line-buffered from here on: a rank's lines reach the log (or the console, through
     the parent) as they are printed, not when a buffer fills or the rank ends.
     """
-    for target, fd in zip(spec.streams, spec.stream_fds):
+    for target, fd in zip(spec.streams, spec.stream_fds, strict=True):
         name = "stdout" if target == 1 else "stderr"
         stream = getattr(sys, name)
         try:

@@ -6,7 +6,7 @@ import errno
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Optional, Tuple  # noqa: UP035 - see RankJob
+from typing import TYPE_CHECKING, Any
 
 from ._errors import LaunchError, PluginError, SpawnError, SpawnTimeoutError
 from ._outcome import Rank
@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from ._spec import WorkerSpec
 
     # What one rank runs: the pickled job, or (fn, args) unpickled, and the descriptors
-    # its arguments carry. typing's names: an alias is an expression that Python 3.9 reads.
-    RankJob = Tuple[  # noqa: UP006
-        Optional[bytes],
-        Optional[Tuple[Callable[..., Any], Tuple[Any, ...]]],  # noqa: UP006
-        Tuple[int, ...],  # noqa: UP006
+    # its arguments carry.
+    RankJob = tuple[
+        bytes | None,
+        tuple[Callable[..., Any], tuple[Any, ...]] | None,
+        tuple[int, ...],
     ]
 
 __all__ = ["failed_launch", "start_ranks"]

@@ -13,7 +13,8 @@ import abc
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Callable, final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, final
 
 from . import _fds, _wire
 from ._protocols import LosesStatus

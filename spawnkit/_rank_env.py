@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
-from typing import Union
 
 from ._errors import ConfigError, InvalidArgumentError
 
@@ -21,7 +20,7 @@ __all__ = ["EnvOption", "rank_envs"]
 # outer job's master (keep the address, take a port of its own) from one the program set.
 _OURS = "SPAWNKIT_MASTER"
 
-EnvOption = Union[Mapping[str, str], Callable[[int], Mapping[str, str]], None]
+EnvOption = Mapping[str, str] | Callable[[int], Mapping[str, str]] | None
 
 
 def _free_port() -> int:

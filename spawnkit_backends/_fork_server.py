@@ -122,7 +122,7 @@ def _recv_exact(sock: socket.socket, size: int, what: str, server: _Server) -> b
     while len(data) < size:
         try:
             chunk = sock.recv(size - len(data))
-        except socket.timeout:
+        except TimeoutError:
             raise spawnkit.LaunchError(
                 f"the fork server (pid {server.pid}) did not {what} within "
                 f"{sock.gettimeout():.0f} s"

@@ -516,7 +516,7 @@ class FreshInterpreterBackend(plugin.LocalBackend):
 
     Args:
         executable: the interpreter (default ``sys.executable``); a bare name is looked up
-            on the parent's ``PATH``. Another Python 3.9+ works, a virtual environment's
+            on the parent's ``PATH``. Another Python 3.10+ works, a virtual environment's
             too, as long as it can import what ``fn`` and ``args`` need.
         cwd: the workers' working directory (default: the parent's).
         interpreter_args: interpreter options placed before the worker script, such as

@@ -18,16 +18,14 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
-
     # umask, (resource, soft, hard) per limit, ignored signals, nice, CPUs, (policy, priority)
     State = tuple[
         int,
         tuple[tuple[int, int, int], ...],
         tuple[int, ...],
         int,
-        Optional[tuple[int, ...]],
-        Optional[tuple[int, int]],
+        tuple[int, ...] | None,
+        tuple[int, int] | None,
     ]
 
 REQUEST = "!cBHi"

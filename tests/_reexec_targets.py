@@ -1,4 +1,4 @@
-"""Worker functions for the ``subprocess`` backend's tests; importable by any Python 3.9+."""
+"""Worker functions for the ``subprocess`` backend's tests; importable by any Python 3.10+."""
 
 from __future__ import annotations
 

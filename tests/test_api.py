@@ -238,7 +238,7 @@ def test_core_never_imports_the_builtin_backends() -> None:
             elif isinstance(node, ast.Dict) and path.name == "plugin.py":
                 names = [
                     (v.value, k.value)
-                    for k, v in zip(node.keys, node.values)
+                    for k, v in zip(node.keys, node.values, strict=True)
                     if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
                 ]
             for module, name in names:

@@ -147,10 +147,8 @@ def test_child_half_imports_only_the_standard_library(name: str, tmp_path: Path)
         "spawnkit._watches",
         f"spawnkit._watches.{name}",
     }
-    stdlib = getattr(sys, "stdlib_module_names", None)
-    if stdlib is not None:
-        foreign = [m for m in set(loaded) - ours if m.split(".")[0] not in stdlib]
-        assert foreign == []
+    foreign = [m for m in set(loaded) - ours if m.split(".")[0] not in sys.stdlib_module_names]
+    assert foreign == []
     # ctypes and threads only when the watch is armed, not to unpickle it.
     assert "ctypes" not in loaded
     assert "pluggy" not in loaded

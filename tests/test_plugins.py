@@ -115,8 +115,8 @@ def rows(lines: list[str]) -> dict[str, dict[str, str]]:
     for line in lines[1:]:
         if line.startswith(("conflict: ", "broken: ")):
             break
-        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None])]
-        table[cells[0]] = dict(zip([c.lower() for c in columns[1:]], cells[1:]))
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        table[cells[0]] = dict(zip([c.lower() for c in columns[1:]], cells[1:], strict=True))
     return table
 
 

@@ -42,7 +42,7 @@ def _fd_count() -> int:
 def _other_pythons() -> tuple[tuple[str, tuple[int, int]], ...]:
     """Runnable interpreters of another version than this one: ``(real path, (3, minor))``.
 
-    ``python3.X`` on PATH (tools/with-pythons puts 3.9-3.13 there), then pyenv's versions.
+    ``python3.X`` on PATH (tools/with-pythons puts 3.10-3.13 there), then pyenv's versions.
     """
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     candidates = [shutil.which(f"python3.{minor}") for minor in range(7, 14)]
@@ -72,10 +72,10 @@ def _other_pythons() -> tuple[tuple[str, tuple[int, int]], ...]:
 
 def _supported_other_python() -> tuple[str, tuple[int, int]]:
     for exe, version in _other_pythons():
-        if version >= (3, 9):
+        if version >= (3, 10):
             return exe, version
     pytest.skip(
-        "no other Python 3.9-3.13 runs here; run under tools/with-pythons, which puts them on PATH"
+        "no other Python 3.10-3.13 runs here; run under tools/with-pythons, which puts them on PATH"
     )
 
 
@@ -441,26 +441,26 @@ def test_payload_the_worker_cannot_unpickle_names_the_missing_module() -> None:
         probe = subprocess.run(
             [exe, "-c", "import pluggy"], check=False, capture_output=True, timeout=60
         )
-        if version >= (3, 9) and probe.returncode != 0:
+        if version >= (3, 10) and probe.returncode != 0:
             break
     else:
-        pytest.skip("no other Python 3.9-3.13 without pluggy runs here; use tools/with-pythons")
+        pytest.skip("no other Python 3.10-3.13 without pluggy runs here; use tools/with-pythons")
     with pytest.raises(spawnkit.ProcessRaisedException) as info:
         _spawn(rt.identity, pluggy.HookimplMarker("x"), executable=exe)
     assert str(info.value).rstrip().endswith("ModuleNotFoundError: No module named 'pluggy'")
 
 
 def test_interpreter_too_old_for_spawnkit_is_named() -> None:
-    old = [(exe, v) for exe, v in _other_pythons() if (3, 7) <= v < (3, 9)]
+    old = [(exe, v) for exe, v in _other_pythons() if (3, 7) <= v < (3, 10)]
     if not old:
-        pytest.skip("no Python 3.7 or 3.8 runs here")
-    exe, version = old[0]
+        pytest.skip("no Python 3.7, 3.8 or 3.9 runs here")
+    exe, version = old[-1]  # the newest one too old: it pins where the line is drawn
     with pytest.raises(spawnkit.ProcessRaisedException) as info:
         _spawn(rt.identity, 1, executable=exe)
     last = str(info.value).rstrip().splitlines()[-1]
     assert last.startswith("RuntimeError: the worker's interpreter")
     assert f"(Python {version[0]}.{version[1]}." in last
-    assert "spawnkit needs Python 3.9 or newer" in last
+    assert "spawnkit needs Python 3.10 or newer" in last
     assert isinstance(info.value.exception, RuntimeError)
 
 

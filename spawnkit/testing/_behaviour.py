@@ -56,29 +56,31 @@ def _run_script(
     if path is not None:
         path.write_text(textwrap.dedent(code))
     argv = [sys.executable, *(["-c", textwrap.dedent(code)] if path is None else [str(path)])]
-    # Two nested `with`s: one parenthesized `with` is Python 3.10+ syntax.
-    with tempfile.TemporaryDirectory(prefix="spawnkit-script-") as cwd:  # noqa: SIM117
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=cwd,
-                env={**os.environ, **(env or {})},
-            )
-            try:
-                returncode = proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise AssertionError(f"the script did not finish within {timeout} s") from None
-            finally:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read().decode(), err.read().decode()
+    with (
+        tempfile.TemporaryDirectory(prefix="spawnkit-script-") as cwd,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            returncode = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"the script did not finish within {timeout} s") from None
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     assert returncode == 0, stderr
     return stdout
 

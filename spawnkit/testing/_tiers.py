@@ -20,7 +20,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["OPT_IN", "PARTS", "local_process", "local_process_tests", "opt_in", "part", "tier_of"]
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from spawnkit.plugin import WorkerSpec
 
-MIN_PYTHON = (3, 9)
+MIN_PYTHON = (3, 10)
 _MAIN_MARK = "__spawnkit_main__"
 
 
@@ -214,7 +214,7 @@ def _prepare(rank: int, spec_fd: int) -> WorkerSpec:
     os.close(spec_fd)
     if sys.platform == "win32":
         flags = [os.O_WRONLY] + [0] * (len(spec.fds) - 1)  # the result channel, the watch's
-        spec = spec.with_fds([_from_handle(h, f) for h, f in zip(spec.fds, flags)])
+        spec = spec.with_fds([_from_handle(h, f) for h, f in zip(spec.fds, flags, strict=True)])
     for fd in spec.fds:
         try:
             os.fstat(fd)

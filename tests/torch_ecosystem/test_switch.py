@@ -47,7 +47,7 @@ def test_the_switch_replaces_torchs_four_names_and_undo_restores_them() -> None:
     try:
         assert switch.active
         ours = _names()
-        assert all(o is not t for o, t in zip(ours, torchs))
+        assert all(o is not t for o, t in zip(ours, torchs, strict=True))
         assert ours[0] is ours[2]
         assert ours[1] is ours[3]
     finally:
