@@ -26,6 +26,9 @@ pytestmark = [
     pytest.mark.filterwarnings(
         r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning"
     ),
+    # Lightning's hint to a machine that has Slurm's srun on PATH (this one's Slurm env
+    # installs it): about the machine, not about the job these tests run.
+    pytest.mark.filterwarnings("ignore:The `srun` command is available on your system"),
     # A job under spawn starts two ranks that import torch and Lightning: tens of seconds
     # on a loaded 2-core machine, hence the room above the suite's 120 s.
     pytest.mark.timeout(300),
