@@ -247,3 +247,24 @@ def test_a_sigkilled_job_leaves_no_task(tmp_path: Path, how: str) -> None:
         except OSError:
             pass
         driver.wait()
+
+
+def test_ctrl_c_to_the_job_ends_the_step_then_the_job(tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(DRIVER))
+    # A session of its own: the driver's group is what a terminal's Ctrl-C would reach.
+    driver = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for_files(tmp_path / "0.pid", tmp_path / "1.pid", timeout=60)
+        ranks = [int((tmp_path / f"{r}.pid").read_text()) for r in range(2)]
+        os.killpg(driver.pid, signal.SIGINT)
+        # Python ends an uncaught KeyboardInterrupt by dying of SIGINT.
+        assert driver.wait(timeout=60) == -signal.SIGINT
+        assert wait_gone(ranks, timeout=30) == set()
+        _no_step_left()
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        driver.wait()
