@@ -14,6 +14,7 @@ import time
 
 from .. import _worker
 from .._fds import identity as _identity
+from . import mask
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -179,13 +180,13 @@ def _hold_sigterm() -> None:
     # the worker's handler and into the worker's nudge pipe, and stop the worker: hold it
     # back until the child has its own disposition.
     if _nudge_pipe is not None and sys.platform != "win32":
-        _held[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _held[_thread.get_ident()] = mask.block({signal.SIGTERM})
 
 
 def _release_sigterm() -> None:
     previous = _held.pop(_thread.get_ident(), None)
     if previous is not None and sys.platform != "win32":
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        mask.set_mask(previous)
 
 
 def _forget_and_release() -> None:
@@ -193,7 +194,7 @@ def _forget_and_release() -> None:
     previous = _held.pop(_thread.get_ident(), None)
     _held.clear()
     if previous is not None and sys.platform != "win32":
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        mask.set_mask(previous)
 
 
 if hasattr(os, "register_at_fork"):

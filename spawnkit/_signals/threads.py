@@ -12,8 +12,9 @@ closed pipe from such a thread fail with EPIPE instead of killing the process by
 from __future__ import annotations
 
 import _thread
-import signal
 import sys
+
+from . import mask
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,11 +29,11 @@ def _started(start: Callable[[], Any]) -> Any:
     if sys.platform == "win32":  # no per-thread masks, no SIGTERM
         return start()
     else:  # not a fall-through: mypy would call it unreachable on Windows
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        previous = mask.block(mask.ALL)
         try:
             return start()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            mask.set_mask(previous)
 
 
 def start_thread(run: Callable[..., object], *args: object) -> None:
