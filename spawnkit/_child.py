@@ -17,6 +17,7 @@ from . import _wire, _worker
 from ._fds import identity
 from ._signals import mask, sigterm
 from ._signals.sigterm import Terminated
+from ._signals.threads import wait_running
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 from ._watches._shutdown import die_of_sigterm, job_gone, parent_gone
 
@@ -178,3 +179,7 @@ def run_worker(spec: WorkerSpec) -> int:
     except Terminated:
         die_of_sigterm()
         return 128 + signal.SIGTERM
+    finally:
+        # The helper threads were not waited for at their start (see start_thread); the
+        # process may end as soon as this returns.
+        wait_running()

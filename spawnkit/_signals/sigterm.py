@@ -112,7 +112,8 @@ def install() -> None:
         _dropped_hook = sys.unraisablehook
         sys.unraisablehook = _raise_dropped_terminated
         signal.signal(signal.SIGTERM, handler)
-        start_thread(_nudge, read_end, _main_thread)
+        # Its identity now: the thread may first run once fn has begun, and closed the pipe.
+        start_thread(_nudge, read_end, _identity(read_end), _main_thread)
 
 
 def restore_default() -> None:
@@ -250,9 +251,8 @@ def _raise_dropped_terminated(unraisable: Any) -> None:
     _dropped_hook(unraisable)
 
 
-def _nudge(read_end: int, main_thread: int) -> None:
+def _nudge(read_end: int, ours: tuple[int, int, int] | None, main_thread: int) -> None:
     global _nudges
-    ours = _identity(read_end)
     while True:
         if _identity(read_end) != ours:
             return  # user code closed it and put a file of its own there: never read that
