@@ -15,8 +15,9 @@ import sys
 
 from . import _wire, _worker
 from ._fds import identity
-from ._signals import sigterm
+from ._signals import mask, sigterm
 from ._signals.sigterm import Terminated
+from ._signals.threads import wait_running
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 from ._watches._shutdown import die_of_sigterm, job_gone, parent_gone
 
@@ -31,7 +32,7 @@ def _setup(spec: WorkerSpec) -> None:
     if spec.sigmask is not None and sys.platform != "win32":
         # The job blocked every signal while it started ranks; this is the mask its thread
         # had before. A signal sent meanwhile (an early SIGTERM) is delivered now.
-        signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
+        mask.set_mask(spec.sigmask)
     # A copy of the parent (fork) had the parent's side of its jobs closed at the fork
     # (spawnkit._context); whatever else it inherited is the program's, and stays.
     PARENT_ONLY_FDS.clear()
@@ -178,3 +179,7 @@ def run_worker(spec: WorkerSpec) -> int:
     except Terminated:
         die_of_sigterm()
         return 128 + signal.SIGTERM
+    finally:
+        # The helper threads were not waited for at their start (see start_thread); the
+        # process may end as soon as this returns.
+        wait_running()

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import LaunchError, PluginError, SpawnError, SpawnTimeoutError
 from ._outcome import Rank
-from ._protocols import ReportsEarly
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -65,7 +64,11 @@ def start_ranks(
             for fd in stream_fds:  # the worker has its copies
                 os.close(fd)
         _check_handle(name, handle)
-        early = handle.early_report if isinstance(handle, ReportsEarly) else None
+        # ReportsEarly by its attribute: isinstance() of a runtime-checkable protocol walks
+        # the protocol's members every time (17 us a rank, in the parent's start-up).
+        early = getattr(handle, "early_report", None)
+        if not callable(early):
+            early = None
         into.append(Rank(rank, handle, output.logs(rank) if output is not None else {}, early))
 
 

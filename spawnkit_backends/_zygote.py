@@ -177,7 +177,7 @@ class Server:
         return True
 
     def fork(self, rank: int, flags: int, fds: list[int]) -> None:
-        import signal
+        import _signal  # type: ignore[import-not-found]  # no stubs; see _all_signals
         import struct
         import warnings
 
@@ -186,7 +186,7 @@ class Server:
         err = rest.pop(0) if flags & P.HAS_STDERR else None
         # Born with every signal blocked: a SIGTERM from the job waits until the rank has
         # its own handler (its spec's mask goes back in spawnkit._child).
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _all_signals())
+        previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, _all_signals())
         try:
             with warnings.catch_warnings():
                 # Python 3.12+ warns about fork() in a process with threads. The threads are
@@ -202,7 +202,7 @@ class Server:
             if pid == 0:
                 _run_child(self, status, spec_fd, out, err, rest)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
         try:
             # Both sides: the group exists before the job hears the pid and may signal it.
             os.setpgid(pid, pid)
@@ -237,10 +237,18 @@ class Server:
             os.close(status)
 
 
-def _all_signals() -> set[int]:
-    import signal
+_ALL_SIGNALS: frozenset[int] = frozenset()
 
-    return {int(s) for s in signal.valid_signals()} - {signal.SIGKILL, signal.SIGSTOP}
+
+def _all_signals() -> frozenset[int]:
+    # Once, and from _signal, which answers in plain ints: signal's wrappers turn every
+    # number into an enum (0.25 ms for a mask of every signal), and this runs once a rank.
+    global _ALL_SIGNALS
+    if not _ALL_SIGNALS:
+        import _signal
+
+        _ALL_SIGNALS = frozenset(_signal.valid_signals()) - {_signal.SIGKILL, _signal.SIGSTOP}
+    return _ALL_SIGNALS
 
 
 def _run_child(
@@ -288,9 +296,9 @@ def _run_rank(base: Any, spec_fd: int, fds: list[int]) -> int:
         spec = spec.with_fds(fds)
         os.chdir(cwd)
         if spec.sigmask is None:
-            import signal
+            import _signal
 
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, set())
     except BaseException as exc:  # noqa: BLE001 - reported as the rank's failure
         import traceback
 

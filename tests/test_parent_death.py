@@ -143,6 +143,7 @@ def test_child_half_imports_only_the_standard_library(name: str, tmp_path: Path)
         "spawnkit",
         "spawnkit._spec",
         "spawnkit._signals",
+        "spawnkit._signals.mask",
         "spawnkit._signals.threads",
         "spawnkit._watches",
         f"spawnkit._watches.{name}",

@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import Any
 
+from . import mask
+
 __all__ = ["Held", "hold", "release", "unblock"]
 
 
@@ -45,7 +47,7 @@ def hold() -> Held:
     if sys.platform == "win32":
         return held
     else:
-        held.mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        held.mask = mask.block(mask.ALL)
         try:
             _run_pending_handlers()  # what tripped before: handled now, before any start
             if threading.current_thread() is threading.main_thread():
@@ -53,9 +55,9 @@ def hold() -> Held:
                 def record(signum: int, frame: object) -> None:
                     held.received.append(signum)
 
-                for signum in signal.valid_signals():
+                for signum in mask.ALL:
                     try:
-                        handler = signal.getsignal(signum)
+                        handler = mask.getsignal(signum)
                     except (OSError, ValueError):
                         continue
                     if callable(handler):
@@ -68,15 +70,15 @@ def hold() -> Held:
         return held
 
 
-def unblock(mask: Any) -> None:
-    """Put this thread's mask back to ``mask`` (from :func:`hold`): held signals arrive."""
-    if sys.platform != "win32" and mask is not None:
+def unblock(previous: Any) -> None:
+    """Put this thread's mask back to ``previous`` (from :func:`hold`): held signals arrive."""
+    if sys.platform != "win32" and previous is not None:
         # A write to a worker that died at once (multiprocessing's, to its pipe) raised
         # SIGPIPE while it was blocked: EPIPE told the writer already; the signal would
         # kill us.
-        if signal.SIGPIPE not in mask and signal.SIGPIPE in signal.sigpending():
+        if signal.SIGPIPE not in previous and signal.SIGPIPE in mask.pending():
             signal.sigwait({signal.SIGPIPE})
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        mask.set_mask(previous)
 
 
 def release(held: Held, *, deliver: bool = True) -> list[int]:

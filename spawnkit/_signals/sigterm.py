@@ -14,6 +14,7 @@ import time
 
 from .. import _worker
 from .._fds import identity as _identity
+from . import mask
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -111,7 +112,8 @@ def install() -> None:
         _dropped_hook = sys.unraisablehook
         sys.unraisablehook = _raise_dropped_terminated
         signal.signal(signal.SIGTERM, handler)
-        start_thread(_nudge, read_end, _main_thread)
+        # Its identity now: the thread may first run once fn has begun, and closed the pipe.
+        start_thread(_nudge, read_end, _identity(read_end), _main_thread)
 
 
 def restore_default() -> None:
@@ -179,13 +181,13 @@ def _hold_sigterm() -> None:
     # the worker's handler and into the worker's nudge pipe, and stop the worker: hold it
     # back until the child has its own disposition.
     if _nudge_pipe is not None and sys.platform != "win32":
-        _held[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _held[_thread.get_ident()] = mask.block({signal.SIGTERM})
 
 
 def _release_sigterm() -> None:
     previous = _held.pop(_thread.get_ident(), None)
     if previous is not None and sys.platform != "win32":
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        mask.set_mask(previous)
 
 
 def _forget_and_release() -> None:
@@ -193,7 +195,7 @@ def _forget_and_release() -> None:
     previous = _held.pop(_thread.get_ident(), None)
     _held.clear()
     if previous is not None and sys.platform != "win32":
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        mask.set_mask(previous)
 
 
 if hasattr(os, "register_at_fork"):
@@ -249,9 +251,8 @@ def _raise_dropped_terminated(unraisable: Any) -> None:
     _dropped_hook(unraisable)
 
 
-def _nudge(read_end: int, main_thread: int) -> None:
+def _nudge(read_end: int, ours: tuple[int, int, int] | None, main_thread: int) -> None:
     global _nudges
-    ours = _identity(read_end)
     while True:
         if _identity(read_end) != ours:
             return  # user code closed it and put a file of its own there: never read that

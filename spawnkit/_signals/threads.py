@@ -12,8 +12,11 @@ closed pipe from such a thread fail with EPIPE instead of killing the process by
 from __future__ import annotations
 
 import _thread
-import signal
+import os
 import sys
+import time
+
+from . import mask
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,28 +24,40 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["start_helper_thread", "start_thread"]
+__all__ = ["start_helper_thread", "start_thread", "wait_running"]
 
 
 def _started(start: Callable[[], Any]) -> Any:
     if sys.platform == "win32":  # no per-thread masks, no SIGTERM
         return start()
     else:  # not a fall-through: mypy would call it unreachable on Windows
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        previous = mask.block(mask.ALL)
         try:
             return start()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            mask.set_mask(previous)
+
+
+# A helper thread that has not run yet when the process ends: one scheduled late, on a busy
+# machine, after its rank returned at once. Past this the process ends anyway.
+RUNNING_WAIT = 10.0
+
+# The threads start_thread() started in process _starting_in that may not run yet, as the
+# locks they release first thing; a fork starts with none of them.
+_starting: list[Any] = []
+_starting_in = 0
 
 
 def start_thread(run: Callable[..., object], *args: object) -> None:
     """Run ``run(*args)`` in a daemon thread that takes no signals.
 
-    A bare ``_thread``, lighter than ``threading.Thread``, but like it, this returns only
-    once the new thread runs: a thread that the system schedules late could otherwise
-    begin its bootstrap while the interpreter is being finalized (a rank that returns at
-    once) and crash the process with SIGSEGV.
+    A bare ``_thread``, lighter than ``threading.Thread``, and unlike it, this returns at
+    once: the thread runs when the system schedules it (which can take a millisecond on
+    a busy machine, before the rank's ``fn`` could begin), and :func:`wait_running`
+    waits for it only when the process is about to end. Whatever it is for must therefore
+    wait for it: a byte in a pipe, a readable descriptor, a pending blocked signal.
     """
+    global _starting_in
     running = _thread.allocate_lock()
     running.acquire()
 
@@ -51,7 +66,25 @@ def start_thread(run: Callable[..., object], *args: object) -> None:
         run(*args)
 
     _started(lambda: _thread.start_new_thread(bootstrap, ()))
-    running.acquire()
+    pid = os.getpid()
+    if _starting_in != pid:
+        _starting.clear()
+        _starting_in = pid
+    _starting.append(running)
+
+
+def wait_running() -> None:
+    """Return once every thread :func:`start_thread` started in this process has run.
+
+    For a process about to end: a thread that began its bootstrap while the interpreter
+    is being finalized would crash the process with SIGSEGV. Bounded by
+    :data:`RUNNING_WAIT`.
+    """
+    if _starting_in != os.getpid():
+        return
+    deadline = time.monotonic() + RUNNING_WAIT
+    while _starting:
+        _starting.pop().acquire(timeout=max(deadline - time.monotonic(), 0))
 
 
 def start_helper_thread(

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 
+from .._signals import mask
 from . import start_thread
 
 TYPE_CHECKING = False
@@ -91,7 +92,7 @@ class PrctlChild:
 
             # Blocked in this (the main) thread before the watch thread exists, so every thread
             # started from here on blocks it too and only sigwait() below ever takes it.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+            mask.block({signum})
             # A thread that was running before arming does not block it; if the kernel picks
             # that one, this handler runs instead of the default action (terminate).
             signal.signal(signum, check)
