@@ -14,6 +14,7 @@ import pickle
 import sys
 
 from . import _wire
+from ._signals.threads import wait_running
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -195,6 +196,9 @@ def run_rank(spec: WorkerSpec) -> _wire.Report:
         else:
             assert spec.target is not None
             fn, args = spec.target
+        # A started thread is listed before it runs, and Python 3.14's faulthandler stops
+        # its dump at such a thread: a crash in fn's first instant would lose fn's frames.
+        wait_running()
         result = fn(spec.rank, *args)
         phase = REPORTING
     except BaseException as exc:  # noqa: BLE001 - every failure, KeyboardInterrupt too, is reported
