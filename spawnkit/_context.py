@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 from . import _launch, _stopping
 from ._errors import (
     ConfigError,
+    Interrupted,
     InvalidArgumentError,
     JobTerminatedError,
     ProcessException,
@@ -29,7 +30,6 @@ from ._errors import (
 from ._outcome import Rank, take_early_report, take_outcome
 from ._report import JobReport
 from ._signals import holding as _holding
-from ._signals.foreground import Interrupted
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 from ._waiting import Waiter
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ._output import OutputPlan
     from ._protocols import Backend, ParentWatch, WorkerHandle
 
-__all__ = ["Interrupted", "ProcessContext", "RankProcess", "check_seconds", "launch"]
+__all__ = ["ProcessContext", "RankProcess", "check_seconds", "launch"]
 
 # After SIGKILL a process normally vanishes at once; one stuck in uninterruptible sleep
 # (a hung NFS read) may not. Waiting is still bounded: past this, join gives up on it.

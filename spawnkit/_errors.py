@@ -300,6 +300,17 @@ class ProcessExitedException(ProcessException):
     _fields = (*ProcessException._fields, "exit_code", "signal_name")
 
 
+class Interrupted(BaseException):
+    """Raised by ``join()`` after ``ProcessContext.interrupt()``: a signal to the parent.
+
+    Internal: the job turns it into the stop the signal asks for.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def safe_str(value: object, convert: Callable[[object], object] = str) -> str:
     """``str(value)`` (or ``convert(value)``), never raising: a rank's failure is told, not
     replaced by the failure of its ``__str__`` or ``__repr__``.

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .. import _fds
-from .._errors import JobTerminatedError
+from .._errors import Interrupted, JobTerminatedError
 from .._spec import PARENT_ONLY_FDS
 
 if TYPE_CHECKING:
@@ -18,15 +18,7 @@ if TYPE_CHECKING:
 
     from .._context import ProcessContext
 
-__all__ = ["Interrupted", "foreground"]
-
-
-class Interrupted(BaseException):
-    """Raised by ``join()`` after :meth:`ProcessContext.interrupt`: a signal to the parent."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+__all__ = ["foreground"]
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
