@@ -10,5 +10,8 @@ exec unshare --net --pid --fork --mount-proc sh -eu -c '
     ray start --head --port=6379 --node-ip-address=127.0.0.1 --num-cpus=8 \
         --include-dashboard=false --disable-usage-stats >/dev/null 2>&1
     export RAY_ADDRESS=127.0.0.1:6379
-    exec python -m pytest tests/on_ray "$@"
+    # Not exec: the shell stays init of the namespace, the parent of the head daemons once
+    # "ray start" has left them and of the worker pool they grow and shrink as Ray sees fit.
+    # Under pytest that pool would pass for processes a job left behind.
+    python -m pytest tests/on_ray "$@"
 ' sh "$@"
