@@ -27,13 +27,14 @@ if TYPE_CHECKING:
 __all__ = ["start_helper_thread", "start_thread", "wait_running"]
 
 
-def _started(start: Callable[[], Any]) -> Any:
+def _unsignalled(call: Callable[[], Any]) -> Any:
+    """``call()`` with every signal held; those that came meanwhile are delivered after."""
     if sys.platform == "win32":  # no per-thread masks, no SIGTERM
-        return start()
+        return call()
     else:  # not a fall-through: mypy would call it unreachable on Windows
         previous = mask.block(mask.ALL)
         try:
-            return start()
+            return call()
         finally:
             mask.set_mask(previous)
 
@@ -65,7 +66,7 @@ def start_thread(run: Callable[..., object], *args: object) -> None:
         running.release()
         run(*args)
 
-    _started(lambda: _thread.start_new_thread(bootstrap, ()))
+    _unsignalled(lambda: _thread.start_new_thread(bootstrap, ()))
     pid = os.getpid()
     if _starting_in != pid:
         _starting.clear()
@@ -82,8 +83,14 @@ def wait_running() -> None:
     interpreter is being finalized would crash the process with SIGSEGV. Bounded by
     :data:`RUNNING_WAIT`.
     """
-    if _starting_in != os.getpid():
+    if _starting_in != os.getpid() or not _starting:
         return
+    # Not cut short by what a signal's handler raises (Terminated, before fn): a thread
+    # left unwaited for could begin its bootstrap as the interpreter finalizes.
+    _unsignalled(_wait_running)
+
+
+def _wait_running() -> None:
     deadline = time.monotonic() + RUNNING_WAIT
     while _starting:
         _starting.pop().acquire(timeout=max(deadline - time.monotonic(), 0))
@@ -101,5 +108,5 @@ def start_helper_thread(
     import threading
 
     thread = threading.Thread(target=run, args=args, name=name, daemon=True)
-    _started(thread.start)
+    _unsignalled(thread.start)
     return thread
