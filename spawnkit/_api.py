@@ -20,6 +20,7 @@ from ._main import refuse_missing_main_file, refuse_while_importing_main
 from ._pickling import PickledJob, dumps_job
 from ._rank_env import rank_envs
 from ._registry import BackendInfo, Plugins, create_backend, plugins
+from ._restarts import Attempt, RestartPolicy, Restarts
 from ._signals.foreground import foreground
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ._context import RankJob
     from ._output import OutputPlan
     from ._rank_env import EnvOption
+    from ._restarts import DelayOption, NoRestartOption
 
 __all__ = [
     "ENV_VAR_PARALLEL_START",
@@ -305,6 +307,9 @@ def spawn(
     prefix: str | None = None,
     ranks: Iterable[int] | None = None,
     faulthandler: bool = True,
+    max_restarts: int = 0,
+    restart_delay: DelayOption = 0.0,
+    no_restart_on: NoRestartOption = None,
     **options: Any,
 ) -> list[Any]: ...
 
@@ -329,6 +334,9 @@ def spawn(
     prefix: str | None = None,
     ranks: Iterable[int] | None = None,
     faulthandler: bool = True,
+    max_restarts: int = 0,
+    restart_delay: DelayOption = 0.0,
+    no_restart_on: NoRestartOption = None,
     **options: Any,
 ) -> ProcessContext: ...
 
@@ -353,6 +361,9 @@ def spawn(
     prefix: str | None = None,
     ranks: Iterable[int] | None = None,
     faulthandler: bool = True,
+    max_restarts: int = 0,
+    restart_delay: DelayOption = 0.0,
+    no_restart_on: NoRestartOption = None,
     **options: Any,
 ) -> list[Any] | ProcessContext: ...
 
@@ -376,6 +387,9 @@ def spawn(
     prefix: str | None = None,
     ranks: Iterable[int] | None = None,
     faulthandler: bool = True,
+    max_restarts: int = 0,
+    restart_delay: DelayOption = 0.0,
+    no_restart_on: NoRestartOption = None,
     **options: Any,
 ) -> list[Any] | ProcessContext:
     """Run ``fn(rank, *args)`` in ``nprocs`` worker processes, as one job.
@@ -416,6 +430,19 @@ def spawn(
         ranks: only these ranks' output shows on the console (their logs keep everything).
         faulthandler: enable :mod:`faulthandler` in every worker, so a crash in native code
             leaves a Python traceback on the rank's stderr.
+        max_restarts: when a rank fails, stop the job as usual, then start it again from
+            scratch, up to this many times (as ``torchrun --max-restarts``). Each rank sees
+            its attempt in ``TORCHELASTIC_RESTART_COUNT`` and ``SPAWNKIT_ATTEMPT`` (0 first),
+            each attempt gets a new ``MASTER_PORT`` (unless the program set one) and, with
+            ``log_dir``, its logs in ``log_dir/attempt_<k>/<rank>/``. ``timeout`` covers all
+            attempts together; a timeout, ``terminate()`` or Ctrl-C never restarts.
+        restart_delay: seconds between an attempt's end and the next one's start, or a
+            callable ``restart -> seconds`` (1 for the first restart), such as
+            ``lambda n: min(60, 2 ** n)`` for a backoff.
+        no_restart_on: failures that end the job without a restart: an exception class or a
+            tuple of them (matched against what the rank raised, or the failure itself:
+            ``ProcessExitedException`` for exits and signals), or a callable
+            ``failure -> bool`` that is true for them. It gets the attempt's root cause.
         **options: the backend's own options (see ``spawnkit backends``).
 
     Returns:
@@ -429,7 +456,8 @@ def spawn(
         ConfigError: bad input, raised before any process starts (a subclass names it).
 
         A failure's ``report`` (:class:`JobReport`) names the root cause (the earliest
-        failure), every other failed rank, and the ranks spawnkit stopped.
+        failure), every other failed rank, the ranks spawnkit stopped and, after restarts,
+        every earlier attempt. With restarts, what is raised is the last attempt's failure.
 
     Example::
 
@@ -458,6 +486,7 @@ def spawn(
         ranks=ranks,
         faulthandler=faulthandler,
         options=options,
+        restarts=RestartPolicy(max_restarts, restart_delay, no_restart_on),
     )
     if not join:
         return ctx
@@ -484,6 +513,7 @@ def start_job(
     ranks: Iterable[int] | None,
     faulthandler: bool,
     options: dict[str, Any],
+    restarts: RestartPolicy | None = None,
 ) -> ProcessContext:
     """:func:`spawn` up to the running job; ``join=True`` holds signals for
     :func:`wait_in_foreground`."""
@@ -499,9 +529,17 @@ def start_job(
     refuse_missing_main_file(info, registry)
     watch_info = registry.watch(watch, info)
     jobs = _jobs(info, fn, _rank_args(args, nprocs))
-    envs = rank_envs(nprocs, env, local=not info.remote)
-    output = _output_plan(info, nprocs, log_dir, redirect, tee, prefix, ranks)
-    instance = create_backend(info, options, nprocs)
+    policy = restarts or RestartPolicy()
+    logs = _attempt_logs(log_dir, policy.max_restarts)
+
+    def make(attempt: int) -> Attempt:
+        envs = rank_envs(
+            nprocs, env, local=not info.remote, attempt=attempt, max_restarts=policy.max_restarts
+        )
+        output = _output_plan(info, nprocs, logs(attempt), redirect, tee, prefix, ranks)
+        return Attempt(create_backend(info, options, nprocs), envs, output)
+
+    instance, envs, output = make(0)
     try:
         parent_watch = watch_info.factory()
     except BaseException:
@@ -521,7 +559,16 @@ def start_job(
         faulthandler=bool(faulthandler),
         local=not info.remote,
         deliver=not join,
+        restarts=Restarts(policy, make) if policy.max_restarts else None,
     )
+
+
+def _attempt_logs(log_dir: Any, max_restarts: int) -> Callable[[int], Any]:
+    """Attempt ``k``'s ``log_dir``: ``log_dir`` itself, or its ``attempt_<k>`` with restarts."""
+    if not max_restarts or not isinstance(log_dir, (str, os.PathLike)):
+        return lambda attempt: log_dir  # (a wrong type is OutputPlan's to reject)
+    base = os.path.abspath(os.fspath(log_dir))  # where it is now, whatever cwd becomes
+    return lambda attempt: os.path.join(base, f"attempt_{attempt}")
 
 
 def wait_in_foreground(

@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._output import DEFAULT_PREFIX, console
 from ._registry import BackendInfo, Plugins, WatchInfo, create_backend, describe, plugins
+from ._restarts import RestartPolicy
 
 if TYPE_CHECKING:
     from ._context import ProcessContext
@@ -197,7 +198,8 @@ def _progress(ctx: ProcessContext, started: float) -> Callable[[], None]:
     """The status line's painter: ranks running / finished / failed, and the time."""
 
     def tick() -> None:
-        states = [r.state for r in ctx.report().ranks]
+        report = ctx.report()
+        states = [r.state for r in report.ranks]
         counts = [
             f"{states.count(state)} {label}"
             for state, label in (
@@ -209,7 +211,10 @@ def _progress(ctx: ProcessContext, started: float) -> Callable[[], None]:
             if states.count(state) or state != "stopped"
         ]
         took = time.monotonic() - started
-        console.status(f"spawnkit: {len(states)} ranks: {', '.join(counts)} | {took:.1f} s")
+        attempt = f" | attempt {report.attempt}" if report.attempt else ""
+        console.status(
+            f"spawnkit: {len(states)} ranks: {', '.join(counts)}{attempt} | {took:.1f} s"
+        )
 
     return tick
 
@@ -294,6 +299,18 @@ def _count(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of ranks >= 1, not {text!r}")
+    return value
+
+
+def _restarts(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"--max-restarts takes a whole number >= 0 (0: no restart), not {text!r}"
+        )
     return value
 
 
@@ -402,6 +419,7 @@ def _run(ns: argparse.Namespace) -> int:
         ranks=ns.ranks,
         faulthandler=True,
         options=options,
+        restarts=RestartPolicy(ns.max_restarts, ns.restart_delay),
     )
     ctx.on_stop = lambda line: _say(f"spawnkit: {line}")
     _quiet_logs()
@@ -472,7 +490,25 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "--timeout", type=_seconds, metavar="S", help="stop the job after S seconds (exit 124)"
     )
     run.add_argument(
-        "--log-dir", metavar="DIR", help="write DIR/<rank>/stdout.log and stderr.log per rank"
+        "--max-restarts",
+        type=_restarts,
+        default=0,
+        metavar="N",
+        help="when a rank fails, stop the job and start it again, up to N times (default 0); "
+        "ranks see the attempt in TORCHELASTIC_RESTART_COUNT",
+    )
+    run.add_argument(
+        "--restart-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="seconds between a failed attempt and the next (default 0)",
+    )
+    run.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="write DIR/<rank>/stdout.log and stderr.log per rank "
+        "(DIR/attempt_<k>/<rank>/... with --max-restarts)",
     )
     streams = ["all", "out", "err", "none"]
     run.add_argument(

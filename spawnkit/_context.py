@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._launch import RankJob as RankJob  # noqa: PLC0414 - spawnkit._api takes it from here
     from ._output import OutputPlan
     from ._protocols import Backend, ParentWatch, WorkerHandle
+    from ._restarts import Restarts
 
 __all__ = ["ProcessContext", "RankProcess", "check_seconds", "launch"]
 
@@ -67,6 +68,9 @@ class ProcessContext:
         timeout: float | None = None,
         output: OutputPlan | None = None,
         local: bool = True,
+        jobs: Sequence[RankJob] = (),
+        faulthandler: bool = False,
+        restarts: Restarts | None = None,
     ) -> None:
         self.backend_name = backend_name
         self._backend = backend
@@ -74,7 +78,7 @@ class ProcessContext:
         self._ranks: list[Rank] = []
         self._grace = grace_period
         self.daemon = daemon
-        self._error: ProcessException | SpawnTimeoutError | ConfigError | None = None
+        self._error: SpawnError | None = None
         self._released = False
         self._lock = threading.RLock()
         self._waiter = Waiter(self._lock, self._look)
@@ -94,8 +98,20 @@ class ProcessContext:
         self._output = output
         self._local = local
         self._ended_wall: float | None = None
-        #: Called with a line to show the user when spawnkit starts stopping ranks, and when
-        #: SIGKILL follows (``spawnkit run`` prints them); ``None``: silent.
+        self._jobs = jobs
+        self._faulthandler = faulthandler
+        # Attempts (see _restarts): the current one's number and start, the reports of
+        # those that failed and were restarted, and when the next one starts, if it does.
+        self._restarts = restarts
+        self._attempt = 0
+        self._attempt_started_wall = self._started_wall
+        self._attempts: list[JobReport] = []
+        self._restart_at: float | None = None
+        self._attempt_closed = False
+        self._closing = False  # terminate() was called: no attempt starts after it
+        #: Called with a line to show the user when spawnkit starts stopping ranks, when
+        #: SIGKILL follows, and when the job restarts (``spawnkit run`` prints them);
+        #: ``None``: silent.
         self.on_stop: Callable[[str], None] | None = None
         _live.add(self)
 
@@ -184,7 +200,8 @@ class ProcessContext:
         until = deadline
         if self._deadline is not None and (until is None or self._deadline < until):
             until = self._deadline
-        while not self._waiter.until(lambda: self._settled(grace_period), until):
+        settled = lambda: self._settled(grace_period)  # noqa: E731
+        while not self._waiter.until(settled, until, wake_at=lambda: self._restart_at):
             if deadline is not None and time.monotonic() >= deadline:
                 return False
         return True
@@ -194,8 +211,20 @@ class ProcessContext:
         if self.interrupted is not None:
             signum, self.interrupted = self.interrupted, None
             raise Interrupted(signum)
+        if self._restart_at is not None:
+            if self._past_deadline():
+                self._cancel_restart()  # (a join() that came late): no attempt starts after
+            elif time.monotonic() < self._restart_at:
+                return False
+            else:
+                self._restart_at = None
+                self._next_attempt()
+                self.wake()  # the wait in progress looks at the old attempt's descriptors
+                return False
         if self._error is None and any(r.failure for r in self._ranks):
             self._stop(grace_period, after_failure=True)
+            if self._restart_scheduled():
+                return False
             self._fail()
         deadline = self._deadline
         if self._error is None and deadline is not None and time.monotonic() >= deadline:
@@ -223,8 +252,11 @@ class ProcessContext:
         check_seconds("grace_period", grace_period)
         if os.getpid() != self._pid:
             return  # a forked child's copy: the job is its parent's to stop
+        self._closing = True
         self.wake()
         with self._lock:
+            if self._restart_at is not None:
+                self._cancel_restart()
             # A rank that already failed on its own is a failure, not a rank we stopped.
             self._look()
             if not self._all_ended():
@@ -242,6 +274,8 @@ class ProcessContext:
             failed = self._failed()
             if not self._all_ended():
                 outcome = "running"
+            elif self._restart_at is not None:
+                outcome = "restarting"
             elif self._timed_out:
                 outcome = "timed out"
             elif failed:
@@ -259,6 +293,8 @@ class ProcessContext:
                 ended=self._ended_wall,
                 timeout=self._job_timeout,
                 unshown=0 if self._output is None else self._output.unshown_lines,
+                attempt=self._attempt,
+                attempts=tuple(self._attempts),
             )
 
     def results(self) -> list[Any]:
@@ -372,6 +408,154 @@ class ProcessContext:
         self._release()
         self._attach_report(self._error)
 
+    # -- restarts ------------------------------------------------------------------------
+
+    def _restart_scheduled(self) -> bool:
+        """After a failed attempt, all of whose ranks ended: whether another one will start.
+
+        If so, the attempt is closed and recorded, and ``_restart_at`` says when.
+        """
+        restarts = self._restarts
+        if restarts is None or self._closing or self._attempt >= restarts.policy.max_restarts:
+            return False
+        if any(r.no_main_guard for r in self._ranks):
+            return False  # the program's mistake: every attempt would make it again
+        root = self._failed()[0]
+        assert root.failure is not None
+        try:
+            if not restarts.policy.restartable(root.failure[1]):
+                return False
+            delay = restarts.policy.delay_before(self._attempt + 1)
+        except Exception:  # noqa: BLE001 - the user's code: logged, and the failure raised
+            _stopping.logger().exception(
+                "the job is not restarted: the restart policy raised on the failure of rank %s",
+                root.rank,
+            )
+            return False
+        now = time.monotonic()
+        what = f"attempt {self._attempt} failed (rank {root.rank} {root.report().describe()})"
+        if self._deadline is not None and now + delay >= self._deadline:
+            self._say(f"{what}; no restart: the job's deadline passes first")
+            return False
+        self._close_attempt()
+        self._attempts.append(self._attempt_report())
+        self._say(
+            f"{what}; restarting in {delay:g} s "
+            f"(restart {self._attempt + 1} of {restarts.policy.max_restarts})"
+        )
+        self._restart_at = now + delay
+        return True
+
+    def _next_attempt(self) -> None:
+        """Start the attempt :meth:`_restart_scheduled` planned."""
+        assert self._restarts is not None
+        try:
+            attempt = self._restarts.make(self._attempt + 1)
+        except BaseException:
+            self._cancel_restart()  # the last attempt's failure stays the job's
+            raise
+        if self._past_deadline():
+            # The backend took the rest of the job's time to get ready (a cluster that
+            # could not place the ranks): no attempt starts after the deadline.
+            attempt.backend.close()
+            self._cancel_restart()
+            return
+        self._attempt += 1
+        self._attempt_started_wall = time.time()
+        self._backend, self._output = attempt.backend, attempt.output
+        self._ranks, self._processes = [], None
+        self._attempt_closed = False
+        self._start(attempt.envs, deliver=True)
+
+    def _start(self, envs: Sequence[Mapping[str, str]] | None, *, deliver: bool) -> None:
+        """Start the current attempt's ranks (see :func:`launch`)."""
+        local, grace_period, watch = self._local, self._grace, self._watch
+        job_pid = os.getpid() if local else None
+        held = _holding.hold()
+        try:
+            spec = WorkerSpec(
+                rank=0,
+                nprocs=len(self._jobs),
+                job_pid=job_pid,
+                parent_pid=job_pid,
+                payload=None,
+                target=None,
+                fds=(),
+                watch=watch.child_watch() if local else None,
+                grace_period=grace_period,
+                env={},
+                sigmask=None if held.mask is None else tuple(sorted(int(s) for s in held.mask)),
+                faulthandler=self._faulthandler and local,
+                deadline=self._deadline,
+            )
+            watch_fds = watch.fds() if local else ()
+            try:
+                _launch.start_ranks(
+                    self._ranks,
+                    self.backend_name,
+                    self._backend,
+                    spec,
+                    self._jobs,
+                    envs,
+                    watch_fds,
+                    self._output,
+                    self.wake,
+                )
+            except BaseException as exc:
+                self.terminate(grace_period=min(grace_period, 1.0))
+                started, deadline = len(self._ranks), self._deadline or math.inf
+                error = _launch.failed_launch(
+                    exc, self.backend_name, started, len(self._jobs), deadline, self._job_timeout
+                )
+                if error is None:
+                    raise
+                if isinstance(error, SpawnTimeoutError):
+                    self._timed_out = True
+                    self._attach_report(error)
+                self._error = error  # a later join() of a restarted job raises it again
+                raise error from exc
+            if self._output is not None:
+                self._output.start()
+        except BaseException:
+            _holding.release(held)  # a handler that raises now: its exception, this one chained
+            raise
+        try:
+            received = _holding.release(held, deliver=deliver)
+            if not deliver:
+                self.held_signals, self.held_mask = received, held.mask
+        except BaseException:
+            # The program's own exception, from a signal that came while the ranks started:
+            # as it would have been raised then, the ranks do not outlive it.
+            self.terminate(grace_period=min(grace_period, 1.0))
+            raise
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _cancel_restart(self) -> None:
+        """Between attempts: no next one; the failure that ended the last is the job's."""
+        self._restart_at = None
+        self._attempts.pop()  # the last attempt is the current one again
+        self._fail()
+
+    def _attempt_report(self) -> JobReport:
+        return JobReport(
+            backend=self.backend_name,
+            outcome="failed",
+            ranks=tuple(r.report() for r in self._ranks),
+            failed=tuple(r.rank for r in self._failed()),
+            started=self._attempt_started_wall,
+            ended=time.time(),
+            timeout=self._job_timeout,
+            unshown=0 if self._output is None else self._output.unshown_lines,
+            attempt=self._attempt,
+        )
+
+    def _say(self, line: str) -> None:
+        _stopping.logger().warning("%s", line)
+        if self.on_stop is not None:
+            self.on_stop(line)
+
     def _time_out(self) -> None:
         running = self._running()
         if not running:
@@ -400,11 +584,11 @@ class ProcessContext:
         # the traceback: with no logging set up, Python prints warnings to stderr.
         _stopping.logger().warning("%s", report.format())
 
-    def _release(self) -> None:
-        if self._released or not self._all_ended():
+    def _close_attempt(self) -> None:
+        """Once every rank of the attempt ended: close its handles, output and backend."""
+        if self._attempt_closed:
             return
-        self._released = True
-        self._ended_wall = time.time()
+        self._attempt_closed = True
         for r in self._ranks:
             try:
                 r.handle.close()
@@ -415,11 +599,18 @@ class ProcessContext:
             self._output.finish(
                 tracebacks={r.rank: r.traceback for r in self._ranks if r.traceback}
             )
+        self._backend.close()
+
+    def _release(self) -> None:
+        if self._released or not self._all_ended():
+            return
+        self._released = True
+        self._ended_wall = time.time()
+        self._close_attempt()
         self._waiter.close()
         for fd in self._watch.private_fds():
             PARENT_ONLY_FDS.discard(fd)
         self._watch.close()
-        self._backend.close()
         _live.discard(self)
 
 
@@ -574,12 +765,14 @@ def launch(
     faulthandler: bool = False,
     local: bool = True,
     deliver: bool = True,
+    restarts: Restarts | None = None,
 ) -> ProcessContext:
     """Start one rank per entry of ``jobs`` through ``backend`` and return the running job.
 
     Signals that arrive meanwhile go to the program's handlers once the job is recorded;
     with ``deliver=False`` they wait in :attr:`ProcessContext.held_signals` instead, for a
     caller about to wait in the foreground. If a rank cannot start, those started are stopped.
+    ``restarts`` makes the job's later attempts, when a failure restarts it.
     """
     PARENT_ONLY_FDS.update(watch.private_fds())
     ctx = ProcessContext(
@@ -591,51 +784,9 @@ def launch(
         timeout=timeout,
         output=output,
         local=local,
+        jobs=jobs,
+        faulthandler=faulthandler,
+        restarts=restarts,
     )
-    job_pid = os.getpid() if local else None
-    held = _holding.hold()
-    try:
-        spec = WorkerSpec(
-            rank=0,
-            nprocs=len(jobs),
-            job_pid=job_pid,
-            parent_pid=job_pid,
-            payload=None,
-            target=None,
-            fds=(),
-            watch=watch.child_watch() if local else None,
-            grace_period=grace_period,
-            env={},
-            sigmask=None if held.mask is None else tuple(sorted(int(s) for s in held.mask)),
-            faulthandler=faulthandler and local,
-            deadline=ctx._deadline,
-        )
-        watch_fds = watch.fds() if local else ()
-        try:
-            _launch.start_ranks(
-                ctx._ranks, backend_name, backend, spec, jobs, envs, watch_fds, output, ctx.wake
-            )
-        except BaseException as exc:
-            ctx.terminate(grace_period=min(grace_period, 1.0))
-            started, deadline = len(ctx._ranks), ctx._deadline or math.inf
-            error = _launch.failed_launch(exc, backend_name, started, len(jobs), deadline, timeout)
-            if error is None:
-                raise
-            if isinstance(error, SpawnTimeoutError):
-                ctx._timed_out = True
-                ctx._attach_report(error)
-            raise error from exc
-        if output is not None:
-            output.start()
-    except BaseException:
-        _holding.release(held)  # a handler that raises now: its exception, this one chained
-        raise
-    try:
-        ctx.held_signals = _holding.release(held, deliver=deliver)
-        ctx.held_mask = held.mask
-    except BaseException:
-        # The program's own exception, from a signal that came while the ranks started:
-        # as it would have been raised then, the ranks do not outlive it.
-        ctx.terminate(grace_period=min(grace_period, 1.0))
-        raise
+    ctx._start(envs, deliver=deliver)
     return ctx

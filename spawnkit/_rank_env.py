@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from ._errors import ConfigError, InvalidArgumentError
+from ._restarts import attempt_env
 
 __all__ = ["EnvOption", "rank_envs"]
 
@@ -23,10 +25,19 @@ _OURS = "SPAWNKIT_MASTER"
 EnvOption = Mapping[str, str] | Callable[[int], Mapping[str, str]] | None
 
 
+# The last ports handed out: the next job, or the next attempt of a restarted one, gets
+# another, so nothing of an earlier rendezvous can reach it.
+_recent: deque[int] = deque(maxlen=8)
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _recent:
+            _recent.append(port)
+            return port
 
 
 def _checked(env: object, where: str) -> dict[str, str]:
@@ -47,8 +58,13 @@ def _checked(env: object, where: str) -> dict[str, str]:
     return checked
 
 
-def rank_envs(nprocs: int, env: EnvOption, *, local: bool = True) -> list[dict[str, str]]:
+def rank_envs(
+    nprocs: int, env: EnvOption, *, local: bool = True, attempt: int = 0, max_restarts: int = 0
+) -> list[dict[str, str]]:
     """Every rank's variables, checked before any process starts; ``envs[rank]``.
+
+    Called again for every attempt of a restarted job: a new free port for each, so that
+    nothing of an earlier attempt's rendezvous can reach the new one.
 
     ``env`` (a mapping for every rank, or a callable ``rank -> mapping``) comes last, so it
     may set any of the rank variables itself.
@@ -68,6 +84,7 @@ def rank_envs(nprocs: int, env: EnvOption, *, local: bool = True) -> list[dict[s
         "MASTER_ADDR": addr,
         "MASTER_PORT": port,
         _OURS: f"{addr}:{port}",
+        **attempt_env(attempt, max_restarts),
     }
     fixed = _checked(env, "env") if isinstance(env, Mapping) else None
     envs = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,6 +96,11 @@ class JobReport:
     that a stalled console (a pipe nobody reads) did not take in time, so were not shown.
     :meth:`format` is the summary block spawnkit shows when a job fails; :meth:`as_dict` the
     same for machines (``spawnkit run --json``).
+
+    A job started with ``max_restarts`` runs in attempts: ``ranks``, ``failed`` and
+    ``outcome`` are the current (or last) attempt's, number ``attempt`` (0 for the first);
+    ``attempts`` holds the report of every earlier attempt, each of which failed and was
+    restarted. ``started`` is when the whole job started.
     """
 
     backend: str
@@ -105,6 +111,8 @@ class JobReport:
     ended: float | None
     timeout: float | None = None
     unshown: int = 0
+    attempt: int = 0
+    attempts: tuple[JobReport, ...] = ()
 
     @property
     def root_cause(self) -> RankReport | None:
@@ -125,7 +133,8 @@ class JobReport:
             head = f"deadline of {self.timeout:g} s passed with {len(still)} of {n} ranks running"
         else:
             head = f"{n} ranks {self.outcome}"
-        lines = [f"== spawnkit job: {head} (backend {self.backend!r}{took}) =="]
+        which = f", attempt {self.attempt}" if self.attempt else ""
+        lines = [f"== spawnkit job: {head} (backend {self.backend!r}{took}{which}) =="]
         root = self.root_cause
         if root is not None:
             lines += ["root cause:", *_rank_lines(root)]
@@ -148,6 +157,10 @@ class JobReport:
                 f"not shown: {self.unshown} lines of the ranks' output, which the console "
                 f"(a pipe nobody reads?) did not take in time{logs}"
             )
+        if self.attempts:
+            lines.append("earlier attempts, each failed and restarted:")
+            for earlier in self.attempts:
+                lines += _attempt_lines(earlier)
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -163,6 +176,8 @@ class JobReport:
             "root_cause": None if root is None else root.rank,
             "failed": list(self.failed),
             "ranks": [r.as_dict() for r in self.ranks],
+            "attempt": self.attempt,
+            "attempts": [a.as_dict() for a in self.attempts],
         }
 
 
@@ -170,6 +185,20 @@ def _who(r: RankReport) -> str:
     pid = "" if r.pid is None else f" (pid {r.pid})"
     took = "" if r.duration is None else f" after {r.duration:.2f} s"
     return f"rank {r.rank}{pid}{took}"
+
+
+def _attempt_lines(report: JobReport) -> list[str]:
+    """One earlier attempt: when it ran, and the rank that failed first and why."""
+    when = time.strftime("%H:%M:%S", time.localtime(report.started))
+    took = "" if report.duration is None else f", {report.duration:.2f} s"
+    root = report.root_cause
+    what = "no rank failed" if root is None else f"{_who(root)}: {root.describe()}"
+    others = len(report.failed) - 1
+    also = f" (and {others} more failed)" if others > 0 else ""
+    lines = [f"  attempt {report.attempt} (started {when}{took}): {what}{also}"]
+    if root is not None:
+        lines += [f"    {stream} log: {path}" for stream, path in sorted(root.logs.items())]
+    return lines
 
 
 def _rank_lines(r: RankReport) -> list[str]:

@@ -62,25 +62,35 @@ class Waiter:
         with self._pipe_lock:
             self._extra.remove(fd)
 
-    def until(self, done: Callable[[], bool], deadline: float | None) -> bool:
+    def until(
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        wake_at: Callable[[], float | None] | None = None,
+    ) -> bool:
         """Whether ``done()`` (asked under the lock after every event) came true by ``deadline``.
 
         Blocks without the lock (unless the caller holds it): ``terminate()`` from another
-        thread is never held up.
+        thread is never held up. ``wake_at()``, asked after ``done()``, is a time at which
+        to ask ``done()`` again though nothing happened (a restart's start).
         """
         while True:
             with self._lock:
                 waitables = list(self._look())
                 if done():
                     return True
+                alarm = None if wake_at is None else wake_at()
                 with self._pipe_lock:
                     if self._open:
                         waitables += [self._read, *self._extra]
+            now = time.monotonic()
             timeout = None
             if deadline is not None:
-                timeout = min(deadline - time.monotonic(), _LONGEST_WAIT)
+                timeout = min(deadline - now, _LONGEST_WAIT)
                 if timeout <= 0:
                     return False
+            if alarm is not None:
+                timeout = max(0.0, min(alarm - now, _LONGEST_WAIT if timeout is None else timeout))
             _wait_ready(waitables, timeout)
             with self._pipe_lock:
                 for fd in (self._read, *self._extra) if self._open else ():

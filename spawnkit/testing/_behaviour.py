@@ -256,6 +256,26 @@ class BehaviourTests(Checks):
         assert second.value is first.value
 
     @part("failures")
+    def test_a_failed_job_restarts_and_each_rank_sees_its_attempt(self, backend: str) -> None:
+        # Restarts live in core: a backend gets them for free, one instance per attempt.
+        ctx = spawnkit.spawn(
+            t.fail_on_first_attempt,
+            args=(1,),
+            nprocs=2,
+            join=False,
+            backend=backend,
+            max_restarts=2,
+            **self.backend_options,
+        )
+        assert ctx.results() == [1, 1]
+        report = ctx.report()
+        assert (report.outcome, report.attempt) == ("succeeded", 1)
+        (first,) = report.attempts
+        assert (first.attempt, first.outcome, first.failed) == (0, "failed", (1,))
+        assert first.root_cause is not None
+        assert first.root_cause.error == "ValueError: rank 1 failed on attempt 0"
+
+    @part("failures")
     @pytest.mark.parametrize("how", ["sys.exit", "raise"])
     def test_nonzero_exit_is_reported_with_its_code(self, backend: str, how: str) -> None:
         _exits_with_123(backend, how, self.backend_options)
@@ -471,6 +491,20 @@ class BehaviourTests(Checks):
         grandchild = int(marker.read_text())
         ctx.terminate(grace_period=0.2)
         assert wait_gone([grandchild], timeout=10) == set()
+
+    @local_process("pids and process groups")
+    def test_nothing_of_a_failed_attempt_is_left_when_the_next_starts(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        (gone,) = spawnkit.spawn(
+            t.grandchild_then_fail,
+            args=(str(tmp_path),),
+            backend=backend,
+            max_restarts=1,
+            grace_period=0.5,
+            **self.backend_options,
+        )
+        assert gone is True  # checked by attempt 1's rank, as it started
 
     @part("stopping")
     def test_failure_stops_the_other_ranks(self, backend: str) -> None:

@@ -180,6 +180,12 @@ def cleanup_on_exit(rank: int, directory: str) -> None:
 
 def start_grandchild(rank: int, directory: str) -> None:
     """Start a child that ignores SIGTERM, report its pid, block."""
+    start_grandchild_and_then(rank, directory)
+    block_forever()
+
+
+def start_grandchild_and_then(rank: int, directory: str) -> None:
+    """Start a child that ignores SIGTERM and report its pid in ``<rank>.grandchild``."""
     child = subprocess.Popen(
         [
             sys.executable,
@@ -195,7 +201,6 @@ def start_grandchild(rank: int, directory: str) -> None:
     partial = Path(directory) / f"{rank}.grandchild.partial"
     partial.write_text(str(child.pid))
     os.replace(partial, Path(directory) / f"{rank}.grandchild")
-    block_forever()
 
 
 def mixed(rank: int, cycle: int) -> int:
@@ -467,3 +472,40 @@ def signalled_in_unraisable_hook(rank: int, directory: str, own_hook: bool) -> N
         sys.unraisablehook = waiting_unraisable_hook(directory)
     _RaisesInDel()
     block_forever()
+
+
+def attempt() -> int:
+    """The attempt of the job this rank belongs to, as torchrun tells it (0 first)."""
+    return int(os.environ["TORCHELASTIC_RESTART_COUNT"])
+
+
+def fail_on_first_attempt(rank: int, bad_rank: int) -> int:
+    """Rank ``bad_rank`` raises on attempt 0; every rank returns its attempt."""
+    if rank == bad_rank and attempt() == 0:
+        raise ValueError(f"rank {rank} failed on attempt 0")
+    return attempt()
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended: no such process, or one that nobody reaped yet."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False  # a zombie looks alive there: the parent's test waits for it instead
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except FileNotFoundError:  # reaped meanwhile
+        return True
+
+
+def grandchild_then_fail(rank: int, directory: str) -> bool:
+    """Attempt 0 leaves a grandchild that ignores SIGTERM and fails; attempt 1 tells
+    whether that grandchild was gone by the time it started."""
+    marker = Path(directory) / f"{rank}.grandchild"
+    if attempt() == 0:
+        start_grandchild_and_then(rank, directory)
+        raise ValueError("attempt 0 fails, its grandchild still running")
+    return _gone(int(marker.read_text()))

@@ -4,12 +4,16 @@ cluster engine has (placement, node spread, an actor's death, the driver's death
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import spawnkit
@@ -97,6 +101,157 @@ def test_sigkill_of_a_ranks_worker_process_is_an_exited_rank(tmp_path: Path) -> 
     assert info.value.error_index == 1
     assert "its Ray actor died" in str(info.value)
     assert wait_gone([int((tmp_path / "0.pid").read_text())], timeout=30) == set()
+
+
+# -- restarts: every attempt a new placement group and new actors ---------------------------
+
+
+def this_attempt(rank: int) -> dict[str, Any]:
+    """What a rank knows of the attempt it runs in: its number (torchrun's name and
+    spawnkit's), its process, and its placement group."""
+    import ray
+
+    group = ray.util.get_current_placement_group()
+    return {
+        "rank": rank,
+        "attempt": os.environ["TORCHELASTIC_RESTART_COUNT"],
+        "spawnkit_attempt": os.environ["SPAWNKIT_ATTEMPT"],
+        "pid": os.getpid(),
+        "group": None if group is None else group.id.hex(),
+    }
+
+
+def _publish_attempt(directory: str, me: dict[str, Any]) -> None:
+    # <attempt>-<rank>.json, whole or not at all: the test reads it as soon as it exists.
+    name = f"{me['attempt']}-{me['rank']}"
+    Path(directory, f"{name}.tmp").write_text(json.dumps(me))
+    os.replace(Path(directory, f"{name}.tmp"), Path(directory, f"{name}.json"))
+
+
+def _published(directory: Path, attempt: int, nprocs: int) -> list[dict[str, Any]]:
+    paths = [directory / f"{attempt}-{rank}.json" for rank in range(nprocs)]
+    wait_for_files(*paths, timeout=60)
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def block_in_attempt_0(rank: int, directory: str) -> dict[str, Any]:
+    """Attempt 0: say where it runs, then block until stopped; later attempts return it."""
+    me = this_attempt(rank)
+    if me["attempt"] == "0":
+        _publish_attempt(directory, me)
+        t.block_forever()
+    return me
+
+
+def fail_in_attempt_0(rank: int, directory: str) -> dict[str, Any]:
+    """Attempt 0: every rank says where it runs, then rank 0 raises while rank 1 blocks;
+    later attempts return where they run."""
+    me = this_attempt(rank)
+    if me["attempt"] == "0":
+        _publish_attempt(directory, me)
+        if rank == 0:
+            wait_for_files(Path(directory, "0-1.json"))  # the peer is running
+            raise RuntimeError("attempt 0 failed")
+        t.block_forever()
+    return me
+
+
+def _group_state(group: str) -> str | None:
+    """The cluster's word on a placement group (by id): CREATED, REMOVED..., or None."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, placement_group_table
+
+    found = placement_group_table(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
+    return found.get("state")
+
+
+def _wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Wait until ``check()`` is true (the GCS takes note of a removal, a node reports
+    freed resources); return its last value either way, for the assertion to show."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def _free_cpus() -> tuple[float | None, float | None]:
+    """The cluster's free CPUs, and all it has."""
+    import ray
+
+    return ray.available_resources().get("CPU"), ray.cluster_resources().get("CPU")
+
+
+def test_a_rank_whose_process_is_killed_in_attempt_0_is_restarted_with_its_job(
+    tmp_path: Path,
+) -> None:
+    ctx = spawnkit.spawn(
+        block_in_attempt_0,
+        args=(str(tmp_path),),
+        nprocs=2,
+        join=False,
+        backend="ray",
+        max_restarts=1,
+    )
+    with ctx:  # a failed assertion stops every actor all the same
+        first = _published(tmp_path, attempt=0, nprocs=2)
+        os.kill(first[1]["pid"], signal.SIGKILL)
+        assert ctx.join(timeout=120)
+        got = ctx.results()
+    assert [g["rank"] for g in got] == [0, 1]
+    assert {g["attempt"] for g in got} == {g["spawnkit_attempt"] for g in got} == {"1"}
+    # New actors: no process of attempt 0 runs a rank of attempt 1.
+    assert not {g["pid"] for g in got} & {f["pid"] for f in first}
+    report = ctx.report()
+    assert report.outcome == "succeeded"
+    assert report.attempt == 1
+    assert report.failed == ()
+    (earlier,) = report.attempts
+    assert earlier.attempt == 0
+    assert earlier.outcome == "failed"
+    assert earlier.failed == (1,)
+    root = earlier.root_cause
+    assert root is not None
+    assert root.rank == 1
+    assert root.state == "failed"
+    # An actor that died without a report: Ray does not say of what, so no signal.
+    assert root.error is None
+    assert root.signal is None
+    assert root.exit_code == 255
+    assert earlier.ranks[0].state == "stopped"  # rank 0 of attempt 0, stopped by spawnkit
+    assert "attempt 0" in report.format()
+    # Rank 0 of attempt 0 (stopped), and every actor of attempt 1 (the job is over).
+    pids = [first[0]["pid"], *(g["pid"] for g in got)]
+    assert wait_gone(pids, timeout=30) == set()
+
+
+def test_each_attempt_runs_in_a_new_placement_group_and_the_old_one_is_removed(
+    tmp_path: Path,
+) -> None:
+    ctx = spawnkit.spawn(
+        fail_in_attempt_0,
+        args=(str(tmp_path),),
+        nprocs=2,
+        join=False,
+        backend="ray",
+        max_restarts=1,
+    )
+    with ctx:
+        got = ctx.results()
+    first = _published(tmp_path, attempt=0, nprocs=2)
+    (group_0,) = {f["group"] for f in first}  # the ranks of an attempt share one group
+    (group_1,) = {g["group"] for g in got}
+    assert group_0 is not None
+    assert group_1 is not None
+    assert group_1 != group_0
+    (earlier,) = ctx.report().attempts
+    assert earlier.root_cause is not None
+    assert earlier.root_cause.error == "RuntimeError: attempt 0 failed"
+    # Attempt 0's group went before attempt 1 started; attempt 1's with the job.
+    assert _wait_for(lambda: _group_state(group_0) == "REMOVED"), _group_state(group_0)
+    assert _wait_for(lambda: _group_state(group_1) == "REMOVED"), _group_state(group_1)
+    assert _wait_for(lambda: len(set(_free_cpus())) == 1), _free_cpus()  # all of them
+    pids = [f["pid"] for f in first] + [g["pid"] for g in got]
+    assert wait_gone(pids, timeout=30) == set()
 
 
 def test_terminate_ends_every_actor(tmp_path: Path) -> None:
