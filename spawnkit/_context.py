@@ -107,6 +107,7 @@ class ProcessContext:
         self._attempt_started_wall = self._started_wall
         self._attempts: list[JobReport] = []
         self._restart_at: float | None = None
+        self._announce_start = False
         self._attempt_closed = False
         self._closing = False  # terminate() was called: no attempt starts after it
         #: Called with a line to show the user when spawnkit starts stopping ranks, when
@@ -415,36 +416,47 @@ class ProcessContext:
 
         If so, the attempt is closed and recorded, and ``_restart_at`` says when.
         """
-        restarts = self._restarts
-        if restarts is None or self._closing or self._attempt >= restarts.policy.max_restarts:
+        delay = self._restart_delay()
+        if delay is None:
             return False
-        if any(r.no_main_guard for r in self._ranks):
-            return False  # the program's mistake: every attempt would make it again
         root = self._failed()[0]
-        assert root.failure is not None
-        try:
-            if not restarts.policy.restartable(root.failure[1]):
-                return False
-            delay = restarts.policy.delay_before(self._attempt + 1)
-        except Exception:  # noqa: BLE001 - the user's code: logged, and the failure raised
-            _stopping.logger().exception(
-                "the job is not restarted: the restart policy raised on the failure of rank %s",
-                root.rank,
-            )
-            return False
         now = time.monotonic()
         what = f"attempt {self._attempt} failed (rank {root.rank} {root.report().describe()})"
         if self._deadline is not None and now + delay >= self._deadline:
             self._say(f"{what}; no restart: the job's deadline passes first")
             return False
+        assert self._restarts is not None
         self._close_attempt()
         self._attempts.append(self._attempt_report())
         self._say(
             f"{what}; restarting in {delay:g} s "
-            f"(restart {self._attempt + 1} of {restarts.policy.max_restarts})"
+            f"(restart {self._attempt + 1} of {self._restarts.policy.max_restarts})"
         )
         self._restart_at = now + delay
+        self._announce_start = delay > 0  # else the line above says it starts now
         return True
+
+    def _restart_delay(self) -> float | None:
+        """The wait before the next attempt, if the failed one may restart; else ``None``."""
+        restarts = self._restarts
+        if restarts is None or self._closing or self._attempt >= restarts.policy.max_restarts:
+            return None
+        if not self._all_ended():
+            return None  # a rank the stop could not end (logged): no attempt beside it
+        if any(r.no_main_guard for r in self._ranks):
+            return None  # the program's mistake: every attempt would make it again
+        root = self._failed()[0]
+        assert root.failure is not None
+        try:
+            if not restarts.policy.restartable(root.failure[1]):
+                return None
+            return restarts.policy.delay_before(self._attempt + 1)
+        except Exception:  # noqa: BLE001 - the user's code: logged, and the failure raised
+            _stopping.logger().exception(
+                "the job is not restarted: the restart policy raised on the failure of rank %s",
+                root.rank,
+            )
+            return None
 
     def _next_attempt(self) -> None:
         """Start the attempt :meth:`_restart_scheduled` planned."""
@@ -466,6 +478,8 @@ class ProcessContext:
         self._ranks, self._processes = [], None
         self._attempt_closed = False
         self._start(attempt.envs, deliver=True)
+        if self._announce_start:
+            self._say(f"attempt {self._attempt} started")
 
     def _start(self, envs: Sequence[Mapping[str, str]] | None, *, deliver: bool) -> None:
         """Start the current attempt's ranks (see :func:`launch`)."""

@@ -28,7 +28,9 @@ BACKEND = "forkserver"
 TESTS = Path(__file__).resolve().parent
 
 
-def test_a_rank_that_always_fails_runs_every_attempt_and_the_report_lists_them() -> None:
+def test_a_rank_that_always_fails_runs_every_attempt_and_the_report_lists_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     delays: list[int] = []
     with pytest.raises(spawnkit.ProcessRaisedException) as info:
         spawnkit.spawn(
@@ -40,6 +42,12 @@ def test_a_rank_that_always_fails_runs_every_attempt_and_the_report_lists_them()
         )
     err = info.value
     assert delays == [1, 2]
+    said = [r.getMessage() for r in caplog.records if "attempt" in r.getMessage()]
+    assert said[0].startswith("attempt 0 failed (rank ")  # either rank may fail first
+    assert said[0].endswith(
+        " raised ValueError: attempt 0 failed); restarting in 0.1 s (restart 1 of 2)"
+    )
+    assert said[1] == "attempt 1 started"
     # What is raised is the last attempt's failure.
     assert str(err.exception) == "attempt 2 failed"
     report = err.report
