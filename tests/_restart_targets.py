@@ -24,9 +24,9 @@ def exit_3(rank: int) -> None:
 def wait_for_a_kill_on_attempt_0(rank: int, directory: str) -> int:
     """Attempt 0 tells its pid and waits to be killed; later attempts return theirs."""
     if attempt() == 0:
-        partial = Path(directory) / "pid.partial"
+        partial = Path(directory) / f"{rank}.pid.partial"
         partial.write_text(str(os.getpid()))
-        os.replace(partial, Path(directory) / "pid")
+        os.replace(partial, Path(directory) / f"{rank}.pid")
         while True:
             signal.pause()
     return attempt()

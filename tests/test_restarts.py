@@ -81,12 +81,12 @@ def test_a_rank_killed_from_outside_is_restarted(tmp_path: Path) -> None:
         backend=BACKEND,
         max_restarts=1,
     )
-    wait_for_files(tmp_path / "pid")
-    os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
+    wait_for_files(tmp_path / "1.pid")
+    os.kill(int((tmp_path / "1.pid").read_text()), signal.SIGKILL)
     assert ctx.results() == [1, 1]
     (first,) = ctx.report().attempts
     assert first.root_cause is not None
-    assert first.root_cause.signal == "SIGKILL"
+    assert (first.root_cause.rank, first.root_cause.signal) == (1, "SIGKILL")
 
 
 @pytest.mark.parametrize(
