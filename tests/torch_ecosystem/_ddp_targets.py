@@ -38,8 +38,21 @@ class ToyModel(nn.Module):
         return self.net2(self.relu(self.net1(x)))  # type: ignore[no-any-return]
 
 
+def _settle_before_exit() -> None:
+    """Why a rank ends its training with ``dist.barrier()``, which the tutorial does not.
+
+    torch 2.13 races at exit: a gradient all-reduce keeps ``backward()``'s Python context
+    (autograd's thread-local state) and gloo's worker thread drops it, with the GIL, just
+    after the step returns. If the interpreter is finalizing by then, that thread exits
+    inside a C++ destructor and the rank dies from SIGABRT ("terminate called without an
+    active exception"), under torch's own spawn as under spawnkit (4 of 30 runs). A barrier
+    waits with the GIL released, so the context is dropped before the rank returns.
+    """
+
+
 def demo_basic(rank: int, world_size: int, out_dir: str) -> None:
-    """The DDP tutorial's ``demo_basic``, without setting MASTER_ADDR/MASTER_PORT itself.
+    """The DDP tutorial's ``demo_basic``, without setting MASTER_ADDR/MASTER_PORT itself,
+    and with a barrier after training (see :func:`_settle_before_exit`).
 
     Writes the trained parameters' sum (DDP keeps the replicas equal, so every rank's is
     the same if the gradients were really all-reduced between the processes) and whether
@@ -58,6 +71,7 @@ def demo_basic(rank: int, world_size: int, out_dir: str) -> None:
         outputs = ddp_model(torch.randn(20, 10))
         loss_fn(outputs, torch.randn(20, 5)).backward()
         optimizer.step()
+        dist.barrier()  # not the tutorial's: see _settle_before_exit
         total = float(sum(p.detach().sum() for p in model.parameters()))
         # spawnkit's ranks lead their own process group; torch's do not.
         with open(os.path.join(out_dir, f"rank{rank}"), "w") as f:
@@ -78,3 +92,58 @@ def fail_during_all_reduce(rank: int, world_size: int, out_dir: str) -> None:
     dist.all_reduce(torch.ones(1))  # never completes: rank 1 never joins it
     with open(os.path.join(out_dir, "rank0-finished"), "w"):
         pass
+
+
+def _train_step(ddp_model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """One step of the tutorial's training: its backward all-reduces the gradients."""
+    optimizer.zero_grad()
+    outputs = ddp_model(torch.randn(20, 10))
+    nn.MSELoss()(outputs, torch.randn(20, 5)).backward()
+    optimizer.step()
+
+
+def demo_basic_failing_once(
+    rank: int, world_size: int, out_dir: str, failing_rank: int
+) -> tuple[int, str, float]:
+    """The DDP tutorial's training, whose ``failing_rank`` raises in the job's first attempt.
+
+    Every rank records the attempt's ``MASTER_PORT`` in ``out_dir`` as it starts. In attempt
+    0, after one DDP step together, the other ranks block in the second step's gradient
+    all-reduce and ``failing_rank`` raises once they are in it (so the collective is live),
+    never joining it. A later attempt trains three steps and returns ``(attempt, port, sum
+    of the trained parameters)``.
+    """
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    attempt = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
+    port = os.environ["MASTER_PORT"]
+    with open(os.path.join(out_dir, f"attempt{attempt}-rank{rank}-port"), "w") as f:
+        f.write(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(rank)  # different data on each rank, as in real training
+        model = ToyModel()
+        ddp_model = DDP(model)
+        optimizer = torch.optim.SGD(ddp_model.parameters(), lr=0.001)
+        _train_step(ddp_model, optimizer)
+        if attempt == 0:
+            if rank == failing_rank:
+                for peer in range(world_size):
+                    if peer != rank:
+                        _wait_for(os.path.join(out_dir, f"attempt0-rank{peer}-in-step-2"))
+                raise RuntimeError(f"rank {rank} fails in attempt 0 after one DDP step")
+            with open(os.path.join(out_dir, f"attempt0-rank{rank}-in-step-2"), "w"):
+                pass
+            _train_step(ddp_model, optimizer)  # never completes: failing_rank never joins
+            with open(os.path.join(out_dir, f"attempt0-rank{rank}-finished"), "w"):
+                pass
+        else:
+            for _ in range(2):
+                _train_step(ddp_model, optimizer)
+            dist.barrier()  # see _settle_before_exit
+        total = float(sum(p.detach().sum() for p in model.parameters()))
+        return attempt, port, total
+    finally:
+        if attempt != 0:
+            # (In attempt 0 a peer is gone mid-collective: leaving the group could block.)
+            dist.destroy_process_group()
