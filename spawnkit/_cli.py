@@ -426,7 +426,8 @@ def _run(ns: argparse.Namespace) -> int:
     live = sys.stderr is not None and sys.stderr.isatty()
     try:
         wait_in_foreground(ctx, tick=_progress(ctx, started) if live else None)
-    except (ProcessException, SpawnTimeoutError) as exc:
+    except SpawnError as exc:
+        # A rank's failure, the deadline, or (after restarts) an attempt that could not start.
         console.status("")
         _say(_failure_text(exc))
         status = _exit_status(exc)

@@ -22,6 +22,7 @@ from ._errors import (
     Interrupted,
     InvalidArgumentError,
     JobTerminatedError,
+    LaunchError,
     ProcessException,
     SpawnError,
     SpawnTimeoutError,
@@ -87,7 +88,7 @@ class ProcessContext:
         self.wake, self.add_wake_fd = self._waiter.wake, self._waiter.add_fd
         self.remove_wake_fd = self._waiter.remove_fd
         self.interrupted: int | None = None
-        self._processes: list[RankProcess] | None = None
+        self._processes: tuple[list[Rank], list[RankProcess]] | None = None
         self._pid = os.getpid()  # a forked child gets a copy of this object, not the job
         self.held_signals: list[int] = []  # came while the ranks started (see launch)
         self.held_mask: Any = None
@@ -133,17 +134,19 @@ class ProcessContext:
         ``kill()``, ``name``, ``daemon`` and ``sentinel``, as code written for
         ``torch.multiprocessing`` uses them, whatever the backend.
         """
-        if self._processes is None:
-            self._processes = [RankProcess(self, r) for r in self._ranks]
-        return list(self._processes)
+        ranks, cached = self._ranks, self._processes
+        if cached is None or cached[0] is not ranks:  # (a new attempt has a new list)
+            cached = self._processes = (ranks, [RankProcess(self, r) for r in ranks])
+        return list(cached[1])
 
     @property
     def sentinels(self) -> dict[int, int]:
         """``{sentinel: rank}`` for every local rank not yet seen ended, as torch's context.
 
         A sentinel is a descriptor that turns readable once its rank has ended (see
-        ``multiprocessing.connection.wait``); empty once the job is over. A rank that runs
-        elsewhere has none.
+        ``multiprocessing.connection.wait``); empty once the job is over, and while a
+        restarting job waits out ``restart_delay`` (poll it with ``join(timeout)`` then). A
+        rank that runs elsewhere has none.
         """
         with self._lock:
             self._look()
@@ -212,21 +215,20 @@ class ProcessContext:
         if self.interrupted is not None:
             signum, self.interrupted = self.interrupted, None
             raise Interrupted(signum)
+        if self._error is None and self._restart_at is None and self._any_failed():
+            self._stop(grace_period, after_failure=True)
+            if not self._restart_scheduled():
+                self._fail()
         if self._restart_at is not None:
             if self._past_deadline():
                 self._cancel_restart()  # (a join() that came late): no attempt starts after
             elif time.monotonic() < self._restart_at:
                 return False
             else:
-                self._restart_at = None
+                # At once when there is no delay: the job is never seen without ranks then.
                 self._next_attempt()
                 self.wake()  # the wait in progress looks at the old attempt's descriptors
                 return False
-        if self._error is None and any(r.failure for r in self._ranks):
-            self._stop(grace_period, after_failure=True)
-            if self._restart_scheduled():
-                return False
-            self._fail()
         deadline = self._deadline
         if self._error is None and deadline is not None and time.monotonic() >= deadline:
             self._time_out()  # (once every rank has ended, nothing is left to time out)
@@ -295,7 +297,8 @@ class ProcessContext:
                 timeout=self._job_timeout,
                 unshown=0 if self._output is None else self._output.unshown_lines,
                 attempt=self._attempt,
-                attempts=tuple(self._attempts),
+                # Between attempts the last one is still the current: not an earlier one yet.
+                attempts=tuple(self._attempts[: -1 if self._restart_at is not None else None]),
             )
 
     def results(self) -> list[Any]:
@@ -344,6 +347,9 @@ class ProcessContext:
         self.wake()
 
     # -- the ranks ----------------------------------------------------------------------
+
+    def _any_failed(self) -> bool:
+        return any(r.failure for r in self._ranks)
 
     def _all_ended(self) -> bool:
         return all(r.status is not None for r in self._ranks)
@@ -441,12 +447,14 @@ class ProcessContext:
         restarts = self._restarts
         if restarts is None or self._closing or self._attempt >= restarts.policy.max_restarts:
             return None
-        if not self._all_ended():
-            return None  # a rank the stop could not end (logged): no attempt beside it
-        if any(r.no_main_guard for r in self._ranks):
-            return None  # the program's mistake: every attempt would make it again
         root = self._failed()[0]
         assert root.failure is not None
+        if (
+            not self._all_ended()  # a rank the stop could not end (logged): none beside it
+            or any(r.no_main_guard for r in self._ranks)  # the program's: it would recur
+            or root.asked_to_stop  # stopped through its RankProcess, as terminate() stops
+        ):
+            return None
         try:
             if not restarts.policy.restartable(root.failure[1]):
                 return None
@@ -461,21 +469,38 @@ class ProcessContext:
     def _next_attempt(self) -> None:
         """Start the attempt :meth:`_restart_scheduled` planned."""
         assert self._restarts is not None
+        number = self._attempt + 1
         try:
-            attempt = self._restarts.make(self._attempt + 1)
+            attempt = self._restarts.make(number)
+        except Exception as exc:
+            if self._restart_at is None:
+                raise  # called off meanwhile: the last attempt's failure is the job's
+            self._cancel_restart()
+            # Every later join() raises it too; the report keeps the attempts and failure.
+            self._error = LaunchError(f"the job's attempt {number} could not start: {exc}")
+            raise self._error from exc
         except BaseException:
-            self._cancel_restart()  # the last attempt's failure stays the job's
+            if self._restart_at is not None:
+                self._cancel_restart()  # the last attempt's failure stays the job's
             raise
+        # While the attempt was made (a backend may take seconds), the restart may have been
+        # called off: by terminate() (from a signal handler too, in this thread), a signal to
+        # the foreground, or the deadline. Then it never starts.
+        if self._restart_at is None or self._closing or self.interrupted is not None:
+            attempt.backend.close()
+            if self._restart_at is not None:
+                self._cancel_restart()
+            return
         if self._past_deadline():
             # The backend took the rest of the job's time to get ready (a cluster that
             # could not place the ranks): no attempt starts after the deadline.
             attempt.backend.close()
             self._cancel_restart()
             return
-        self._attempt += 1
+        self._restart_at = None
+        self._attempt = number
         self._attempt_started_wall = time.time()
         self._backend, self._output = attempt.backend, attempt.output
-        self._ranks, self._processes = [], None
         self._attempt_closed = False
         self._start(attempt.envs, deliver=True)
         if self._announce_start:
@@ -503,9 +528,11 @@ class ProcessContext:
                 deadline=self._deadline,
             )
             watch_fds = watch.fds() if local else ()
+            # The ranks are published whole (processes, pids() read them without the lock).
+            ranks: list[Rank] = []
             try:
                 _launch.start_ranks(
-                    self._ranks,
+                    ranks,
                     self.backend_name,
                     self._backend,
                     spec,
@@ -516,8 +543,9 @@ class ProcessContext:
                     self.wake,
                 )
             except BaseException as exc:
+                self._ranks = ranks  # those started: stopped now
                 self.terminate(grace_period=min(grace_period, 1.0))
-                started, deadline = len(self._ranks), self._deadline or math.inf
+                started, deadline = len(ranks), self._deadline or math.inf
                 error = _launch.failed_launch(
                     exc, self.backend_name, started, len(self._jobs), deadline, self._job_timeout
                 )
@@ -528,6 +556,7 @@ class ProcessContext:
                     self._attach_report(error)
                 self._error = error  # a later join() of a restarted job raises it again
                 raise error from exc
+            self._ranks = ranks
             if self._output is not None:
                 self._output.start()
         except BaseException:
@@ -660,6 +689,12 @@ class RankProcess:
     @property
     def sentinel(self) -> int:
         """A descriptor readable once the rank ended: a local worker's only."""
+        if self._rank not in self._ctx._ranks:
+            # Its descriptor was closed with its attempt, and its number may be reused.
+            raise ValueError(
+                f"rank {self._rank.rank} of an earlier attempt of the job ended and was "
+                "released; ctx.processes has the current attempt's ranks"
+            )
         sentinel = getattr(self._rank.handle, "sentinel", None)
         if not isinstance(sentinel, int):
             raise AttributeError(  # noqa: TRY004 - as for any missing attribute
@@ -688,11 +723,13 @@ class RankProcess:
     def terminate(self) -> None:
         """SIGTERM to this rank (and its process group), as ``Process.terminate()``."""
         if self.exitcode is None:
+            self._rank.asked_to_stop = True
             self._rank.handle.stop()
 
     def kill(self) -> None:
         """SIGKILL to this rank (and its process group), as ``Process.kill()``."""
         if self.exitcode is None:
+            self._rank.asked_to_stop = True
             self._rank.handle.stop(force=True)
 
 

@@ -34,6 +34,7 @@ class Rank:
     early_report: Callable[[], _wire.Report | None] | None  # see ReportsEarly
     status: int | None = None
     killed: bool = False  # core asked it to stop
+    asked_to_stop: bool = False  # the program did, through its RankProcess: no restart
     stopped: bool = False  # it ended because core stopped it: neither success nor failure
     value: Any = None
     started: float = field(default_factory=time.monotonic)

@@ -31,13 +31,14 @@ _recent: deque[int] = deque(maxlen=8)
 
 
 def _free_port() -> int:
-    while True:
+    for _ in range(2 * (_recent.maxlen or 0)):  # bounded: a system nearly out of ports
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
         if port not in _recent:
-            _recent.append(port)
-            return port
+            break
+    _recent.append(port)
+    return port
 
 
 def _checked(env: object, where: str) -> dict[str, str]:

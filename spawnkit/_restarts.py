@@ -119,7 +119,11 @@ def _check_delay(value: object, what: str) -> None:
             f"{what} must be a number of seconds, or a callable restart -> seconds (such as "
             f"lambda n: min(60, 2 ** n) for a backoff), not {value!r:.80}"
         )
-    if not math.isfinite(value) or value < 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value < 0:
         raise ConfigError(f"{what} must be a finite number of seconds >= 0, not {value!r}")
 
 

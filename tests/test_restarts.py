@@ -82,11 +82,61 @@ def test_a_rank_killed_from_outside_is_restarted(tmp_path: Path) -> None:
         max_restarts=1,
     )
     wait_for_files(tmp_path / "1.pid")
+    earlier = ctx.processes
     os.kill(int((tmp_path / "1.pid").read_text()), signal.SIGKILL)
     assert ctx.results() == [1, 1]
     (first,) = ctx.report().attempts
     assert first.root_cause is not None
     assert (first.root_cause.rank, first.root_cause.signal) == (1, "SIGKILL")
+    # The earlier attempt's descriptors were closed with it: their numbers may be reused.
+    with pytest.raises(ValueError, match="earlier attempt"):
+        earlier[0].sentinel  # noqa: B018
+    assert [p.pid for p in ctx.processes] == ctx.pids() != [p.pid for p in earlier]
+
+
+def test_a_rank_stopped_through_its_process_object_is_not_restarted(tmp_path: Path) -> None:
+    ctx = spawnkit.spawn(
+        rt.wait_for_a_kill_on_attempt_0,
+        args=(str(tmp_path),),
+        join=False,
+        backend=BACKEND,
+        max_restarts=1,
+    )
+    wait_for_files(tmp_path / "0.pid")
+    ctx.processes[0].terminate()  # torch-style code stops a job this way
+    with pytest.raises(spawnkit.ProcessException):
+        ctx.join()
+    assert (ctx.report().attempt, ctx.report().attempts) == (0, ())
+
+
+def test_terminate_while_the_next_attempt_is_made_starts_none(tmp_path: Path) -> None:
+    # env= is called as each attempt is made, in the thread that waits in join(): a
+    # terminate() there is what a signal handler of the program's does at that moment.
+    job: list[spawnkit.ProcessContext] = []
+    calls = 0
+
+    def env(rank: int) -> dict[str, str]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # attempt 1 is being made
+            job[0].terminate()
+        return {}
+
+    job.append(
+        spawnkit.spawn(
+            rt.fail_then_wait,
+            args=(str(tmp_path),),
+            join=False,
+            backend=BACKEND,
+            max_restarts=1,
+            env=env,
+        )
+    )
+    with pytest.raises(spawnkit.ProcessRaisedException) as info:
+        job[0].join()
+    assert str(info.value.exception) == "attempt 0 failed"
+    assert (job[0].report().attempt, job[0].report().attempts) == (0, ())
+    assert not (tmp_path / "attempt1").exists()
 
 
 @pytest.mark.parametrize(
@@ -179,6 +229,8 @@ def test_terminate_between_attempts_ends_the_job_without_a_restart(tmp_path: Pat
     # join() returns at its timeout between attempts, as while ranks run.
     while ctx.report().outcome != "restarting":
         assert ctx.join(timeout=0.05) is False
+    # Attempt 0 is still the current one while the next waits.
+    assert (ctx.report().attempt, ctx.report().attempts) == (0, ())
     ctx.terminate()
     with pytest.raises(spawnkit.ProcessRaisedException) as info:
         ctx.join()
@@ -252,6 +304,7 @@ def test_the_command_restarts_and_lists_the_attempts_in_its_json(tmp_path: Path)
         ({"max_restarts": True}, spawnkit.InvalidArgumentError, "max_restarts must be an int"),
         ({"restart_delay": -1}, spawnkit.ConfigError, "restart_delay must be a finite number"),
         ({"restart_delay": math.nan}, spawnkit.ConfigError, "restart_delay must be a finite"),
+        ({"restart_delay": 10**400}, spawnkit.ConfigError, "restart_delay must be a finite"),
         ({"restart_delay": "1"}, spawnkit.InvalidArgumentError, "lambda n: min(60, 2 ** n)"),
         ({"no_restart_on": 5}, spawnkit.InvalidArgumentError, "no_restart_on must be an"),
         ({"no_restart_on": (ValueError, 3)}, spawnkit.InvalidArgumentError, "no_restart_on"),
@@ -264,3 +317,24 @@ def test_bad_restart_options_are_refused_before_anything_starts(
         spawnkit.spawn(rt.fail_then_wait, args=(str(tmp_path),), backend=BACKEND, **options)
     assert text in str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_attempt_that_cannot_start_ends_the_command_with_its_report(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "attempt_1").write_text("a file where attempt 1's folder goes")
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "spawnkit", "run", "--max-restarts", "1"),
+            *("--log-dir", "logs", "--json", "report.json", "_restart_targets:always_fail"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "spawnkit: the job's attempt 1 could not start: log_dir " in done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["exit_status"], report["outcome"], report["attempt"]) == (1, "failed", 0)
