@@ -227,8 +227,9 @@ class ProcessContext:
             else:
                 # At once when there is no delay: the job is never seen without ranks then.
                 self._next_attempt()
-                self.wake()  # the wait in progress looks at the old attempt's descriptors
-                return False
+                if self._error is None:  # else it was called off, and the job is over
+                    self.wake()  # the wait in progress looks at the old attempt's fds
+                    return False
         deadline = self._deadline
         if self._error is None and deadline is not None and time.monotonic() >= deadline:
             self._time_out()  # (once every rank has ended, nothing is left to time out)
