@@ -8,6 +8,7 @@ Core does join, terminate, errors and results once here, for every backend. Laun
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import math
 import os
 import signal
@@ -583,16 +584,10 @@ class ProcessContext:
         self._fail()
 
     def _attempt_report(self) -> JobReport:
-        return JobReport(
-            backend=self.backend_name,
-            outcome="failed",
-            ranks=tuple(r.report() for r in self._ranks),
-            failed=tuple(r.rank for r in self._failed()),
-            started=self._attempt_started_wall,
-            ended=time.time(),
-            timeout=self._job_timeout,
-            unshown=0 if self._output is None else self._output.unshown_lines,
-            attempt=self._attempt,
+        """The report of the attempt that just failed, as one of the job's earlier ones."""
+        now = self.report()
+        return dataclasses.replace(
+            now, started=self._attempt_started_wall, ended=time.time(), attempts=()
         )
 
     def _say(self, line: str) -> None:

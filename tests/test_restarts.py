@@ -26,6 +26,20 @@ import _restart_targets as rt
 
 BACKEND = "forkserver"
 TESTS = Path(__file__).resolve().parent
+COMMAND = [sys.executable, "-m", "spawnkit", "run"]
+ENV = {**os.environ, "PYTHONPATH": str(TESTS)}  # for _restart_targets
+
+
+def _command(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        check=False,
+    )
 
 
 def test_a_rank_that_always_fails_runs_every_attempt_and_the_report_lists_them(
@@ -241,15 +255,14 @@ def test_terminate_between_attempts_ends_the_job_without_a_restart(tmp_path: Pat
 
 
 def test_ctrl_c_between_attempts_stops_the_job(tmp_path: Path) -> None:
-    argv = ["run", "--max-restarts", "3", "--restart-delay", "600", "--json", "report.json"]
-    argv.append("_restart_targets:always_fail")
+    argv = ["--max-restarts", "3", "--restart-delay", "600", "--json", "report.json"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spawnkit", *argv],
+        [*COMMAND, *argv, "_restart_targets:always_fail"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        env=ENV,
     )
     try:
         assert proc.stderr is not None
@@ -272,17 +285,10 @@ def test_ctrl_c_between_attempts_stops_the_job(tmp_path: Path) -> None:
 
 
 def test_the_command_restarts_and_lists_the_attempts_in_its_json(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "spawnkit", "run", "-n", "2", "--max-restarts", "2"),
-            *("--log-dir", "logs", "--json", "-", "_restart_targets:print_master_then_fail_once"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-        check=False,
+    done = _command(
+        tmp_path,
+        *("-n", "2", "--max-restarts", "2", "--log-dir", "logs", "--json", "-"),
+        "_restart_targets:print_master_then_fail_once",
     )
     assert done.returncode == 0, done.stderr
     assert (
@@ -313,7 +319,7 @@ def test_the_command_restarts_and_lists_the_attempts_in_its_json(tmp_path: Path)
 def test_bad_restart_options_are_refused_before_anything_starts(
     options: dict[str, Any], error: type[Exception], text: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(error, match=None) as info:
+    with pytest.raises(error) as info:
         spawnkit.spawn(rt.fail_then_wait, args=(str(tmp_path),), backend=BACKEND, **options)
     assert text in str(info.value)
     assert not list(tmp_path.iterdir())
@@ -322,17 +328,10 @@ def test_bad_restart_options_are_refused_before_anything_starts(
 def test_an_attempt_that_cannot_start_ends_the_command_with_its_report(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "attempt_1").write_text("a file where attempt 1's folder goes")
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "spawnkit", "run", "--max-restarts", "1"),
-            *("--log-dir", "logs", "--json", "report.json", "_restart_targets:always_fail"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-        check=False,
+    done = _command(
+        tmp_path,
+        *("--max-restarts", "1", "--log-dir", "logs", "--json", "report.json"),
+        "_restart_targets:always_fail",
     )
     assert done.returncode == 1, done.stderr
     assert "spawnkit: the job's attempt 1 could not start: log_dir " in done.stderr
