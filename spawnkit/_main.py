@@ -18,7 +18,7 @@ import sys
 TYPE_CHECKING = False  # typing itself is not imported: workers import this module
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import FrameType
+    from types import FrameType, ModuleType
     from typing import Any
 
     from ._registry import BackendInfo, Plugins
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = [
     "load_main",
     "main_reference",
-    "main_unimportable",
     "refuse_missing_main_file",
     "refuse_while_importing_main",
     "run_function",
@@ -35,61 +34,156 @@ __all__ = [
 ]
 
 
-def main_reference() -> tuple[str, str] | None:
-    """In the parent: how a worker finds its ``__main__``; ``None`` when it cannot.
+# In the namespace of a worker's ``__main__`` (stand-in or loaded): the reference it came
+# from, which the worker's own jobs hand on.
+_MARK = "__spawnkit_main__"
 
-    ``("module", name)`` for a program run with ``python -m name``; ``("path", file)`` for a
-    script file. ``None`` for ``python -m pkg`` (``pkg.__main__`` is never where a job's
-    function lives), ``python -c``, an interactive session, a notebook, or a program read
-    from standard input: there is no file a worker could load (send such functions by value,
-    with cloudpickle).
+
+def main_reference() -> dict[str, Any]:
+    """In the parent: where a worker finds the program's ``__main__``, or why it cannot.
+
+    A small picklable value for :func:`load_main`; hand it to the worker unopened.
+    It names the module for ``python -m name`` and the file for a script. For the rest it
+    says why no worker can load it: ``python -m pkg`` (``pkg.__main__`` runs its main code
+    whenever it is imported), ``python -c``, an interactive session, a notebook, a program
+    read from standard input, a script deleted since. Functions defined there must go by
+    value (with cloudpickle).
     """
     main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None)
+    namespace: dict[str, Any] = vars(main) if main is not None else {}
+    if isinstance(namespace.get(_MARK), dict):
+        return dict(namespace[_MARK])  # this process is a worker itself
+    given = namespace.get("__file__")
+    file = os.path.abspath(given) if isinstance(given, str) else None
+    if file is not None and not os.path.isfile(file):
+        file = None  # "<stdin>" for `python - < job.py`, or a script deleted since
+    name = getattr(namespace.get("__spec__"), "name", None)
     if isinstance(name, str):
-        return None if name.split(".")[-1] == "__main__" else ("module", name)
-    path = getattr(main, "__file__", None)
-    if not isinstance(path, str) or not os.path.isfile(path):
-        return None
-    return ("path", os.path.abspath(path))
+        if name == "__main__" or name.endswith(".__main__"):
+            reason = (
+                f"it is {file or name}, the __main__ of a package, directory or zip file, "
+                "which runs its main code whenever it is imported"
+            )
+        else:
+            return {"kind": "name", "target": name, "file": file}
+    elif file is not None:
+        return {"kind": "path", "target": file, "file": file}
+    elif hasattr(sys, "ps1") or sys.flags.interactive:
+        reason = "the parent is an interactive session"
+    elif sys.argv[:1] == ["-c"]:
+        reason = "the parent runs code given with `python -c`"
+    elif sys.argv[:1] in (["-"], [""]) or given == "<stdin>":
+        reason = "the parent read its program from standard input"
+    elif isinstance(given, str):
+        reason = f"the parent's program file {given!r} does not exist (any more)"
+    else:
+        reason = "the parent's __main__ has no source file"
+    return {"kind": "none", "target": None, "file": None, "reason": reason}
 
 
-def load_main(reference: tuple[str, str]) -> None:
-    """In the worker: load the parent's ``__main__`` as ``__mp_main__``, guarded code not run.
+def load_main(reference: dict[str, Any] | tuple[str, str], *, lazy: bool = True) -> None:
+    """In the worker: make the parent's ``__main__`` this process's, its guarded code not run.
 
-    Afterwards ``__main__.fn`` in a payload resolves through either name. Call it before
-    :func:`spawnkit.plugin.run_rank` or :func:`spawnkit.run_worker`, and only when the
-    payload names ``__main__`` (``b"__main__" in spec.payload``): loading the script costs
-    an import of everything it imports.
+    ``reference`` is what :func:`main_reference` gave in the parent. The script is imported
+    as ``__mp_main__``, as ``multiprocessing`` does, so its ``if __name__ == "__main__":``
+    block, which started the job, does not run again; ``__main__.fn`` in a pickle resolves
+    through either name. With ``lazy`` (the default) a stand-in takes its place, and the
+    script is imported when the job first looks a name up in it: a job whose function lives
+    elsewhere never pays for importing it. ``lazy=False`` imports it now (a server that
+    preloads it for its workers), and raises what the import raised. Calling it again with
+    the same reference keeps what the first call loaded.
     """
-    import runpy
+    if isinstance(reference, tuple):  # the form of earlier releases: (kind, where)
+        kind, where = reference
+        reference = {"kind": "name" if kind == "module" else kind, "target": where}
+        reference["file"] = where if kind == "path" else None
+    current = sys.modules.get("__mp_main__")
+    if current is None or current.__dict__.get(_MARK) != reference:  # else: done already
+        stand_in = _LazyMain("__main__")
+        stand_in.__dict__[_MARK] = reference
+        if reference.get("file"):
+            stand_in.__file__ = reference["file"]
+        # Under both names: a worker's own jobs pickle what its script defines as __mp_main__.x
+        sys.modules["__main__"] = sys.modules["__mp_main__"] = stand_in
+    if not lazy and reference["kind"] != "none":
+        _import_main(reference)
+
+
+class _LazyMain(type(sys)):  # type: ignore[misc]
+    """Stands in for the parent's ``__main__`` until the job needs something defined there."""
+
+    def __repr__(self) -> str:
+        reference = self.__dict__[_MARK]
+        if reference["kind"] == "none":
+            return "<module '__main__' (a stand-in: the parent's __main__ cannot be imported)>"
+        # Pickle names this module when a function is missing from the script: say why.
+        return (
+            f"<module '__main__' (the parent's {reference['target']}, imported here as "
+            "__mp_main__: what it defines under `if __name__ == '__main__':` is not here)>"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(f"module '__main__' has no attribute {name!r}")
+        reference = self.__dict__[_MARK]
+        if reference["kind"] == "none":
+            raise ImportError(
+                f"{name!r} is looked up in the parent's __main__, which this worker cannot "
+                f"import: {reference['reason']}. Define {name!r} in a module file and import "
+                "it from there, or run the parent as a script (python yourscript.py)"
+            )
+        try:
+            return getattr(_import_main(reference), name)
+        except AttributeError:
+            # Before 3.14, pickle replaced this error with its own, which names the module
+            # by its repr above; from 3.14 it passes a module's own error through. So the
+            # error says why itself, in the words older pickles use.
+            raise AttributeError(f"Can't get attribute {name!r} on {self!r}") from None
+
+
+def _import_main(reference: dict[str, Any]) -> ModuleType:
+    loaded = sys.modules.get("__mp_main__")
+    if loaded is not None and not isinstance(loaded, _LazyMain):
+        return loaded  # loaded already, or being loaded: the partial module, as import does
     import types
 
-    from ._worker import importing_main
-
-    kind, where = reference
     module = types.ModuleType("__mp_main__")
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
-    if kind == "module":
-        namespace = importing_main(
-            lambda: runpy.run_module(where, run_name="__mp_main__", alter_sys=True)
-        )
+    if reference["kind"] == "name":
+        import importlib.util
+
+        spec = importlib.util.find_spec(reference["target"])
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot find the parent's main module {reference['target']!r}")
+        code = spec.loader.get_code(reference["target"])  # type: ignore[attr-defined]
+        module.__spec__ = spec
+        module.__loader__ = spec.loader
+        module.__package__ = spec.parent
+        module.__file__ = spec.origin
     else:
-        namespace = importing_main(lambda: runpy.run_path(where, run_name="__mp_main__"))
-    module.__dict__.update(namespace)
+        with open(reference["target"], "rb") as f:
+            code = compile(f.read(), reference["target"], "exec")
+        module.__file__ = reference["target"]
+    module.__dict__[_MARK] = reference
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    from . import _worker
 
-
-def main_unimportable() -> str | None:
-    """Why a new interpreter cannot import what ``__main__`` defines, or ``None``."""
-    main = sys.modules.get("__main__")
-    if main is None or getattr(getattr(main, "__spec__", None), "name", None):
-        return None
-    path = getattr(main, "__file__", None)
-    if path is None:
-        return "the program has no file (python -c, a notebook or an interactive session)"
-    if path == "<stdin>" or not os.path.isfile(path):
-        return f"the program was read from standard input ({path!r}), not from a file"
-    return None
+    # A rank loads it while it runs; a server, ahead of its ranks. There too, a spawn() the
+    # script makes without its main guard must raise, not end the process.
+    phase, _worker.phase = _worker.phase, max(_worker.phase, _worker.RUNNING)
+    try:
+        # Running the parent's script is the point; spawn() knows it runs (no main guard).
+        _worker.importing_main(lambda: exec(code, module.__dict__))  # noqa: S102
+    except BaseException:
+        # As a failed import does: the next lookup tries again, and fails the same way.
+        for name in ("__main__", "__mp_main__"):
+            if loaded is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = loaded
+        raise
+    finally:
+        _worker.phase = phase
+    return module
 
 
 def refuse_while_importing_main() -> None:

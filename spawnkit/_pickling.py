@@ -41,9 +41,9 @@ def by_value_reason(obj: Any, *, remote: bool = False) -> str | None:
     if getattr(obj, "__module__", None) == "__main__":
         if remote:
             return "it is defined in the main program, which a remote worker does not have"
-        from ._main import main_unimportable
+        from ._main import main_reference
 
-        why = main_unimportable()
+        why = main_reference().get("reason")
         return None if why is None else f"it is defined in the main program, and {why}"
     return None
 

@@ -6,10 +6,10 @@
   (core to worker), :class:`Report` (what :func:`run_rank` returns) and :class:`Outcome`
   (how a rank ended, handle to core).
 - A local process per rank: :class:`LocalBackend` (implement ``start_process`` returning a
-  :class:`ProcessHandle`), :class:`FreshInterpreterBackend` (a new interpreter per rank:
-  override ``command_prefix`` or ``popen_options``), and :func:`run_worker`, the worker's
-  first call; :func:`main_reference` with :func:`load_main` bring the parent's ``__main__``
-  to a worker that is not its copy.
+  :class:`ProcessHandle`) and :func:`run_worker`, the worker's first call;
+  :func:`main_reference` with :func:`load_main` bring the parent's ``__main__`` to a worker
+  that is not its copy. A new interpreter per rank, started with a twist, subclasses
+  ``spawnkit_backends.FreshInterpreterBackend``, the built-in ``subprocess`` backend.
 - The job's side of a local backend: :func:`start_helper_thread` (threads that take no
   signals), :func:`mark_parent_only` / :func:`unmark_parent_only` (descriptors every fork
   of this process closes), :func:`mark_helper_process` / :func:`unmark_helper_process`
@@ -24,9 +24,6 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    # Built on the public names like any backend; re-exported here for plugins to subclass.
-    from spawnkit_backends._fresh import FreshInterpreterBackend
-
     from ._child import run_worker
     from ._local import LocalBackend
     from ._main import load_main, main_reference
@@ -51,7 +48,6 @@ WHERE = {
     "Backend": "spawnkit._protocols",
     "BackendRegistry": "spawnkit.hookspecs",
     "ChildWatch": "spawnkit._spec",
-    "FreshInterpreterBackend": "spawnkit_backends._fresh",
     "LocalBackend": "spawnkit._local",
     "Outcome": "spawnkit._wire",
     "ParentWatch": "spawnkit._protocols",
@@ -75,6 +71,10 @@ WHERE = {
 # Names of the plugin API before it was narrowed: importable for one more release, with a
 # DeprecationWarning that names the replacement. (Where they live, what to use instead.)
 DEPRECATED = {
+    "FreshInterpreterBackend": (
+        "spawnkit_backends",
+        "import it from spawnkit_backends, beside the built-in backend it is",
+    ),
     "OWN_FATE_SHARING": (
         "spawnkit.hookspecs",
         "pass watches='own' to registry.add(); the constant is that string",
@@ -89,7 +89,6 @@ __all__ = [
     "Backend",
     "BackendRegistry",
     "ChildWatch",
-    "FreshInterpreterBackend",
     "LocalBackend",
     "Outcome",
     "ParentWatch",

@@ -195,40 +195,6 @@ def _path_for_worker() -> list[str | None]:
     return entries
 
 
-def _main_info() -> dict[str, Any]:
-    """Where a worker finds the parent's ``__main__``, or why it cannot."""
-    main = sys.modules.get("__main__")
-    namespace: dict[str, Any] = vars(main) if main is not None else {}
-    if isinstance(namespace.get("__spawnkit_main__"), dict):
-        return dict(namespace["__spawnkit_main__"])  # this process is a worker itself
-    given = namespace.get("__file__")
-    file = os.path.abspath(given) if isinstance(given, str) else None
-    if file is not None and not os.path.isfile(file):
-        file = None  # "<stdin>" for `python - < job.py`, or a script deleted since
-    name = getattr(namespace.get("__spec__"), "name", None)
-    if isinstance(name, str):
-        if name == "__main__" or name.endswith(".__main__"):
-            reason = (
-                f"it is {file or name}, the __main__ of a package, directory or zip file, "
-                "which runs its main code whenever it is imported"
-            )
-        else:
-            return {"kind": "name", "target": name, "file": file}
-    elif file is not None:
-        return {"kind": "path", "target": file, "file": file}
-    elif hasattr(sys, "ps1") or sys.flags.interactive:
-        reason = "the parent is an interactive session"
-    elif sys.argv[:1] == ["-c"]:
-        reason = "the parent runs code given with `python -c`"
-    elif sys.argv[:1] in (["-"], [""]) or given == "<stdin>":
-        reason = "the parent read its program from standard input"
-    elif isinstance(given, str):
-        reason = f"the parent's program file {given!r} does not exist (any more)"
-    else:
-        reason = "the parent's __main__ has no source file"
-    return {"kind": "none", "target": None, "file": None, "reason": reason}
-
-
 def spawnkit_dir() -> str:
     """The directory this spawnkit is imported from (its package's parent)."""
     return os.path.dirname(os.path.dirname(os.path.abspath(spawnkit.__file__)))
@@ -240,7 +206,7 @@ def header_fields() -> dict[str, Any]:
         "spawnkit_path": [spawnkit_dir()],
         "path": _path_for_worker(),
         "argv": list(sys.argv),
-        "main": _main_info(),
+        "main": plugin.main_reference(),
         "python": sys.version.split()[0],
     }
 

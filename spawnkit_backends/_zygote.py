@@ -59,8 +59,10 @@ def _import_boot(import_path: str) -> Any:
     return fresh_worker
 
 
-def _preload(boot: Any, header: dict[str, Any]) -> None:
+def _preload(header: dict[str, Any]) -> None:
     import importlib
+
+    from spawnkit import plugin
 
     for name in header["warm"]:
         try:
@@ -69,12 +71,10 @@ def _preload(boot: Any, header: dict[str, Any]) -> None:
             pass
     for name in header["preload"]:
         importlib.import_module(name)
-    main = header["main"]
-    if main["kind"] != "none":
-        try:
-            boot._load_main(main)
-        except BaseException:  # noqa: BLE001, S110 - the stand-in stays: each rank tries again
-            pass
+    try:
+        plugin.load_main(header["main"], lazy=False)
+    except BaseException:  # noqa: BLE001, S110 - the stand-in stays: each rank tries again
+        pass
 
 
 def _send_all(fd: int, data: bytes) -> None:
@@ -405,8 +405,10 @@ def main(argv: list[str]) -> int:
         header = pickle.loads(boot._read_frame(control.fileno()))
         boot._set_path(header["path"])
         sys.argv[:] = header["argv"]
-        boot._install_main(header["main"])
-        _preload(boot, header)
+        from spawnkit import plugin
+
+        plugin.load_main(header["main"])  # what the preload modules see as __main__
+        _preload(header)
     except BaseException as exc:  # noqa: BLE001 - the job raises it
         import traceback
 

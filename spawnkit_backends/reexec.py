@@ -1,7 +1,7 @@
 """``subprocess``: every rank a fresh interpreter from ``subprocess.Popen``, no multiprocessing.
 
-The backend is the building block :class:`spawnkit.plugin.FreshInterpreterBackend` as it is;
-a plugin that starts interpreters with a twist subclasses the same class.
+The backend is :class:`spawnkit_backends.FreshInterpreterBackend` as it is; a plugin that
+starts interpreters with a twist subclasses the same class.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from typing import final
 
 from spawnkit import plugin
 
+from ._fresh import FreshInterpreterBackend
+
 __all__ = ["SubprocessBackend"]
 
 
 @final
-class SubprocessBackend(plugin.FreshInterpreterBackend):
+class SubprocessBackend(FreshInterpreterBackend):
     """The built-in ``subprocess`` backend: :class:`FreshInterpreterBackend` as it is."""
 
     name = "subprocess"

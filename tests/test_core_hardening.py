@@ -236,7 +236,7 @@ def test_a_popen_out_of_descriptors_does_not_blame_the_interpreter(tmp_path: Pat
 
         import spawnkit
         from spawnkit._registry import plugins
-        from spawnkit.plugin import FreshInterpreterBackend
+        from spawnkit_backends import FreshInterpreterBackend
 
         import _core_hardening_targets as t
 

@@ -379,7 +379,7 @@ def test_function_from_python_dash_c_gives_an_error_that_says_what_to_do(tmp_pat
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("cannot send <function work")
-    assert "the program has no file (python -c" in last
+    assert "the main program, and the parent runs code given with `python -c`" in last
     assert "define it at module level of a module file" in last
     assert 'install cloudpickle (pip install "spawnkit[cloudpickle]")' in last
 

@@ -13,13 +13,9 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import ModuleType
-    from typing import Any
-
     from spawnkit.plugin import WorkerSpec
 
 MIN_PYTHON = (3, 10)
-_MAIN_MARK = "__spawnkit_main__"
 
 
 def _interpreter() -> str:
@@ -83,95 +79,6 @@ def _set_path(entries: list[str | None]) -> None:
     sys.path[:] = path
 
 
-class _LazyMain(type(sys)):  # type: ignore[misc]
-    """Stands in for the parent's ``__main__`` until the job needs something defined there.
-
-    A function from the parent's script is pickled as ``__main__.fn``; only then is the
-    script imported, as ``__mp_main__`` so that its ``if __name__ == "__main__":`` block does
-    not run. A job whose function lives elsewhere never pays for importing the script.
-    """
-
-    def __repr__(self) -> str:
-        info = self.__dict__[_MAIN_MARK]
-        if info["kind"] == "none":
-            return "<module '__main__' (a stand-in: the parent's __main__ cannot be imported)>"
-        # Pickle names this module when a function is missing from the script: say why.
-        return (
-            f"<module '__main__' (the parent's {info['target']}, imported here as "
-            "__mp_main__: what it defines under `if __name__ == '__main__':` is not here)>"
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(f"module '__main__' has no attribute {name!r}")
-        info = self.__dict__[_MAIN_MARK]
-        if info["kind"] == "none":
-            raise ImportError(
-                f"{name!r} is looked up in the parent's __main__, which a 'subprocess' worker "
-                f"cannot import: {info['reason']}. Define {name!r} in a module file and import "
-                "it from there, or run the parent as a script (python yourscript.py)"
-            )
-        try:
-            return getattr(_load_main(info), name)
-        except AttributeError:
-            # Before 3.14, pickle replaced this error with its own, which names the module
-            # by its repr above; from 3.14 it passes a module's own error through. So the
-            # error says why itself, in the words older pickles use.
-            raise AttributeError(f"Can't get attribute {name!r} on {self!r}") from None
-
-
-def _install_main(info: dict[str, Any]) -> None:
-    stand_in = _LazyMain("__main__")
-    stand_in.__dict__[_MAIN_MARK] = info
-    if info.get("file"):
-        stand_in.__file__ = info["file"]
-    # Under both names: a worker's own jobs pickle what its script defines as __mp_main__.x.
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = stand_in
-
-
-def _load_main(info: dict[str, Any]) -> ModuleType:
-    loaded = sys.modules.get("__mp_main__")
-    if loaded is not None and not isinstance(loaded, _LazyMain):
-        return loaded  # loaded already, or being loaded: the partial module, as import does
-    module = type(sys)("__mp_main__")
-    if info["kind"] == "name":
-        import importlib.util
-
-        spec = importlib.util.find_spec(info["target"])
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot find the parent's main module {info['target']!r}")
-        code = spec.loader.get_code(info["target"])  # type: ignore[attr-defined]
-        module.__spec__ = spec
-        module.__loader__ = spec.loader
-        module.__package__ = spec.parent
-        module.__file__ = spec.origin
-    else:
-        with open(info["target"], "rb") as f:
-            code = compile(f.read(), info["target"], "exec")
-        module.__file__ = info["target"]
-    module.__dict__[_MAIN_MARK] = info
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
-    from spawnkit import _worker  # imported by now: _prepare (a rank), the fork server
-
-    # A rank loads it while it runs; the fork server, ahead of its ranks. There too, a
-    # spawn() the script makes without its main guard must raise, not end the process.
-    phase, _worker.phase = _worker.phase, max(_worker.phase, _worker.RUNNING)
-    try:
-        # Running the parent's script is the point; spawn() knows it runs (no main guard).
-        _worker.importing_main(lambda: exec(code, module.__dict__))  # noqa: S102
-    except BaseException:
-        # As a failed import does: the next lookup tries again, and fails the same way.
-        for name in ("__main__", "__mp_main__"):
-            if loaded is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = loaded
-        raise
-    finally:
-        _worker.phase = phase
-    return module
-
-
 def _from_handle(handle: int, flags: int) -> int:
     if sys.platform == "win32":
         import msvcrt  # Windows passes handles, which the C runtime wraps in descriptors
@@ -203,7 +110,9 @@ def _prepare(rank: int, spec_fd: int) -> WorkerSpec:
         ) from exc
     _set_path(header["path"])
     sys.argv[:] = header["argv"]
-    _install_main(header["main"])
+    from spawnkit import plugin
+
+    plugin.load_main(header["main"])
     try:
         spec: WorkerSpec = pickle.loads(_read_frame(spec_fd))
     except Exception as exc:

@@ -7,9 +7,10 @@ import shutil
 from collections.abc import Sequence
 
 from spawnkit import plugin
+from spawnkit_backends import FreshInterpreterBackend
 
 
-class PinnedBackend(plugin.FreshInterpreterBackend):
+class PinnedBackend(FreshInterpreterBackend):
     name = "pinned"
 
     def command_prefix(self, rank: int) -> Sequence[str]:

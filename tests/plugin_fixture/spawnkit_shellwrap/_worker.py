@@ -18,9 +18,7 @@ def main() -> int:
     os.close(devnull)
     from spawnkit.plugin import load_main, run_worker
 
-    if main_module is not None:
-        load_main(main_module)
-
+    load_main(main_module)  # the user's script, imported once the job looks a name up in it
     return run_worker(spec)
 
 

@@ -22,11 +22,7 @@ _SCRIPT = f'{RANK_ENV}="$1"; export {RANK_ENV}; shift; exec "$0" "$@"'
 
 def _bootstrap(spec: plugin.WorkerSpec) -> bytes:
     # Two pickles: the worker needs this sys.path before it can import what the spec names.
-    # A function from the user's script is pickled as `__main__.fn`; only then must the
-    # worker load that script, which costs an import of everything the script imports.
-    needs_main = spec.payload is not None and b"__main__" in spec.payload
-    head = pickle.dumps((list(sys.path), plugin.main_reference() if needs_main else None))
-    return head + pickle.dumps(spec)
+    return pickle.dumps((list(sys.path), plugin.main_reference())) + pickle.dumps(spec)
 
 
 @final

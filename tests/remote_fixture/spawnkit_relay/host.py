@@ -23,14 +23,13 @@ from . import _messages
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _run(spec: Any, main: tuple[str, str] | None, report_w: int) -> int:
+def _run(spec: Any, main: dict[str, Any], report_w: int) -> int:
     """In the forked worker: run the rank, write the pickled report, return the status."""
     from spawnkit import plugin
     from spawnkit._worker import error_body  # how the failure of the preparation travels
 
     try:
-        if main is not None and spec.payload is not None and b"__main__" in spec.payload:
-            plugin.load_main(main)
+        plugin.load_main(main)
         report = plugin.run_rank(spec)
     except BaseException as exc:
         report = plugin.Report(b"E", error_body(exc), 1)
@@ -47,7 +46,7 @@ class Host:
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, None)
         self.workers: dict[int, tuple[int, int, int, bytearray]] = {}  # rank -> pid, pidfd, r, buf
-        self.main: tuple[str, str] | None = None
+        self.main: dict[str, Any] = {"kind": "none", "reason": "the job sent no hello"}
 
     def serve(self) -> None:
         while True:
