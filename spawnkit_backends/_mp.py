@@ -27,10 +27,12 @@ _INLINE_PAYLOAD = 32 * 1024
 
 
 class _Carrier:
-    """Carries a spec into a new interpreter, its descriptors duplicated on the way.
+    """Carries a spec into a new interpreter, its descriptors passed on the way.
 
-    ``multiprocessing`` pickles a process's arguments while it spawns; ``DupFd`` then
-    registers each descriptor with the spawning Popen, which has the child inherit it.
+    ``multiprocessing`` pickles a process's arguments while it spawns, and its spawning
+    Popen has the child inherit each descriptor registered with it, under the same number.
+    Not through ``reduction.DupFd``: its objects would cost every worker the import of two
+    more ``multiprocessing`` modules (about 1 ms) to read back a number it already knows.
     """
 
     def __init__(self, spec: plugin.WorkerSpec, payload_fd: int | None, size: int) -> None:
@@ -42,10 +44,15 @@ class _Carrier:
         if sys.platform == "win32":  # DupFd is POSIX-only: Windows passes handles instead
             raise OSError("multiprocessing cannot pass a worker its descriptors on Windows")
         else:  # noqa: RET506 - a platform branch type checkers understand
-            from multiprocessing.reduction import DupFd
+            from multiprocessing.context import get_spawning_popen
 
-            payload = None if self.payload_fd is None else DupFd(self.payload_fd)
-            fds = [DupFd(fd) for fd in self.spec.fds]
+            popen = get_spawning_popen()
+            if popen is None:
+                raise RuntimeError("a rank's spec is pickled only while its process spawns")
+            payload = (
+                None if self.payload_fd is None else popen.duplicate_for_child(self.payload_fd)
+            )
+            fds = [popen.duplicate_for_child(fd) for fd in self.spec.fds]
             return (Carried, (self.spec, fds, payload, self.size))
 
 

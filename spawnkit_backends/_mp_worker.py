@@ -13,8 +13,6 @@ from spawnkit.plugin import run_worker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from spawnkit.plugin import WorkerSpec
 
 __all__ = ["Carried", "worker"]
@@ -23,10 +21,10 @@ __all__ = ["Carried", "worker"]
 class Carried:
     """A rank's spec as it arrives in the new process, its descriptors and payload taken over."""
 
-    def __init__(self, spec: WorkerSpec, fds: list[Any], payload: Any, size: int) -> None:
-        spec = spec.with_fds([fd.detach() for fd in fds])
+    def __init__(self, spec: WorkerSpec, fds: list[int], payload: int | None, size: int) -> None:
+        spec = spec.with_fds(fds)
         if payload is not None:
-            spec = spec.with_payload(_read_exactly(payload.detach(), size))
+            spec = spec.with_payload(_read_exactly(payload, size))
         self.spec = spec
 
 
