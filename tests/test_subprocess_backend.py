@@ -266,6 +266,29 @@ def test_function_from_a_main_module_run_with_dash_m(tmp_path: Path) -> None:
     assert out.stdout.splitlines()[-1] == "results [0, 10] ['__mp_main__', '__mp_main__']"
 
 
+def test_function_from_a_packages_main_travels_by_value(tmp_path: Path) -> None:
+    # `python -m app` runs app/__main__.py, which a worker must never import (it runs its
+    # main code whenever it is imported): what it defines goes by value, or is refused.
+    pytest.importorskip("cloudpickle", reason="the cloudpickle extra is not installed")
+    _write(tmp_path / "app" / "__init__.py", "")
+    _write(
+        tmp_path / "app" / "__main__.py",
+        """
+        import spawnkit
+
+        print("package main ran", flush=True)
+
+        def work(rank):
+            return rank * 3
+
+        print(spawnkit.spawn(work, nprocs=2, backend="subprocess"), flush=True)
+        """,
+    )
+    out = _python("-m", "app", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["package main ran", "[0, 3]"]
+
+
 def test_worker_starts_its_own_job_from_the_same_script(tmp_path: Path) -> None:
     script = _write(
         tmp_path / "nested.py",
