@@ -12,6 +12,7 @@ Imported in workers: standard library only, loaded on use.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 
@@ -103,6 +104,12 @@ def load_main(reference: dict[str, Any] | tuple[str, str], *, lazy: bool = True)
         stand_in.__dict__[_MARK] = reference
         if reference.get("file"):
             stand_in.__file__ = reference["file"]
+        if reference["kind"] == "name":
+            from importlib.machinery import ModuleSpec
+
+            # By name, as the parent's: a job this worker starts (multiprocessing's spawn
+            # too) imports the module, not its file, whose relative imports would fail.
+            stand_in.__spec__ = ModuleSpec(reference["target"], None)
         # Under both names: a worker's own jobs pickle what its script defines as __mp_main__.x
         sys.modules["__main__"] = sys.modules["__mp_main__"] = stand_in
     if not lazy and reference["kind"] != "none":
@@ -115,7 +122,11 @@ class _LazyMain(type(sys)):  # type: ignore[misc]
     def __repr__(self) -> str:
         reference = self.__dict__[_MARK]
         if reference["kind"] == "none":
-            return "<module '__main__' (a stand-in: the parent's __main__ cannot be imported)>"
+            return (
+                "<module '__main__' (a stand-in: no worker can import the parent's __main__: "
+                f"{reference['reason']}; define what the job uses in a module file, or run "
+                "the parent as a script)>"
+            )
         # Pickle names this module when a function is missing from the script: say why.
         return (
             f"<module '__main__' (the parent's {reference['target']}, imported here as "
@@ -126,19 +137,20 @@ class _LazyMain(type(sys)):  # type: ignore[misc]
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(f"module '__main__' has no attribute {name!r}")
         reference = self.__dict__[_MARK]
-        if reference["kind"] == "none":
-            raise ImportError(
-                f"{name!r} is looked up in the parent's __main__, which this worker cannot "
-                f"import: {reference['reason']}. Define {name!r} in a module file and import "
-                "it from there, or run the parent as a script (python yourscript.py)"
-            )
-        try:
-            return getattr(_import_main(reference), name)
-        except AttributeError:
-            # Before 3.14, pickle replaced this error with its own, which names the module
-            # by its repr above; from 3.14 it passes a module's own error through. So the
-            # error says why itself, in the words older pickles use.
-            raise AttributeError(f"Can't get attribute {name!r} on {self!r}") from None
+        if reference["kind"] != "none":
+            try:
+                with _loading:  # another thread's first lookup waits for the whole module
+                    return getattr(_import_main(reference), name)
+            except AttributeError:
+                pass
+        # An AttributeError, as a module raises it: getattr()'s default and hasattr() work.
+        # Before 3.14, pickle replaced it with its own, which names the module by its repr
+        # above; from 3.14 it passes a module's own error through. So the error says why
+        # itself, in the words older pickles use.
+        raise AttributeError(f"Can't get attribute {name!r} on {self!r}")
+
+
+_loading = _thread.RLock()
 
 
 def _import_main(reference: dict[str, Any]) -> ModuleType:
@@ -161,7 +173,8 @@ def _import_main(reference: dict[str, Any]) -> ModuleType:
         module.__file__ = spec.origin
     else:
         with open(reference["target"], "rb") as f:
-            code = compile(f.read(), reference["target"], "exec")
+            # Not with this module's `from __future__ import annotations`: the script's own.
+            code = compile(f.read(), reference["target"], "exec", dont_inherit=True)
         module.__file__ = reference["target"]
     module.__dict__[_MARK] = reference
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
@@ -173,17 +186,29 @@ def _import_main(reference: dict[str, Any]) -> ModuleType:
     try:
         # Running the parent's script is the point; spawn() knows it runs (no main guard).
         _worker.importing_main(lambda: exec(code, module.__dict__))  # noqa: S102
+    except SystemExit as exc:
+        # Not the job's own sys.exit(): fn has not run. Exiting 0 would pass for success.
+        _restore(loaded)
+        raise RuntimeError(
+            f"the parent's main module {reference['target']} called sys.exit({exc.code!r}) "
+            "while this worker imported it as __mp_main__; exit under its "
+            "`if __name__ == '__main__':` block only"
+        ) from None
     except BaseException:
-        # As a failed import does: the next lookup tries again, and fails the same way.
-        for name in ("__main__", "__mp_main__"):
-            if loaded is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = loaded
+        _restore(loaded)
         raise
     finally:
         _worker.phase = phase
     return module
+
+
+def _restore(previous: ModuleType | None) -> None:
+    # As a failed import does: the next lookup tries again, and fails the same way.
+    for name in ("__main__", "__mp_main__"):
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
 
 
 def refuse_while_importing_main() -> None:

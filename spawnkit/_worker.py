@@ -209,6 +209,9 @@ def run_rank(spec: WorkerSpec) -> _wire.Report:
     try:
         body = _dumps_result(result)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as the rank's error
+        by_value = _by_value(result)  # an instance of a class the job brought by value
+        if by_value is not None:
+            return _wire.Report(_wire.RESULT, by_value, 0)
         from ._errors import safe_str
 
         error = TypeError(

@@ -289,6 +289,41 @@ def test_function_from_a_packages_main_travels_by_value(tmp_path: Path) -> None:
     assert out.stdout.splitlines() == ["package main ran", "[0, 3]"]
 
 
+def test_worker_of_a_dash_m_parent_starts_a_spawn_job_before_loading_main(
+    tmp_path: Path,
+) -> None:
+    # The worker's __main__ is still the stand-in: multiprocessing's spawn reads the main
+    # module's name from it, or runs the file by path, where `from . import` fails.
+    _write(tmp_path / "app" / "__init__.py", "")
+    _write(tmp_path / "app" / "sibling.py", "")
+    _write(
+        tmp_path / "app" / "nested.py",
+        """
+        import spawnkit
+
+        def inner(rank):
+            return rank + 10
+
+        def outer(rank):
+            return spawnkit.spawn(inner, nprocs=1, backend="spawn")
+        """,
+    )
+    _write(
+        tmp_path / "app" / "job.py",
+        """
+        import spawnkit
+        from . import sibling
+        from .nested import outer
+
+        if __name__ == "__main__":
+            print(spawnkit.spawn(outer, nprocs=1, backend="subprocess"))
+        """,
+    )
+    out = _python("-m", "app.job", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[[10]]"
+
+
 def test_worker_starts_its_own_job_from_the_same_script(tmp_path: Path) -> None:
     script = _write(
         tmp_path / "nested.py",
@@ -381,6 +416,112 @@ def test_error_while_importing_the_main_script_is_the_ranks_error(tmp_path: Path
     assert out.stdout.strip() == "RuntimeError no workers from this script"
 
 
+def test_main_script_that_exits_as_a_worker_imports_it_fails_the_rank(tmp_path: Path) -> None:
+    # Its sys.exit(0) is not fn's: counted as fn's, fn would pass for having returned None.
+    script = _write(
+        tmp_path / "job.py",
+        """
+        import sys
+        import spawnkit
+
+        if __name__ != "__main__":
+            sys.exit(0)
+
+        def work(rank):
+            return "work ran"
+
+        try:
+            print(spawnkit.spawn(work, nprocs=2, backend="subprocess"))
+        except spawnkit.ProcessRaisedException as exc:
+            print(type(exc.exception).__name__, exc.exception)
+        """,
+    )
+    out = _python(str(script), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (
+        f"RuntimeError the parent's main module {script} called sys.exit(0) while this worker "
+        "imported it as __mp_main__; exit under its `if __name__ == '__main__':` block only"
+    )
+
+
+def test_main_script_keeps_its_own_compiler_flags_in_a_worker(tmp_path: Path) -> None:
+    # spawnkit's modules use `from __future__ import annotations`; the script does not.
+    script = _write(
+        tmp_path / "job.py",
+        """
+        import spawnkit
+
+        def typed(x: int) -> int:
+            return x
+
+        def work(rank):
+            return typed.__annotations__["x"] is int
+
+        if __name__ == "__main__":
+            print(spawnkit.spawn(work, nprocs=1, backend="subprocess"))
+        """,
+    )
+    out = _python(str(script), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[True]"
+
+
+def test_threads_looking_into_main_while_it_loads_wait_for_all_of_it(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "lookers.py",
+        """
+        import sys
+        import threading
+
+        loading = threading.Event()
+        second_done = threading.Event()
+
+        def look(stand_in, out, after=None):
+            if after is not None:
+                after.wait(30)
+            try:
+                out.append(getattr(stand_in, "VALUE"))
+            except AttributeError as exc:
+                out.append(str(exc))
+            if after is not None:
+                second_done.set()
+
+        def work(rank):
+            stand_in, first, second = sys.modules["__main__"], [], []
+            threads = [
+                threading.Thread(target=look, args=(stand_in, first)),
+                threading.Thread(target=look, args=(stand_in, second, loading)),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return first + second
+        """,
+    )
+    script = _write(
+        tmp_path / "job.py",
+        """
+        import spawnkit
+        import lookers
+
+        if __name__ == "__mp_main__":
+            # The first look loads this script; the second comes while it loads, and
+            # cannot end before VALUE exists: it waits for the load.
+            lookers.loading.set()
+            lookers.second_done.wait(0.5)
+
+        VALUE = 42
+
+        if __name__ == "__main__":
+            print(spawnkit.spawn(lookers.work, nprocs=1, backend="subprocess"))
+        """,
+    )
+    out = _python(str(script), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[[42, 42]]"
+
+
 def test_function_from_python_dash_c_gives_an_error_that_says_what_to_do(tmp_path: Path) -> None:
     # Without cloudpickle (hidden here) the function cannot travel: refused before any start.
     out = _python_c(
@@ -405,6 +546,47 @@ def test_function_from_python_dash_c_gives_an_error_that_says_what_to_do(tmp_pat
     assert "the main program, and the parent runs code given with `python -c`" in last
     assert "define it at module level of a module file" in last
     assert 'install cloudpickle (pip install "spawnkit[cloudpickle]")' in last
+
+
+def test_program_without_a_file_reads_as_a_module_without_the_name(tmp_path: Path) -> None:
+    # getattr(__main__, name, default) is how libraries ask; a worker answers as the parent.
+    pytest.importorskip("cloudpickle", reason="the cloudpickle extra is not installed")
+    out = _python_c(
+        """
+        import spawnkit
+
+        def work(rank):
+            import __main__
+            return getattr(__main__, "DEBUG", "default"), hasattr(__main__, "work")
+
+        print(spawnkit.spawn(work, nprocs=1, backend="subprocess"))
+        """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[('default', False)]"
+
+
+def test_instance_of_a_class_sent_by_value_comes_back(tmp_path: Path) -> None:
+    pytest.importorskip("cloudpickle", reason="the cloudpickle extra is not installed")
+    out = _python_c(
+        """
+        import spawnkit
+
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        def work(rank):
+            return Point(rank)
+
+        got = spawnkit.spawn(work, nprocs=2, backend="subprocess")
+        print([type(p) is Point for p in got], [p.x for p in got])
+        """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[True, True] [0, 1]"
 
 
 def test_function_from_python_dash_c_travels_by_value_with_cloudpickle(tmp_path: Path) -> None:
