@@ -116,8 +116,8 @@ def load_main(reference: dict[str, Any] | tuple[str, str], *, lazy: bool = True)
         _import_main(reference)
 
 
-class _LazyMain(type(sys)):  # type: ignore[misc]
-    """Stands in for the parent's ``__main__`` until the job needs something defined there."""
+class _Main(type(sys)):  # type: ignore[misc]
+    """The parent's ``__main__`` as a worker has it: a name it lacks comes with the reason."""
 
     def __repr__(self) -> str:
         reference = self.__dict__[_MARK]
@@ -136,18 +136,23 @@ class _LazyMain(type(sys)):  # type: ignore[misc]
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(f"module '__main__' has no attribute {name!r}")
-        reference = self.__dict__[_MARK]
-        if reference["kind"] != "none":
-            try:
-                with _loading:  # another thread's first lookup waits for the whole module
-                    return getattr(_import_main(reference), name)
-            except AttributeError:
-                pass
         # An AttributeError, as a module raises it: getattr()'s default and hasattr() work.
         # Before 3.14, pickle replaced it with its own, which names the module by its repr
         # above; from 3.14 it passes a module's own error through. So the error says why
         # itself, in the words older pickles use.
         raise AttributeError(f"Can't get attribute {name!r} on {self!r}")
+
+
+class _LazyMain(_Main):
+    """Stands in for the parent's ``__main__`` until the job needs something defined there."""
+
+    def __getattr__(self, name: str) -> Any:
+        reference = self.__dict__[_MARK]
+        if reference["kind"] == "none" or (name.startswith("__") and name.endswith("__")):
+            return super().__getattr__(name)
+        with _loading:  # another thread's first lookup waits for the whole module
+            module = _import_main(reference)
+        return getattr(module, name)
 
 
 _loading = _thread.RLock()
@@ -157,9 +162,7 @@ def _import_main(reference: dict[str, Any]) -> ModuleType:
     loaded = sys.modules.get("__mp_main__")
     if loaded is not None and not isinstance(loaded, _LazyMain):
         return loaded  # loaded already, or being loaded: the partial module, as import does
-    import types
-
-    module = types.ModuleType("__mp_main__")
+    module = _Main("__mp_main__")
     if reference["kind"] == "name":
         import importlib.util
 

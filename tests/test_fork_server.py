@@ -254,6 +254,36 @@ def test_the_servers_threads_bring_no_fork_warning_but_a_ranks_own_do(tmp_path: 
     assert all("threaded.py" in line for line in warned), proc.stderr
 
 
+def test_function_defined_under_the_main_guard_gives_an_error_that_says_why(
+    tmp_path: Path,
+) -> None:
+    # The server imported the script ahead of the ranks, its guarded block not run.
+    script = tmp_path / "guarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import spawnkit
+
+            if __name__ == "__main__":
+                def work(rank):
+                    return rank
+
+                try:
+                    spawnkit.spawn(work, backend="forkserver")
+                except spawnkit.ProcessRaisedException as exc:
+                    print(str(exc).strip().splitlines()[-1])
+            """
+        )
+    )
+    proc = _run_program(script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        f"AttributeError: Can't get attribute 'work' on <module '__main__' (the parent's "
+        f"{script}, imported here as __mp_main__: what it defines under "
+        "`if __name__ == '__main__':` is not here)>"
+    )
+
+
 FORKED = """
 import gc, os, signal, sys, warnings
 import spawnkit
