@@ -188,7 +188,7 @@ def _import_main(reference: dict[str, Any]) -> ModuleType:
     phase, _worker.phase = _worker.phase, max(_worker.phase, _worker.RUNNING)
     try:
         # Running the parent's script is the point; spawn() knows it runs (no main guard).
-        _worker.importing_main(lambda: exec(code, module.__dict__))  # noqa: S102
+        _importing_main(lambda: exec(code, module.__dict__))  # noqa: S102
     except SystemExit as exc:
         # Not the job's own sys.exit(): fn has not run. Exiting 0 would pass for success.
         _restore(loaded)
@@ -214,24 +214,62 @@ def _restore(previous: ModuleType | None) -> None:
             sys.modules[name] = previous
 
 
+# A script without its main guard calls spawn() while a worker imports it, from the importing
+# thread or from one it started, and every worker would start the job again. spawn() refuses
+# (spawnkit._api) in the threads the import started, even after it ended, and says why here,
+# for _importing_main() to fail the import with, whichever thread was refused.
+main_threads: set[object] = set()
+refused: str | None = None
+
+
+def _importing_main(load: Callable[[], object]) -> None:
+    """Call ``load``, which imports the parent's main module here, as the import of it.
+
+    The threads it starts are remembered (a spawn() from one is refused), and a spawn() that
+    was refused in any thread meanwhile fails the import: the job's function must not run
+    from a script that tried to start the job again.
+    """
+    global refused
+    import threading
+
+    from ._errors import ConfigError, NoMainGuard
+
+    before = set(threading.enumerate())
+    refused = None
+    try:
+        load()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        # What the script did next without the job it wanted (a NameError, say): the cause.
+        if refused is not None:
+            raise NoMainGuard(refused) from exc
+        raise
+    finally:
+        main_threads.update(set(threading.enumerate()) - before)
+    if refused is not None:
+        raise NoMainGuard(refused)
+
+
 def refuse_while_importing_main() -> None:
     """A worker importing the parent's script (no main guard) must not start a job of its own,
     which would start workers without end: refused from any thread while the import runs, and
-    from the threads it started (``spawnkit._worker.importing_main`` remembers those)."""
+    from the threads it started (:func:`_importing_main` remembers those)."""
     import threading
 
     from . import _worker as worker
 
     where = _main_being_imported()
     if where is None:
-        if threading.current_thread() not in worker.main_threads:
+        if threading.current_thread() not in main_threads:
             return
         where = getattr(sys.modules.get("__mp_main__"), "__file__", None) or "the main module"
     from ._errors import NoMainGuard, no_main_guard_message
 
     message = no_main_guard_message(where)
     if worker.reporting_ready():
-        worker.refused = message  # fails the import, even when this is another thread
+        global refused
+        refused = message  # fails the import, even when this is another thread
         raise NoMainGuard(message)
     # Still in the backend's own start-up (multiprocessing's): nothing of spawnkit's can
     # report yet. The status alone tells the parent, which says it once for every rank.

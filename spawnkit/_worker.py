@@ -19,13 +19,10 @@ from ._signals.threads import wait_running
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TypeVar
 
     from ._spec import WorkerSpec
 
-    T = TypeVar("T")
-
-__all__ = ["CarriedFd", "importing_main", "reporting_ready", "run_rank"]
+__all__ = ["CarriedFd", "reporting_ready", "run_rank"]
 
 # Where the rank is. A stop (SIGTERM, in a local worker) interrupts user code only while it
 # runs: once fn has returned or raised, the outcome is being made and must arrive whole.
@@ -35,13 +32,6 @@ phase = SETUP
 # Set by a local worker's setup: called with the exception that ended fn, it raises the
 # worker's own stop instead when the exception was part of that stop (spawnkit._child).
 stop_hook: Callable[[BaseException], None] | None = None
-
-# A script without its main guard calls spawn() while a worker imports it, from the importing
-# thread or from one it started, and every worker would start the job again. spawn() refuses
-# (spawnkit._api) in the threads the import started, even after it ended, and says why here,
-# for importing_main() to fail the import with, whichever thread was refused.
-main_threads: set[object] = set()
-refused: str | None = None
 
 # The descriptors the running job's arguments carry, in the order the pickle refers to them.
 _carried: tuple[int, ...] = ()
@@ -63,36 +53,6 @@ class CarriedFd:
             return os.dup(fd)
         _handed.add(fd)
         return fd
-
-
-def importing_main(load: Callable[[], T]) -> T:
-    """Call ``load``, which imports the parent's main module here, as the import of it.
-
-    The threads it starts are remembered (a spawn() from one is refused), and a spawn() that
-    was refused in any thread meanwhile fails the import: the job's function must not run
-    from a script that tried to start the job again.
-    """
-    global refused
-    import threading
-
-    from ._errors import ConfigError, NoMainGuard
-
-    before = set(threading.enumerate())
-    refused = None
-    try:
-        loaded = load()
-    except ConfigError:
-        raise
-    except Exception as exc:
-        # What the script did next without the job it wanted (a NameError, say): the cause.
-        if refused is not None:
-            raise NoMainGuard(refused) from exc
-        raise
-    finally:
-        main_threads.update(set(threading.enumerate()) - before)
-    if refused is not None:
-        raise NoMainGuard(refused)
-    return loaded
 
 
 def reporting_ready() -> bool:
