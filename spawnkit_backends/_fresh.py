@@ -554,6 +554,7 @@ class FreshInterpreterBackend(plugin.LocalBackend):
         # start, so the ones Python reads at start-up (PYTHONPATH, PYTHONHASHSEED) work.
         env = {**os.environ, **spec.env} if spec.env else None
         opened: list[int | socket.socket] = []
+        copies: list[int] = []
         try:
             spec_fd, spec_end = spec_channel()
             plugin.mark_parent_only(spec_end if isinstance(spec_end, int) else spec_end.fileno())
@@ -567,6 +568,13 @@ class FreshInterpreterBackend(plugin.LocalBackend):
             assert spec.result_fd is not None  # LocalBackend.start gave it one
             result = os.dup(spec.result_fd)
             opened.append(result)
+            if sys.platform != "win32":
+                # One the job's arguments carry may be numbered 0-2 (the program started
+                # with a standard stream closed): the worker's stdin would replace it.
+                low = {fd: above_stdio(os.dup(fd)) for fd in spec.fds if fd <= 2}
+                copies = list(low.values())
+                opened += copies
+                spec = spec.with_fds([low.get(fd, fd) for fd in spec.fds])
             # The worker's descriptors, in the order of its command line's numbers.
             passed = (spec_fd, started_w, *spec.fds)
             # Windows hands over handles, not descriptors: the spec names those instead.
@@ -578,7 +586,7 @@ class FreshInterpreterBackend(plugin.LocalBackend):
             for end in opened:
                 close_end(end)
             raise
-        for fd in (spec_fd, started_w):  # the worker's now
+        for fd in (spec_fd, started_w, *copies):  # the worker's now
             os.close(fd)
         if sys.platform != "win32":  # there, the read after exit cannot block anyway
             os.set_blocking(started_r, False)

@@ -191,6 +191,30 @@ def test_payload_is_not_in_the_workers_command_line_or_environment(tmp_path: Pat
 
 
 @linux_only
+def test_a_descriptor_numbered_0_in_the_parent_reaches_the_worker(tmp_path: Path) -> None:
+    # A program started with stdin closed gets 0 for its next pipe; the worker's own stdin
+    # (/dev/null) must not take that number's place.
+    script = _write(
+        tmp_path / "job.py",
+        """
+        import multiprocessing, os
+        import spawnkit
+
+        def receive(rank, reader):
+            return reader.recv()
+
+        if __name__ == "__main__":
+            os.close(0)
+            reader, writer = multiprocessing.Pipe(duplex=False)
+            writer.send("through descriptor 0")
+            print(reader.fileno(), spawnkit.spawn(receive, args=(reader,), backend="subprocess"))
+        """,
+    )
+    out = _python(str(script), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0 ['through descriptor 0']"
+
+
 def test_only_the_specs_descriptors_reach_the_worker(tmp_path: Path) -> None:
     stray = tmp_path / "inheritable-but-not-passed"
     fd = os.open(stray, os.O_WRONLY | os.O_CREAT)
