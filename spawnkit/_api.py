@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -76,7 +77,9 @@ def _fork_context(error: BaseException) -> bool:
 
 def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -> PickledJob:
     try:
-        job = dumps_job((fn, args), remote=info.remote)
+        # A local rank shares this process's resource tracker, as the stdlib's spawn does.
+        tracker = not info.remote and sys.platform != "win32"
+        job = dumps_job((fn, args), remote=info.remote, tracker=tracker)
     except Exception as whole:
         culprit, error, found = "fn", whole, fn
         for label, obj in [("fn", fn), *((f"args[{i}]", a) for i, a in enumerate(args))]:

@@ -138,18 +138,29 @@ class PickledJob:
         self.by_value_missing = by_value_missing
 
 
-def dumps_job(job: object, *, remote: bool = False) -> PickledJob:
+def dumps_job(job: object, *, remote: bool = False, tracker: bool = False) -> PickledJob:
     """Pickle ``job`` as ``multiprocessing`` pickles a new process's arguments.
 
-    ``remote``: for a worker on another machine (see :func:`by_value_reason`).
+    ``remote``: for a worker on another machine (see :func:`by_value_reason`). ``tracker``:
+    the worker is to share this process's resource tracker (``spawnkit._tracker``).
     """
     buffer = io.BytesIO()
     pickler = _JobPickler(buffer, remote)
     recorder = _Recorder()
+    if tracker:
+        from . import _tracker
+
+        recorder.fds.append(-1)  # its place, filled once the job pickled
     previous = _mp_context.get_spawning_popen()
     _mp_context.set_spawning_popen(recorder)
     try:
-        pickler.dump(job)
+        pickler.dump(_tracker.carry(job) if tracker else job)
     finally:
         _mp_context.set_spawning_popen(previous)
+    if tracker:
+        # Looked up (and started) only now: a job that cannot be pickled starts no process.
+        fd = _tracker.parent_fd()
+        if fd is None:
+            return dumps_job(job, remote=remote)
+        recorder.fds[_tracker.PLACE] = fd
     return PickledJob(buffer.getvalue(), recorder.fds, pickler.by_value)

@@ -49,11 +49,13 @@ class _Carrier:
             popen = get_spawning_popen()
             if popen is None:
                 raise RuntimeError("a rank's spec is pickled only while its process spawns")
-            payload = (
-                None if self.payload_fd is None else popen.duplicate_for_child(self.payload_fd)
-            )
-            fds = [popen.duplicate_for_child(fd) for fd in self.spec.fds]
-            return (Carried, (self.spec, fds, payload, self.size))
+            # Each number once: multiprocessing refuses one it passes twice ("bad value(s) in
+            # fds_to_keep"), and passes the resource tracker's, which a job shares, itself.
+            passed = set(getattr(popen, "_fds", ()))
+            wanted = {*self.spec.fds, *([] if self.payload_fd is None else [self.payload_fd])}
+            for fd in sorted(wanted - passed):
+                popen.duplicate_for_child(fd)  # the spawn start method keeps the number
+            return (Carried, (self.spec, list(self.spec.fds), self.payload_fd, self.size))
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -29,6 +29,14 @@ def surroundings(rank: int) -> dict[str, Any]:
     }
 
 
+def tracker_descriptor(rank: int) -> int | None:
+    """The descriptor this rank's resource tracker writes to; ``None``: none yet."""
+    from multiprocessing import resource_tracker
+
+    fd: int | None = resource_tracker._resource_tracker._fd  # type: ignore[attr-defined]
+    return fd
+
+
 def checksum(rank: int, data: bytes) -> tuple[int, str]:
     return len(data), hashlib.sha256(data).hexdigest()
 

@@ -279,3 +279,40 @@ def test_a_popen_out_of_descriptors_does_not_blame_the_interpreter(tmp_path: Pat
     assert error.startswith("backend 'hoarding' could not start rank 1 of 2: "), error
     assert "EMFILE" in error
     assert "executable=" not in error
+
+
+@posix
+def test_a_tracker_descriptor_the_program_reused_is_left_to_it(tmp_path: Path) -> None:
+    # The program closed its resource tracker's descriptor and opened a file under that
+    # number. multiprocessing would probe it (writing into the file) before handing it to the
+    # ranks: a job only looks, and its ranks keep trackers of their own.
+    proc = _program(
+        tmp_path,
+        """
+        import os
+        from multiprocessing import resource_tracker, shared_memory
+
+        import spawnkit
+
+        import _core_hardening_targets as t
+
+        if __name__ == "__main__":
+            segment = shared_memory.SharedMemory(create=True, size=8)  # starts the tracker
+            segment.close()
+            segment.unlink()
+            number = resource_tracker._resource_tracker._fd
+            os.close(number)
+            fd = os.open("mine", os.O_WRONLY | os.O_CREAT)
+            if fd != number:
+                os.dup2(fd, number)
+                os.close(fd)
+            for backend in ("subprocess", "forkserver"):
+                assert spawnkit.spawn(t.rank_number, nprocs=2, backend=backend) == [0, 1]
+            os.write(number, b"the program's data")
+            os.close(number)
+            with open("mine") as mine:
+                print(mine.read())
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "the program's data\n"

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 import spawnkit
+from spawnkit.testing import _targets as t
 from spawnkit.testing import wait_for_files
 from spawnkit_backends import _fresh
 
@@ -154,6 +155,13 @@ def test_another_interpreter_runs_a_rank() -> None:
     assert not any(here in entry.split(os.sep) for entry in got[0]["path"])
 
 
+def test_only_a_rank_of_the_same_python_shares_the_resource_tracker() -> None:
+    # Another version may speak to its tracker otherwise: that rank keeps one of its own.
+    exe, _ = _supported_other_python()
+    assert _spawn(rt.tracker_descriptor) != [None]
+    assert _spawn(rt.tracker_descriptor, executable=exe) == [None]
+
+
 def test_executable_is_looked_up_on_path_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,12 +232,19 @@ def test_only_the_specs_descriptors_reach_the_worker(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert str(stray) not in held.values()
-    # stdio, the result pipe, the watch's descriptor, and both ends of the pipe the
-    # interpreter notes caught signals in (spawnkit's SIGTERM nudge); the spec pipe was
-    # closed after reading.
+    # stdio, the result pipe, the watch's descriptor, the job's resource tracker, and both
+    # ends of the pipe the interpreter notes caught signals in (spawnkit's SIGTERM nudge);
+    # the spec pipe was closed after reading.
     extra = {n: target for n, target in held.items() if n > 2}
-    assert len(extra) <= 4, extra
+    assert len(extra) <= 5, extra
     assert all(t.startswith(("pipe:", "anon_inode:")) for t in extra.values()), extra
+
+
+def test_a_rank_loads_no_resource_tracker_until_it_uses_one() -> None:
+    # The job's tracker is handed to multiprocessing as the program imports its module (the
+    # shared-memory check of the kit), not before: an import every rank would pay for.
+    (modules,) = _spawn(t.loaded_modules)
+    assert "multiprocessing.resource_tracker" not in modules
 
 
 def test_big_payloads_for_every_rank_arrive_intact_and_leave_no_writer_thread() -> None:

@@ -421,6 +421,32 @@ class DropInTests(Checks):
             assert array[:] == [0, 10, 20]
             assert dict(proxy) == {r: f"rank {r}" for r in range(3)}
 
+    @posix_only
+    @local_process("descriptors in the arguments")  # the tracker's travels as theirs do
+    def test_shared_memory_outlives_the_ranks_that_use_it(self, backend: str) -> None:
+        from multiprocessing import resource_tracker, shared_memory
+
+        segment = shared_memory.SharedMemory(create=True, size=8)
+        made: list[str] = []
+        try:
+            got = spawnkit.spawn(
+                t.use_shared_memory,
+                args=(segment,),
+                nprocs=2,
+                backend=backend,
+                **self.backend_options,
+            )
+            made = [name for name, _ in got]
+            # A rank's own tracker would unlink what the rank used once the rank ended.
+            ours = resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]
+            assert {tracker for _, tracker in got} <= {None, ours}
+            assert _read_shared_memory(segment.name, 2) == bytes([1, 2])
+            assert [_read_shared_memory(name, 1) for name in made] == [bytes([100]), bytes([101])]
+        finally:
+            for name in [segment.name, *made]:
+                _unlink_shared_memory(name)
+            segment.close()
+
     @part("starting and results")
     def test_reducers_registered_with_forking_pickler_apply_both_ways(self, backend: str) -> None:
         from multiprocessing.reduction import ForkingPickler
@@ -527,3 +553,25 @@ class DropInTests(Checks):
             ctx.terminate()
         with pytest.raises(spawnkit.ProcessExitedException, match="signal SIGKILL"):
             ctx.join()
+
+
+def _read_shared_memory(name: str, size: int) -> bytes:
+    """The first ``size`` bytes of segment ``name``; ``FileNotFoundError`` once it is unlinked."""
+    from multiprocessing import shared_memory
+
+    segment = shared_memory.SharedMemory(name=name)
+    try:
+        return bytes(segment.buf[:size])
+    finally:
+        segment.close()
+
+
+def _unlink_shared_memory(name: str) -> None:
+    from multiprocessing import shared_memory
+
+    try:
+        segment = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    segment.close()
+    segment.unlink()

@@ -362,6 +362,19 @@ def use_multiprocessing_objects(
     return rank
 
 
+def use_shared_memory(rank: int, segment: Any) -> tuple[str, int | None]:
+    """Write to the parent's segment, leave one of the rank's own to the parent, and say
+    which resource tracker this process started (``None``: none)."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    segment.buf[rank] = rank + 1
+    segment.close()
+    own = shared_memory.SharedMemory(create=True, size=8)
+    own.buf[0] = 100 + rank
+    own.close()
+    return own.name, resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]
+
+
 class Reduced:
     """Carries ``value``; a reducer registered with ``ForkingPickler`` says how it travels."""
 
