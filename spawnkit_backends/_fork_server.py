@@ -612,6 +612,12 @@ class ForkServerBackend(plugin.LocalBackend):
         self._state = process_state()
 
     def start_process(self, spec: plugin.WorkerSpec) -> ForkServerHandle:
+        try:
+            return self._start_process(spec)
+        except _ServerGone as gone:  # the class is this module's business, not the program's
+            raise spawnkit.LaunchError(str(gone)) from None
+
+    def _start_process(self, spec: plugin.WorkerSpec) -> ForkServerHandle:
         # A server is looked up for every rank, not kept: one that died, or whose socket
         # the program closed, since the job's previous rank is replaced.
         server = _acquire(self._key, self._header)

@@ -155,6 +155,19 @@ def test_a_preload_that_fails_to_import_names_its_error(
     assert set(descendants()) <= before  # the failed server is gone and reaped
 
 
+def test_a_server_that_exits_while_it_loads_is_a_plain_launch_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "exiting_preload.py").write_text("import os\nos._exit(3)\n")
+    before = set(descendants())
+    with pytest.raises(spawnkit.LaunchError) as info:
+        spawnkit.spawn(ft.parent, nprocs=1, backend=BACKEND, preload=["exiting_preload"])
+    assert type(info.value) is spawnkit.LaunchError  # no class of the backend's own
+    assert "exited before it could get ready (exit status 3" in str(info.value)
+    assert set(descendants()) <= before
+
+
 def _run_program(
     script: Path, *args: str, flags: tuple[str, ...] | list[str] = ()
 ) -> subprocess.CompletedProcess[str]:
