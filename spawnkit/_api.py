@@ -23,6 +23,7 @@ from ._rank_env import rank_envs
 from ._registry import BackendInfo, Plugins, create_backend, plugins
 from ._restarts import Attempt, RestartPolicy, Restarts
 from ._signals.foreground import foreground
+from ._tracker import lookup
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -75,10 +76,13 @@ def _fork_context(error: BaseException) -> bool:
     return "fork context" in safe_str(error)
 
 
-def _payload(info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...]) -> PickledJob:
+def _payload(
+    info: BackendInfo,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    tracker: Callable[[], int | None] | None,
+) -> PickledJob:
     try:
-        # A local rank shares this process's resource tracker, as the stdlib's spawn does.
-        tracker = not info.remote and sys.platform != "win32"
         job = dumps_job((fn, args), remote=info.remote, tracker=tracker)
     except Exception as whole:
         culprit, error, found = "fn", whole, fn
@@ -201,9 +205,11 @@ def _jobs(
         return [(None, (fn, a), ()) for a in per_rank]
     jobs: list[RankJob] = []
     done: dict[int, RankJob] = {}
+    # A local rank shares this process's resource tracker, as the stdlib's spawn does.
+    tracker = None if info.remote or sys.platform == "win32" else lookup()
     for a in per_rank:
         if id(a) not in done:  # the same args for every rank: pickled once
-            job = _payload(info, fn, a)
+            job = _payload(info, fn, a, tracker)
             done[id(a)] = (job.data, None, job.fds)
         jobs.append(done[id(a)])
     return jobs

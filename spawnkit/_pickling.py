@@ -18,9 +18,12 @@ import io
 import sys
 from multiprocessing import context as _mp_context
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._worker import CarriedFd
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["PickledJob", "by_value_reason", "dumps_job"]
 
@@ -138,28 +141,31 @@ class PickledJob:
         self.by_value_missing = by_value_missing
 
 
-def dumps_job(job: object, *, remote: bool = False, tracker: bool = False) -> PickledJob:
+def dumps_job(
+    job: object, *, remote: bool = False, tracker: Callable[[], int | None] | None = None
+) -> PickledJob:
     """Pickle ``job`` as ``multiprocessing`` pickles a new process's arguments.
 
     ``remote``: for a worker on another machine (see :func:`by_value_reason`). ``tracker``:
-    the worker is to share this process's resource tracker (``spawnkit._tracker``).
+    gives the descriptor of the resource tracker the worker is to share, or ``None`` for
+    none (``spawnkit._tracker``); called once the job pickled.
     """
     buffer = io.BytesIO()
     pickler = _JobPickler(buffer, remote)
     recorder = _Recorder()
-    if tracker:
+    if tracker is not None:
         from . import _tracker
 
         recorder.fds.append(-1)  # its place, filled once the job pickled
     previous = _mp_context.get_spawning_popen()
     _mp_context.set_spawning_popen(recorder)
     try:
-        pickler.dump(_tracker.carry(job) if tracker else job)
+        pickler.dump(job if tracker is None else _tracker.carry(job))
     finally:
         _mp_context.set_spawning_popen(previous)
-    if tracker:
+    if tracker is not None:
         # Looked up (and started) only now: a job that cannot be pickled starts no process.
-        fd = _tracker.parent_fd()
+        fd = tracker()
         if fd is None:
             return dumps_job(job, remote=remote)
         recorder.fds[_tracker.PLACE] = fd

@@ -5,7 +5,8 @@ registers it with its resource tracker, which unlinks what is still registered o
 processes it serves are gone. A rank with a tracker of its own would thus unlink the
 parent's segment as the rank ends. So, as ``multiprocessing``'s spawn and forkserver start
 methods do, a job whose ranks unpickle their work hands them the parent's tracker (started
-if need be), and each rank's ``multiprocessing`` uses it. A fork rank has it already.
+if need be), and each rank's ``multiprocessing`` uses it. A fork rank inherits the parent's,
+if the parent has one, as ``multiprocessing``'s fork children do.
 
 The rank imports nothing for it: the descriptor goes to ``multiprocessing`` when the program
 first imports the tracker's module, if it ever does.
@@ -13,6 +14,7 @@ first imports the tracker's module, if it ever does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -20,9 +22,10 @@ from ._worker import CarriedFd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-__all__ = ["PLACE", "carry", "parent_fd"]
+__all__ = ["PLACE", "carry", "lookup", "parent_fd"]
 
 _MODULE = "multiprocessing.resource_tracker"
 
@@ -31,26 +34,63 @@ PLACE = 0
 
 
 def parent_fd() -> int | None:
-    """The write end of this process's resource tracker, started if it never had one.
+    """The write end of this process's resource tracker, started if it never had one or
+    restarted if it died.
 
     ``None`` when the program closed that descriptor or put something else under its number:
-    its ranks then keep trackers of their own. The number is only looked at, never written
-    to or closed (``multiprocessing`` would probe it, writing into whatever it now is).
+    its ranks then keep trackers of their own. ``multiprocessing`` would probe such a number,
+    writing into whatever it now is, and close it: here it is only looked at.
     """
-    import fcntl
-    import stat
     from multiprocessing import resource_tracker
 
     tracker: Any = resource_tracker._resource_tracker
-    if tracker._fd is None:
+    fd: int | None = tracker._fd
+    state = "none" if fd is None else _state(fd, tracker._pid)
+    if state in ("none", "dead"):  # a dead one's probe goes to its pipe, read by nobody
         tracker.ensure_running()
-    fd: int = tracker._fd
+        fd, state = tracker._fd, "alive"
+    return fd if state == "alive" else None
+
+
+def _state(fd: int, pid: int | None) -> str:
+    """``"alive"``, ``"dead"`` (a tracker's pipe without its reader) or ``"foreign"``."""
+    import fcntl
+    import select
+    import stat
+
     try:
-        pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
-        writes = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+        info = os.fstat(fd)
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL)
     except OSError:
-        return None
-    return fd if pipe and writes else None
+        return "foreign"
+    if not stat.S_ISFIFO(info.st_mode) or mode & os.O_ACCMODE != os.O_WRONLY:
+        return "foreign"
+    poll = select.poll()
+    poll.register(fd, 0)  # only POLLERR, a write end without readers, can come
+    if poll.poll(0):
+        return "dead"
+    # The program's own pipe may have taken the number: the tracker reads this very pipe.
+    # (Where /proc cannot tell, and in a rank, whose tracker is not its child: trusted.)
+    if pid is not None:
+        try:
+            held = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            return "alive"
+        if f"pipe:[{info.st_ino}]" not in held:
+            return "foreign"
+    return "alive"
+
+
+def lookup() -> Callable[[], int | None]:
+    """:func:`parent_fd`, looked at once however many payloads a job pickles."""
+    found: list[int | None] = []
+
+    def once() -> int | None:
+        if not found:
+            found.append(parent_fd())
+        return found[0]
+
+    return once
 
 
 class _Carried:
@@ -90,22 +130,32 @@ def _use(carried: CarriedFd, version: tuple[int, int]) -> None:
 
 
 class _OnImport:
-    """Finds the tracker's module as usual and, once it is loaded, points it at ``fd``."""
+    """Finds the tracker's module as the other finders do; once the module has run, points
+    it at ``fd``. A mere lookup (``importlib.util.find_spec``) leaves it in place."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.loader: Any = None
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> Any:
         if name != _MODULE:
             return None
-        sys.meta_path.remove(self)
-        import importlib.util
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = None if finder is self or find is None else find(name, path, target)
+            if spec is not None:
+                spec.loader = _Loader(spec.loader, self)
+                return spec
+        return None
 
-        spec: Any = importlib.util.find_spec(name)
-        if spec is not None:
-            self.loader, spec.loader = spec.loader, self
-        return spec
+
+class _Loader:
+    """The module's own loader, that sets the descriptor after running the module."""
+
+    def __init__(self, loader: Any, finder: _OnImport) -> None:
+        self.loader, self.finder = loader, finder
+
+    def __getattr__(self, name: str) -> Any:  # get_code, get_source, is_package...
+        return getattr(self.loader, name)
 
     def create_module(self, spec: Any) -> Any:
         return self.loader.create_module(spec)
@@ -113,4 +163,6 @@ class _OnImport:
     def exec_module(self, module: Any) -> None:
         module.__loader__ = module.__spec__.loader = self.loader
         self.loader.exec_module(module)
-        module._resource_tracker._fd = self.fd
+        module._resource_tracker._fd = self.finder.fd
+        with contextlib.suppress(ValueError):  # another thread's import was first
+            sys.meta_path.remove(self.finder)

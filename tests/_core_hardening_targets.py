@@ -18,3 +18,15 @@ def check_in_and_block(rank: int, where: str) -> None:
 
 def rank_number(rank: int) -> int:
     return rank
+
+
+def use_shared_memory(rank: int, name: str | None = None) -> None:
+    """Attach to the parent's segment ``name``, if any, and make (and remove) one of the
+    rank's own."""
+    from multiprocessing import shared_memory
+
+    if name is not None:
+        shared_memory.SharedMemory(name=name).close()
+    own = shared_memory.SharedMemory(create=True, size=8)
+    own.close()
+    own.unlink()

@@ -283,13 +283,46 @@ def test_a_popen_out_of_descriptors_does_not_blame_the_interpreter(tmp_path: Pat
 
 @posix
 def test_a_tracker_descriptor_the_program_reused_is_left_to_it(tmp_path: Path) -> None:
-    # The program closed its resource tracker's descriptor and opened a file under that
-    # number. multiprocessing would probe it (writing into the file) before handing it to the
-    # ranks: a job only looks, and its ranks keep trackers of their own.
+    # The program closed its resource tracker's descriptor and a pipe of its own took the
+    # number. multiprocessing would probe it (writing into that pipe) before handing it on,
+    # and ranks sharing it would send their segments there: a job only looks, and its ranks
+    # keep trackers of their own.
     proc = _program(
         tmp_path,
         """
         import os
+        from multiprocessing import resource_tracker
+
+        import spawnkit
+
+        import _core_hardening_targets as t
+
+        if __name__ == "__main__":
+            resource_tracker.ensure_running()
+            number = resource_tracker._resource_tracker._fd
+            os.close(number)
+            read, write = os.pipe()
+            if write != number:
+                os.dup2(write, number)
+                os.close(write)
+            for backend in ("subprocess", "forkserver"):
+                spawnkit.spawn(t.use_shared_memory, backend=backend)
+            os.close(number)
+            print(repr(os.read(read, 4096)))
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "b''\n"
+
+
+@posix
+def test_a_tracker_that_died_is_started_again_for_the_next_job(tmp_path: Path) -> None:
+    # Its descriptor still looks right, a pipe nobody reads: handed on, every rank would
+    # start a tracker of its own, and that one would unlink the segment as the rank ended.
+    proc = _program(
+        tmp_path,
+        """
+        import os, signal
         from multiprocessing import resource_tracker, shared_memory
 
         import spawnkit
@@ -298,21 +331,17 @@ def test_a_tracker_descriptor_the_program_reused_is_left_to_it(tmp_path: Path) -
 
         if __name__ == "__main__":
             segment = shared_memory.SharedMemory(create=True, size=8)  # starts the tracker
+            dead = resource_tracker._resource_tracker._pid
+            os.kill(dead, signal.SIGKILL)
+            os.waitpid(dead, 0)
+            for backend in ("subprocess", "forkserver"):
+                spawnkit.spawn(t.use_shared_memory, args=(segment.name,), backend=backend)
+                shared_memory.SharedMemory(name=segment.name).close()  # still there
+            assert resource_tracker._resource_tracker._pid != dead
             segment.close()
             segment.unlink()
-            number = resource_tracker._resource_tracker._fd
-            os.close(number)
-            fd = os.open("mine", os.O_WRONLY | os.O_CREAT)
-            if fd != number:
-                os.dup2(fd, number)
-                os.close(fd)
-            for backend in ("subprocess", "forkserver"):
-                assert spawnkit.spawn(t.rank_number, nprocs=2, backend=backend) == [0, 1]
-            os.write(number, b"the program's data")
-            os.close(number)
-            with open("mine") as mine:
-                print(mine.read())
+            print("kept")
         """,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "the program's data\n"
+    assert proc.stdout == "kept\n"

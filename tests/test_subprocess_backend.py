@@ -162,6 +162,10 @@ def test_only_a_rank_of_the_same_python_shares_the_resource_tracker() -> None:
     assert _spawn(rt.tracker_descriptor, executable=exe) == [None]
 
 
+def test_a_lookup_of_the_tracker_module_before_its_import_keeps_the_job_tracker() -> None:
+    assert _spawn(rt.tracker_descriptor, True) != [None]
+
+
 def test_executable_is_looked_up_on_path_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
