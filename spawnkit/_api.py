@@ -23,7 +23,7 @@ from ._rank_env import rank_envs
 from ._registry import BackendInfo, Plugins, create_backend, plugins
 from ._restarts import Attempt, RestartPolicy, Restarts
 from ._signals.foreground import foreground
-from ._tracker import lookup
+from ._tracker import shared_tracker
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -77,10 +77,7 @@ def _fork_context(error: BaseException) -> bool:
 
 
 def _payload(
-    info: BackendInfo,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    tracker: Callable[[], int | None] | None,
+    info: BackendInfo, fn: Callable[..., Any], args: tuple[Any, ...], tracker: bool
 ) -> PickledJob:
     try:
         job = dumps_job((fn, args), remote=info.remote, tracker=tracker)
@@ -203,16 +200,18 @@ def _jobs(
     """What each rank runs: pickled here for a backend that pickles, else as it is."""
     if not info.pickles:
         return [(None, (fn, a), ()) for a in per_rank]
-    jobs: list[RankJob] = []
-    done: dict[int, RankJob] = {}
     # A local rank shares this process's resource tracker, as the stdlib's spawn does.
-    tracker = None if info.remote or sys.platform == "win32" else lookup()
+    share = not info.remote and sys.platform != "win32"
+    pickled: dict[int, tuple[tuple[Any, ...], PickledJob]] = {}
     for a in per_rank:
-        if id(a) not in done:  # the same args for every rank: pickled once
-            job = _payload(info, fn, a, tracker)
-            done[id(a)] = (job.data, None, job.fds)
-        jobs.append(done[id(a)])
-    return jobs
+        if id(a) not in pickled:  # the same args for every rank: pickled once
+            pickled[id(a)] = (a, _payload(info, fn, a, share))
+    if share:
+        # Looked up (and started) once every payload pickled: bad input starts no process.
+        fd = shared_tracker()
+        for key, (a, job) in pickled.items():
+            pickled[key] = (a, _payload(info, fn, a, False) if fd is None else job.with_tracker(fd))
+    return [(job.data, None, job.fds) for job in (pickled[id(a)][1] for a in per_rank)]
 
 
 def _backend_name(backend: str | None, start_method: str | None, registry: Plugins) -> BackendInfo:

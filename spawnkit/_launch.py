@@ -124,11 +124,11 @@ def failed_launch(
         return None
     return LaunchError(
         f"backend {name!r} could not start rank {started} of {nprocs}: "
-        f"{type(exc).__name__}: {exc}{_out_of_files(exc)}"
+        f"{type(exc).__name__}: {exc}{out_of_files(exc)}"
     )
 
 
-def _out_of_files(exc: OSError) -> str:
+def out_of_files(exc: OSError) -> str:
     """What to do when starting a rank ran out of descriptors; else ``""``."""
     if exc.errno == errno.ENFILE:
         return (

@@ -18,12 +18,9 @@ import io
 import sys
 from multiprocessing import context as _mp_context
 from multiprocessing.reduction import ForkingPickler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._worker import CarriedFd
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = ["PickledJob", "by_value_reason", "dumps_job"]
 
@@ -140,33 +137,35 @@ class PickledJob:
         self.fds = tuple(fds)
         self.by_value_missing = by_value_missing
 
+    def with_tracker(self, fd: int) -> PickledJob:
+        """This job, pickled with ``tracker=True``, sharing the tracker whose descriptor is
+        ``fd``."""
+        from ._tracker import PLACE
 
-def dumps_job(
-    job: object, *, remote: bool = False, tracker: Callable[[], int | None] | None = None
-) -> PickledJob:
+        fds = list(self.fds)
+        fds[PLACE] = fd
+        return PickledJob(self.data, fds, self.by_value_missing)
+
+
+def dumps_job(job: object, *, remote: bool = False, tracker: bool = False) -> PickledJob:
     """Pickle ``job`` as ``multiprocessing`` pickles a new process's arguments.
 
     ``remote``: for a worker on another machine (see :func:`by_value_reason`). ``tracker``:
-    gives the descriptor of the resource tracker the worker is to share, or ``None`` for
-    none (``spawnkit._tracker``); called once the job pickled.
+    the worker is to share a resource tracker, whose descriptor goes in the place
+    ``spawnkit._tracker.PLACE`` holds for it (:meth:`PickledJob.with_tracker`).
     """
     buffer = io.BytesIO()
     pickler = _JobPickler(buffer, remote)
     recorder = _Recorder()
-    if tracker is not None:
-        from . import _tracker
+    if tracker:
+        from ._tracker import carry
 
-        recorder.fds.append(-1)  # its place, filled once the job pickled
+        recorder.fds.append(-1)  # held for the tracker's descriptor
+        job = carry(job)
     previous = _mp_context.get_spawning_popen()
     _mp_context.set_spawning_popen(recorder)
     try:
-        pickler.dump(job if tracker is None else _tracker.carry(job))
+        pickler.dump(job)
     finally:
         _mp_context.set_spawning_popen(previous)
-    if tracker is not None:
-        # Looked up (and started) only now: a job that cannot be pickled starts no process.
-        fd = tracker()
-        if fd is None:
-            return dumps_job(job, remote=remote)
-        recorder.fds[_tracker.PLACE] = fd
     return PickledJob(buffer.getvalue(), recorder.fds, pickler.by_value)

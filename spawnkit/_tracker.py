@@ -22,10 +22,9 @@ from ._worker import CarriedFd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
-__all__ = ["PLACE", "carry", "lookup", "parent_fd"]
+__all__ = ["PLACE", "carry", "shared_tracker"]
 
 _MODULE = "multiprocessing.resource_tracker"
 
@@ -33,7 +32,7 @@ _MODULE = "multiprocessing.resource_tracker"
 PLACE = 0
 
 
-def parent_fd() -> int | None:
+def shared_tracker() -> int | None:
     """The write end of this process's resource tracker, started if it never had one or
     restarted if it died.
 
@@ -47,7 +46,16 @@ def parent_fd() -> int | None:
     fd: int | None = tracker._fd
     state = "none" if fd is None else _state(fd, tracker._pid)
     if state in ("none", "dead"):  # a dead one's probe goes to its pipe, read by nobody
-        tracker.ensure_running()
+        try:
+            tracker.ensure_running()
+        except OSError as exc:
+            from ._errors import LaunchError
+            from ._launch import out_of_files
+
+            raise LaunchError(
+                "could not start multiprocessing's resource tracker, which the ranks share: "
+                f"{type(exc).__name__}: {exc}{out_of_files(exc)}"
+            ) from exc
         fd, state = tracker._fd, "alive"
     return fd if state == "alive" else None
 
@@ -71,26 +79,18 @@ def _state(fd: int, pid: int | None) -> str:
         return "dead"
     # The program's own pipe may have taken the number: the tracker reads this very pipe.
     # (Where /proc cannot tell, and in a rank, whose tracker is not its child: trusted.)
-    if pid is not None:
-        try:
-            held = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:
-            return "alive"
-        if f"pipe:[{info.st_ino}]" not in held:
-            return "foreign"
-    return "alive"
+    return "alive" if pid is None or _reads(pid, info.st_ino) else "foreign"
 
 
-def lookup() -> Callable[[], int | None]:
-    """:func:`parent_fd`, looked at once however many payloads a job pickles."""
-    found: list[int | None] = []
-
-    def once() -> int | None:
-        if not found:
-            found.append(parent_fd())
-        return found[0]
-
-    return once
+def _reads(pid: int, pipe: int) -> bool:
+    """Whether process ``pid`` holds pipe ``pipe`` (an inode), as far as /proc can tell."""
+    try:
+        held = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
+    except PermissionError:  # another user's, or /proc hides it: cannot tell
+        return True
+    except OSError:  # no such process (or no /proc): someone else reads the pipe
+        return not os.path.isdir("/proc/self/fd")
+    return f"pipe:[{pipe}]" in held
 
 
 class _Carried:
@@ -124,7 +124,7 @@ def _use(carried: CarriedFd, version: tuple[int, int]) -> None:
         return
     module = sys.modules.get(_MODULE)
     if module is not None:
-        module._resource_tracker._fd = fd
+        _point(module, fd)
     else:
         sys.meta_path.insert(0, _OnImport(fd))
 
@@ -155,7 +155,10 @@ class _Loader:
         self.loader, self.finder = loader, finder
 
     def __getattr__(self, name: str) -> Any:  # get_code, get_source, is_package...
-        return getattr(self.loader, name)
+        loader = vars(self).get("loader")  # absent in a copy being rebuilt
+        if loader is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(loader, name)
 
     def create_module(self, spec: Any) -> Any:
         return self.loader.create_module(spec)
@@ -163,6 +166,14 @@ class _Loader:
     def exec_module(self, module: Any) -> None:
         module.__loader__ = module.__spec__.loader = self.loader
         self.loader.exec_module(module)
-        module._resource_tracker._fd = self.finder.fd
-        with contextlib.suppress(ValueError):  # another thread's import was first
-            sys.meta_path.remove(self.finder)
+        if sys.modules.get(_MODULE) is module:  # the import, not a private copy
+            _point(module, self.finder.fd)
+            with contextlib.suppress(ValueError):  # another thread's import was first
+                sys.meta_path.remove(self.finder)
+
+
+def _point(module: Any, fd: int) -> None:
+    # As in a child of multiprocessing's spawn: the tracker is the job's, not this
+    # process's child (a fork server's module may name one of the server's own).
+    module._resource_tracker._fd = fd
+    module._resource_tracker._pid = None

@@ -32,12 +32,14 @@ def surroundings(rank: int) -> dict[str, Any]:
 def tracker_descriptor(rank: int, look_first: bool = False) -> int | None:
     """The descriptor this rank's resource tracker writes to; ``None``: none yet.
 
-    ``look_first``: look the module up before importing it, as an availability check does.
+    ``look_first``: look the module up (and copy its spec) before importing it, as an
+    availability check may.
     """
     if look_first:
+        import copy
         import importlib.util
 
-        importlib.util.find_spec("multiprocessing.resource_tracker")
+        copy.deepcopy(importlib.util.find_spec("multiprocessing.resource_tracker"))
     from multiprocessing import resource_tracker
 
     fd: int | None = resource_tracker._resource_tracker._fd  # type: ignore[attr-defined]

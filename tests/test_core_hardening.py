@@ -283,10 +283,10 @@ def test_a_popen_out_of_descriptors_does_not_blame_the_interpreter(tmp_path: Pat
 
 @posix
 def test_a_tracker_descriptor_the_program_reused_is_left_to_it(tmp_path: Path) -> None:
-    # The program closed its resource tracker's descriptor and a pipe of its own took the
-    # number. multiprocessing would probe it (writing into that pipe) before handing it on,
-    # and ranks sharing it would send their segments there: a job only looks, and its ranks
-    # keep trackers of their own.
+    # The program closed its resource tracker's descriptor (the tracker ended and was
+    # reaped) and a pipe of its own took the number. multiprocessing would probe it (writing
+    # into that pipe) before handing it on, and ranks sharing it would send their segments
+    # there: a job only looks, and its ranks keep trackers of their own.
     proc = _program(
         tmp_path,
         """
@@ -301,6 +301,7 @@ def test_a_tracker_descriptor_the_program_reused_is_left_to_it(tmp_path: Path) -
             resource_tracker.ensure_running()
             number = resource_tracker._resource_tracker._fd
             os.close(number)
+            os.waitpid(resource_tracker._resource_tracker._pid, 0)  # it ended: nobody writes
             read, write = os.pipe()
             if write != number:
                 os.dup2(write, number)
@@ -345,3 +346,31 @@ def test_a_tracker_that_died_is_started_again_for_the_next_job(tmp_path: Path) -
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "kept\n"
+
+
+@posix
+def test_a_tracker_that_cannot_start_is_a_launch_error_that_says_why(tmp_path: Path) -> None:
+    proc = _program(
+        tmp_path,
+        """
+        import os, resource
+
+        import spawnkit
+
+        import _core_hardening_targets as t
+
+        if __name__ == "__main__":
+            # Every descriptor below the soft limit taken: the tracker's pipe cannot open.
+            taken = {int(fd) for fd in os.listdir("/dev/fd")}
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(taken) + 1, hard))
+            held = [os.dup(0) for _ in range(max(taken) + 1 - len(taken))]
+            try:
+                spawnkit.spawn(t.rank_number, backend="subprocess")
+            except spawnkit.LaunchError as exc:
+                print(type(exc).__name__, "|", exc)
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("LaunchError | could not start multiprocessing's resource")
+    assert "EMFILE" in proc.stdout

@@ -562,6 +562,32 @@ if __name__ == "__main__":
 """
 
 
+TRACKING_SERVER = """
+import spawnkit
+
+def tracker_process(rank):
+    from multiprocessing import resource_tracker
+    return resource_tracker._resource_tracker._pid
+
+if __name__ == "__mp_main__":  # in the fork server only
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
+
+if __name__ == "__main__":
+    print(spawnkit.spawn(tracker_process, nprocs=2, backend="forkserver"))
+"""
+
+
+def test_a_ranks_tracker_is_the_jobs_though_the_server_started_its_own(tmp_path: Path) -> None:
+    # What the server loads may start a tracker, which its ranks would inherit as their
+    # child's: a job such a rank starts would then judge the job's tracker foreign.
+    script = tmp_path / "tracking_server.py"
+    script.write_text(textwrap.dedent(TRACKING_SERVER))
+    proc = _run_program(script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[None, None]\n"
+
+
 def test_the_jobs_deadline_covers_the_fork_servers_start(tmp_path: Path) -> None:
     script = tmp_path / "slow_main.py"
     script.write_text(textwrap.dedent(SLOW_MAIN))
