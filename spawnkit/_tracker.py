@@ -40,23 +40,23 @@ def shared_tracker() -> int | None:
     its ranks then keep trackers of their own. ``multiprocessing`` would probe such a number,
     writing into whatever it now is, and close it: here it is only looked at.
     """
-    from multiprocessing import resource_tracker
+    try:
+        from multiprocessing import resource_tracker
 
-    tracker: Any = resource_tracker._resource_tracker
-    fd: int | None = tracker._fd
-    state = "none" if fd is None else _state(fd, tracker._pid)
-    if state in ("none", "dead"):  # a dead one's probe goes to its pipe, read by nobody
-        try:
+        tracker: Any = resource_tracker._resource_tracker
+        fd: int | None = tracker._fd
+        state = "none" if fd is None else _state(fd, tracker._pid)
+        if state in ("none", "dead"):  # a dead one's probe goes to its pipe, read by nobody
             tracker.ensure_running()
-        except OSError as exc:
-            from ._errors import LaunchError
-            from ._launch import out_of_files
+            fd, state = tracker._fd, "alive"
+    except OSError as exc:  # out of descriptors, most likely
+        from ._errors import LaunchError
+        from ._launch import out_of_files
 
-            raise LaunchError(
-                "could not start multiprocessing's resource tracker, which the ranks share: "
-                f"{type(exc).__name__}: {exc}{out_of_files(exc)}"
-            ) from exc
-        fd, state = tracker._fd, "alive"
+        raise LaunchError(
+            "could not start multiprocessing's resource tracker, which the ranks share: "
+            f"{type(exc).__name__}: {exc}{out_of_files(exc)}"
+        ) from exc
     return fd if state == "alive" else None
 
 
