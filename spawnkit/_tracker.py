@@ -62,24 +62,27 @@ def shared_tracker() -> int | None:
 
 def _state(fd: int, pid: int | None) -> str:
     """``"alive"``, ``"dead"`` (a tracker's pipe without its reader) or ``"foreign"``."""
-    import fcntl
-    import select
-    import stat
+    if sys.platform == "win32":  # never called there: no tracker is shared
+        return "foreign"
+    else:  # a platform branch type checkers understand
+        import fcntl
+        import select
+        import stat
 
-    try:
-        info = os.fstat(fd)
-        mode = fcntl.fcntl(fd, fcntl.F_GETFL)
-    except OSError:
-        return "foreign"
-    if not stat.S_ISFIFO(info.st_mode) or mode & os.O_ACCMODE != os.O_WRONLY:
-        return "foreign"
-    poll = select.poll()
-    poll.register(fd, 0)  # only POLLERR, a write end without readers, can come
-    if poll.poll(0):
-        return "dead"
-    # The program's own pipe may have taken the number: the tracker reads this very pipe.
-    # (Where /proc cannot tell, and in a rank, whose tracker is not its child: trusted.)
-    return "alive" if pid is None or _reads(pid, info.st_ino) else "foreign"
+        try:
+            info = os.fstat(fd)
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL)
+        except OSError:
+            return "foreign"
+        if not stat.S_ISFIFO(info.st_mode) or mode & os.O_ACCMODE != os.O_WRONLY:
+            return "foreign"
+        poll = select.poll()
+        poll.register(fd, 0)  # only POLLERR, a write end without readers, can come
+        if poll.poll(0):
+            return "dead"
+        # The program's own pipe may have taken the number: the tracker reads this very pipe.
+        # (Where /proc cannot tell, and in a rank, whose tracker is not its child: trusted.)
+        return "alive" if pid is None or _reads(pid, info.st_ino) else "foreign"
 
 
 def _reads(pid: int, pipe: int) -> bool:
