@@ -155,6 +155,10 @@ def __getattr__(name: str) -> object:
             stacklevel=2,
         )
         return getattr(plugin, name)  # not cached: it warns at every use
+    elif name.startswith("_"):
+        # A submodule not imported yet: `from . import _launch` asks here first, and must
+        # not pay for importing multiprocessing to be told no.
+        raise AttributeError(f"module 'spawnkit' has no attribute {name!r}")
     else:
         # torch.multiprocessing re-exports multiprocessing (get_context, SimpleQueue...),
         # and code ported by swapping the import uses those names through it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import math
+import multiprocessing.util  # noqa: F401 - before _at_exit is registered: see there
 import os
 import signal
 import sys
@@ -785,6 +786,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_jobs_in_child)
 
 
+# Registered after multiprocessing's exit handler (multiprocessing.util, imported above),
+# so it runs first, as atexit runs the last registered first: multiprocessing's would join a
+# `fork` or `spawn` daemon job's ranks after a SIGTERM that they outlive.
 @atexit.register
 def _at_exit() -> None:
     for ctx in list(_live):

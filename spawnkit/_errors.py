@@ -44,10 +44,11 @@ __all__ = [
 ]
 
 import sys
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing itself is not imported: workers import this module
     from collections.abc import Callable
+    from typing import Any
 
     from ._report import JobReport
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._spec import ChildWatch, WorkerSpec
+    from ._spec import WorkerSpec
     from ._wire import Outcome, Report
 
 __all__ = [
@@ -142,6 +142,25 @@ class ProcessHandle(Protocol):
 
     def close(self) -> None:
         """Release the handle's resources; called once, after the process ended."""
+
+
+@runtime_checkable
+class ChildWatch(Protocol):
+    """The worker's half of a parent watch; pickled into the spec, armed before user code.
+
+    Its module must import nothing beyond the standard library: it runs in every worker.
+    The job's half is :class:`ParentWatch`.
+    """
+
+    name: str
+
+    def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
+        """Start watching the job's process; call ``shutdown()`` once it is gone.
+
+        ``fds`` are the parent half's :meth:`ParentWatch.fds`, as numbered in this process.
+        If the parent is already gone, call ``shutdown()`` before returning: compare with
+        ``spec.parent_pid`` or ``spec.job_pid``, never with 1.
+        """
 
 
 @runtime_checkable

@@ -295,9 +295,9 @@ def create_backend(info: BackendInfo, options: Mapping[str, Any], nprocs: int) -
 
 
 def _entry_points() -> dict[str, list[tuple[EntryPoint, str]]]:
-    """Each entry point name of the ``spawnkit`` group, sorted, with ``(entry point,
-    distribution name)`` of each distribution that has it, in the order pluggy's loader meets
-    them."""
+    """Each entry point name of the ``spawnkit`` group, in the order pluggy's loader meets them,
+    with ``(entry point, distribution name)`` of each distribution that has it, in that order
+    too."""
     from importlib.metadata import distributions
 
     found: dict[str, list[tuple[EntryPoint, str]]] = {}
@@ -308,7 +308,7 @@ def _entry_points() -> dict[str, list[tuple[EntryPoint, str]]]:
             claims = found.setdefault(ep.name, [])
             if name not in [d for _, d in claims]:  # not one installed twice on sys.path
                 claims.append((ep, name))
-    return dict(sorted(found.items()))
+    return found
 
 
 def _disabled(known: Iterable[str]) -> tuple[str, ...]:
@@ -364,50 +364,85 @@ def _hook_in(pm: pluggy.PluginManager, plugin: object, message: str) -> tuple[st
     return "", None
 
 
-def _register(
-    pm: pluggy.PluginManager, name: str, ep: EntryPoint, distribution: str
-) -> BrokenPlugin | None:
-    """Load the entry point ``name`` through pluggy, which checks its hooks against the specs;
-    ``None``, or what is wrong with it."""
-
-    def broken(error: str, where: tuple[str | None, int | None] = (None, None)) -> BrokenPlugin:
-        return BrokenPlugin(name, distribution, error, *where)
-
+def _load_entry_points(
+    pm: pluggy.PluginManager, entries: Mapping[str, list[tuple[EntryPoint, str]]]
+) -> list[BrokenPlugin]:
+    """Load every entry point through pluggy, which checks its hooks against the specs; what
+    is wrong with each one that fails."""
     specs = {n: c.spec.argnames for n, c in vars(pm.hook).items() if c.spec is not None}
     known = ", ".join(f"{hook}({', '.join(args)})" for hook, args in specs.items())
-    try:
-        pm.load_setuptools_entrypoints(_CORE, name)
-        pm.check_pending()  # this plugin's hooks: the others' are checked already
-    except pluggy.PluginValidationError as exc:
-        if pm.get_name(exc.plugin) is not None:  # registered, or in part (pluggy < 1.7)
-            pm.unregister(exc.plugin)
+    broken: list[BrokenPlugin] = []
+
+    def report(name: str, error: str, where: tuple[str | None, int | None] = (None, None)) -> None:
+        distribution = entries[name][0][1] if name in entries else None
+        broken.append(BrokenPlugin(name, distribution, error, *where))
+
+    def invalid(exc: pluggy.PluginValidationError) -> tuple[str, tuple[str | None, int | None]]:
         hook, function = _hook_in(pm, exc.plugin, str(exc))
         error = "; ".join(str(exc).splitlines()) + ("" if hook in specs else _suggest(hook, specs))
-        return broken(f"{error}; the hooks spawnkit knows are {known}", _defined_at(function))
-    except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
-        raised_in = list(traceback.walk_tb(exc.__traceback__))[-1][0].f_code
-        if isinstance(exc, ValueError) and raised_in is pluggy.PluginManager.register.__code__:
-            # pluggy's refusal of an object that it has under another name
-            error = f"its entry point names the object of plugin {pm.get_name(ep.load())!r}"
-            return broken(f"{error} again; keep one of the two entry points")
-        # The repr as Pythons before 3.15 spell it; 3.15's adds an ImportError's name= and
-        # path=, which repeat what the message says.
-        error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
-        return broken(f"import failed: {error}", _failed_at(exc, ep))
-    plugin = pm.get_plugin(name)
-    unmarked = [  # what pluggy cannot see: a hook function that its author forgot to mark
-        hook
-        for hook in specs
-        if callable(inspect.getattr_static(plugin, hook, None))
-        and pm.parse_hookimpl_opts(plugin, hook) is None
-        and getattr(plugin, hook) is not getattr(hookspecs, hook)
-    ]
-    if not unmarked:
-        return None
-    pm.unregister(plugin)
-    error = f"its function {unmarked[0]} is not marked as a hook, so spawnkit would never call"
-    where = _defined_at(getattr(plugin, unmarked[0]))
-    return broken(f"{error} it; mark it with @spawnkit.hookimpl", where)
+        return f"{error}; the hooks spawnkit knows are {known}", _defined_at(function)
+
+    # One pass reads every installed distribution, so all plugins load in one. Pluggy's loader
+    # stops at the first entry point that fails: the first one it has not loaded, as it meets
+    # them in the order of `entries`. That one is reported and blocked, and the pass resumed.
+    while True:
+        try:
+            pm.load_setuptools_entrypoints(_CORE)
+            break
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
+            name = _failing(pm, exc, entries)
+            if name is None:  # the installed distributions changed while they loaded
+                broken.append(BrokenPlugin("?", None, f"loading the plugins failed: {exc!r}"))
+                break
+            pm.set_blocked(name)  # unregisters what pluggy registered of it
+            if isinstance(exc, pluggy.PluginValidationError):
+                report(name, *invalid(exc))
+            elif isinstance(exc, ValueError) and _raised_in(exc, pluggy.PluginManager.register):
+                # pluggy's refusal of an object that it has under another name
+                other = pm.get_name(entries[name][0][0].load())
+                error = f"its entry point names the object of plugin {other!r} again"
+                report(name, f"{error}; keep one of the two entry points")
+            else:
+                # The repr as Pythons before 3.15 spell it; 3.15's adds an ImportError's
+                # name= and path=, which repeat what the message says.
+                error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
+                report(name, f"import failed: {error}", _failed_at(exc, entries[name][0][0]))
+    while True:  # a hook with no spec, which pluggy finds only now
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or "?"
+            pm.unregister(exc.plugin)
+            report(name, *invalid(exc))
+    for name, plugin in pm.list_name_plugin():
+        unmarked = [  # what pluggy cannot see: a hook function that its author forgot to mark
+            hook
+            for hook in specs
+            if plugin is not None
+            and callable(inspect.getattr_static(plugin, hook, None))
+            and pm.parse_hookimpl_opts(plugin, hook) is None
+            and getattr(plugin, hook) is not getattr(hookspecs, hook)
+        ]
+        if unmarked:
+            pm.unregister(plugin)
+            error = f"its function {unmarked[0]} is not marked as a hook, so spawnkit would never"
+            where = _defined_at(getattr(plugin, unmarked[0]))
+            report(name, f"{error} call it; mark it with @spawnkit.hookimpl", where)
+    return broken
+
+
+def _failing(pm: pluggy.PluginManager, exc: Exception, entries: Iterable[str]) -> str | None:
+    """The entry point that ``exc`` stopped pluggy's loader at."""
+    if isinstance(exc, pluggy.PluginValidationError):
+        name = pm.get_name(exc.plugin)  # registered in part by pluggy < 1.7
+        if name is not None:
+            return name
+    return next((n for n in entries if not (pm.has_plugin(n) or pm.is_blocked(n))), None)
+
+
+def _raised_in(exc: BaseException, function: Callable[..., Any]) -> bool:
+    return list(traceback.walk_tb(exc.__traceback__))[-1][0].f_code is function.__code__
 
 
 class _StandIn:
@@ -497,20 +532,22 @@ def _load() -> Plugins:
     pm.add_hookspecs(hookspecs)
     for name in result.disabled:
         pm.set_blocked(name)
-    # One entry point at a time: pluggy's loader stops at the first one that fails.
-    for name, ((ep, distribution), *shadowed) in entries.items():
+    for name, (_, *shadowed) in entries.items():
         if pm.is_blocked(name):
             continue
         for _, other in shadowed:
-            error = f"distribution {distribution!r} has an entry point {name!r} too; only one"
-            result.broken.append(BrokenPlugin(name, other, f"{error} loads: rename one of them"))
-        broken = _register(pm, name, ep, distribution)
-        if broken is not None:
-            result.broken.append(broken)
-    # Swapped for stand-ins only now, so that pluggy refused one object under two names. It
-    # calls each hook once over all plugins, in its order (tryfirst, trylast, wrappers).
-    for name, plugin in pm.list_name_plugin():
-        if plugin is not None:  # not blocked
+            error = f"distribution {entries[name][0][1]!r} has an entry point {name!r} too"
+            error += "; only one loads: rename one of them"
+            result.broken.append(BrokenPlugin(name, other, error))
+    result.broken.extend(_load_entry_points(pm, entries))
+    result.broken.sort(key=lambda broken: broken.name)  # stable: each name's in order
+    # Swapped for stand-ins only now, so that pluggy refused one object under two names; in
+    # the order of their names, so that the hooks' order (pluggy's, by tryfirst, trylast,
+    # wrappers, then the latest registered first) does not hang on the order of sys.path.
+    # Pluggy calls each hook once over all plugins.
+    for name in sorted(entries):
+        plugin = pm.get_plugin(name)
+        if plugin is not None:  # loaded and not blocked
             (ep, distribution), *_ = entries[name]
             stand_in = _guarded(pm, plugin, name, ep, distribution, result.broken.append)
             pm.unregister(plugin)

@@ -1,18 +1,17 @@
 """What core hands a backend for one rank, and the backend forwards to the child untouched:
-the :class:`WorkerSpec`, and the parent watch's half it carries (:class:`ChildWatch`).
+the :class:`WorkerSpec`.
 
-Imported in every worker, so it imports nothing beyond the interpreter's own start-up set
-and ``typing``, which every worker has loaded by then.
+Imported in every worker, so it imports nothing beyond the interpreter's own start-up set.
 """
 
 from __future__ import annotations
-
-from typing import Protocol, runtime_checkable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
+
+    from ._protocols import ChildWatch
 
 
 # Descriptors the parent holds for its own side of running jobs (result read ends, lifeline
@@ -53,25 +52,6 @@ def mark_helper_process(pid: int) -> None:
 def unmark_helper_process(pid: int) -> None:
     """Forget ``pid`` as a helper process; call it once the process has been reaped."""
     HELPER_PIDS.discard(pid)
-
-
-@runtime_checkable
-class ChildWatch(Protocol):
-    """The worker's half of a parent watch; pickled into the spec, armed before user code.
-
-    Its module must import nothing beyond the standard library: it runs in every worker.
-    The job's half is :class:`spawnkit.plugin.ParentWatch`.
-    """
-
-    name: str
-
-    def arm(self, fds: Sequence[int], spec: WorkerSpec, shutdown: Callable[[], None]) -> None:
-        """Start watching the job's process; call ``shutdown()`` once it is gone.
-
-        ``fds`` are the parent half's :meth:`ParentWatch.fds`, as numbered in this process.
-        If the parent is already gone, call ``shutdown()`` before returning: compare with
-        ``spec.parent_pid`` or ``spec.job_pid``, never with 1.
-        """
 
 
 class WorkerSpec:

@@ -27,10 +27,9 @@ if TYPE_CHECKING:
     from ._child import run_worker
     from ._local import LocalBackend
     from ._main import load_main, main_reference
-    from ._protocols import Backend, ParentWatch, ProcessHandle, WorkerHandle
+    from ._protocols import Backend, ChildWatch, ParentWatch, ProcessHandle, WorkerHandle
     from ._signals.threads import start_helper_thread
     from ._spec import (
-        ChildWatch,
         WorkerSpec,
         mark_helper_process,
         mark_parent_only,
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
 WHERE = {
     "Backend": "spawnkit._protocols",
     "BackendRegistry": "spawnkit.hookspecs",
-    "ChildWatch": "spawnkit._spec",
+    "ChildWatch": "spawnkit._protocols",
     "LocalBackend": "spawnkit._local",
     "Outcome": "spawnkit._wire",
     "ParentWatch": "spawnkit._protocols",

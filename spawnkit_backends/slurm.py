@@ -31,7 +31,6 @@ import math
 import os
 import queue
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -410,7 +409,7 @@ class SlurmBackend:
             _fail(f"queue_timeout must be a finite number > 0, not {queue_timeout!r}")
         self._nprocs = nprocs
         self._allocation = os.environ.get("SLURM_JOB_ID", "")
-        self._name = f"spawnkit-{secrets.token_hex(8)}"
+        self._name = f"spawnkit-{os.urandom(8).hex()}"
         self._asked = " ".join([*args, f"queue_timeout={queue_timeout:g}"])
         self._conns: dict[int, Any] = {}
         self._step: str | None = None
@@ -428,7 +427,7 @@ class SlurmBackend:
     def _launch(self, args: list[str], timeout: float) -> None:
         import socket
 
-        secret = secrets.token_bytes(32)
+        secret = os.urandom(32)  # what secrets.token_bytes is, without its hashlib import
         host = _address_toward_cluster()
         self._listener = socket.create_server((host, 0), backlog=128)
         port = self._listener.getsockname()[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,6 @@ from typing import Any
 import psutil
 import pytest
 import spawnkit
-from spawnkit.testing import _targets as t
 from spawnkit.testing import wait_for_files
 from spawnkit_backends import _fresh
 
@@ -244,11 +244,22 @@ def test_only_the_specs_descriptors_reach_the_worker(tmp_path: Path) -> None:
     assert all(t.startswith(("pipe:", "anon_inode:")) for t in extra.values()), extra
 
 
-def test_a_rank_loads_no_resource_tracker_until_it_uses_one() -> None:
-    # The job's tracker is handed to multiprocessing as the program imports its module (the
-    # shared-memory check of the kit), not before: an import every rank would pay for.
-    (modules,) = _spawn(t.loaded_modules)
-    assert "multiprocessing.resource_tracker" not in modules
+def test_a_rank_imports_neither_multiprocessing_nor_typing_for_itself(tmp_path: Path) -> None:
+    # Imports every rank would pay for before fn. The job's resource tracker is handed to
+    # multiprocessing as the program imports its module (the shared-memory check of the kit),
+    # not before. From a `python -c` parent, with fn in a module that imports only sys: a
+    # rank of pytest imports pytest's __main__, and a target module its own imports.
+    (tmp_path / "bare.py").write_text("import sys\ndef modules(rank): return sorted(sys.modules)")
+    code = f"""if True:
+        import json, spawnkit, bare
+        print(json.dumps(spawnkit.spawn(bare.modules, backend={BACKEND!r})[0]))
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    modules = json.loads(out)
+    assert "spawnkit._worker" in modules  # what it reads is a rank's
+    assert [m for m in modules if m.partition(".")[0] in ("multiprocessing", "typing")] == []
 
 
 def test_big_payloads_for_every_rank_arrive_intact_and_leave_no_writer_thread() -> None:

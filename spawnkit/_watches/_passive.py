@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .._spec import ChildWatch
+    from .._protocols import ChildWatch
 
 
 class PassiveParent:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from .._protocols import ParentWatch
-    from .._spec import ChildWatch, WorkerSpec
+    from .._protocols import ChildWatch, ParentWatch
+    from .._spec import WorkerSpec
 
 # How a rank meets SIGTERM: "handler" keeps spawnkit's (Terminated, so finally blocks run),
 # "default" dies at once, "ignore" ignores it, "catch" catches Terminated and returns,
