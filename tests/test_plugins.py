@@ -512,6 +512,35 @@ def test_a_hookimpl_for_an_unknown_hook_is_rejected_listing_the_real_ones(
     )
 
 
+def test_plugins_broken_in_every_way_at_once_are_each_reported_and_the_rest_load(
+    tmp_path: Path,
+) -> None:
+    # All plugins load in one pass of pluggy's, which stops at each failing one: each is
+    # named for its own failure (at import, at registration, at the check for hooks without
+    # a spec), and those after it in the pass still load.
+    add_dist(tmp_path, "spawnkit-zeta", {"zeta": "zeta_plugin"}, zeta_plugin="import nowhere\n")
+    signature = "@spawnkit.hookimpl\ndef spawnkit_register_backends(registry, options): pass\n"
+    add_dist(
+        tmp_path,
+        "spawnkit-alpha",
+        {"alpha": "alpha_plugin"},
+        alpha_plugin="import spawnkit\n" + signature,
+    )
+    unknown = "@spawnkit.hookimpl\ndef spawnkit_register_backend(registry): pass\n"
+    add_dist(
+        tmp_path, "spawnkit-mid", {"mid": "mid_plugin"}, mid_plugin="import spawnkit\n" + unknown
+    )
+    add_dist(tmp_path, "spawnkit-good", {"good": "good_plugin"}, good_plugin=registering("good"))
+    lines = backends_cli(tmp_path)
+    assert rows(lines)["good"]["distribution"] == "spawnkit-good"
+    assert rows(lines)["shellwrap"]["distribution"] == SHELLWRAP_DIST
+    broken = [line for line in lines if line.startswith("broken: ")]
+    assert [line.split("'")[1] for line in broken] == ["alpha", "mid", "zeta"], broken
+    assert "Argument(s) {'options'} are declared in the hookimpl" in broken[0]
+    assert "unknown hook 'spawnkit_register_backend'" in broken[1]
+    assert "import failed: ModuleNotFoundError(\"No module named 'nowhere'\")" in broken[2]
+
+
 @pytest.mark.parametrize("hook", ["spawnkit_register_backends", "spawnkit_register_watches"])
 def test_a_hook_function_without_the_marker_is_reported_naming_the_fix(
     tmp_path: Path, hook: str
