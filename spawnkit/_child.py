@@ -21,6 +21,10 @@ from ._signals.threads import wait_running
 from ._spec import PARENT_ONLY_FDS, WorkerSpec
 from ._watches._shutdown import die_of_sigterm, job_gone, parent_gone
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._protocols import ChildWatch
+
 __all__ = ["Terminated", "run_worker"]
 
 # (descriptor, device, inode) of the result channel as the worker received it.
@@ -68,9 +72,10 @@ def _setup(spec: WorkerSpec) -> None:
     _worker.phase = _worker.RUNNING
     for fd in spec.watch_fds:
         os.set_inheritable(fd, False)
-    if spec.watch is not None:
+    watch: ChildWatch | None = spec.watch
+    if watch is not None:
         grace = spec.grace_period
-        spec.watch.arm(spec.watch_fds, spec, lambda: parent_gone(grace))
+        watch.arm(spec.watch_fds, spec, lambda: parent_gone(grace))
         if job_gone():
             # arm() found the job gone and sent its group SIGTERM, which the main thread may
             # only see after fn has begun (a signal caught by another thread waits for the

@@ -11,8 +11,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from ._protocols import ChildWatch
-
 
 # Descriptors the parent holds for its own side of running jobs (result read ends, lifeline
 # write ends). A fork child inherits this set along with the descriptors and closes them all
@@ -77,7 +75,8 @@ class WorkerSpec:
             :attr:`result_fd`), then the watch's, then the rank's output (see
             :attr:`streams`), then the ones the arguments carry. Empty for a backend whose
             workers run elsewhere.
-        watch: the child half of the parent watch, or ``None``.
+        watch: the child half of the parent watch (a :class:`spawnkit.plugin.ChildWatch`),
+            or ``None``.
         grace_period: seconds a worker gets between SIGTERM and SIGKILL when the parent dies.
         env: environment variables the worker sets before running ``fn``.
         carried: how many of :attr:`fds`, at the end, are descriptors the job's arguments
@@ -123,7 +122,7 @@ class WorkerSpec:
         payload: bytes | None,
         target: tuple[Callable[..., Any], tuple[Any, ...]] | None,
         fds: tuple[int, ...],
-        watch: ChildWatch | None,
+        watch: Any,  # a ChildWatch or None: not named, as _protocols imports this module
         grace_period: float,
         env: Mapping[str, str],
         carried: int = 0,
