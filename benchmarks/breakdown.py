@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 BACKENDS = ("fork", "forkserver", "spawn", "subprocess")
 STAGES = ("parent", "create", "boot", "fn", "exit")
+# What each rank used up to fn, by getrusage(): CPU seconds, minor page faults, sleeps.
+USAGE = ("cpu", "faults", "waits")
 SITECUSTOMIZE = "import time\n\nSTARTED = time.monotonic()  # an exec'd rank's first Python\n"
 
 
@@ -76,7 +78,8 @@ def _launchers(backends: list[str]) -> list[tuple[str, Launch]]:
 
 
 def _job(launch: Launch, n: int, folder: str) -> tuple[float, list[tuple[float, ...]]]:
-    """One launch + join: its total, and each rank's stages (seconds; NaN where unknown)."""
+    """One launch + join: its total, and each rank's stages (seconds) followed by its USAGE
+    (NaN where unknown)."""
     import struct
     from itertools import pairwise
 
@@ -92,9 +95,9 @@ def _job(launch: Launch, n: int, folder: str) -> tuple[float, list[tuple[float, 
         values = struct.unpack(f"{RECORD * n}d", file.read())
     ranks = []
     for rank in range(n):
-        created, born, entered, returned = values[rank * RECORD : (rank + 1) * RECORD]
+        created, born, entered, returned, *usage = values[rank * RECORD : (rank + 1) * RECORD]
         points = (called, created, born, entered, returned, joined)
-        ranks.append(tuple(b - a for a, b in pairwise(points)))
+        ranks.append((*(b - a for a, b in pairwise(points)), *usage))
     return joined - called, ranks
 
 
@@ -110,6 +113,12 @@ def _ms(seconds: float) -> str:
     import math
 
     return "-" if math.isnan(seconds) else f"{seconds * 1000:.2f}"
+
+
+def _count(value: float) -> str:
+    import math
+
+    return "-" if math.isnan(value) else f"{value:.0f}"
 
 
 def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, str]]:
@@ -128,7 +137,7 @@ def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, s
                     if round_:
                         totals[name].append(total)
                         stages[name] += ranks
-                        tails[name].append(min(rank[-1] for rank in ranks))
+                        tails[name].append(min(rank[len(STAGES) - 1] for rank in ranks))
                 print(".", end="", file=sys.stderr, flush=True)
             floor = _median(totals[launchers[0][0]])
             for name, _ in launchers:
@@ -138,6 +147,13 @@ def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, s
                 for index, stage in enumerate(STAGES):
                     row[f"{stage} ms"] = _ms(_median([rank[index] for rank in stages[name]]))
                 row["last exit ms"] = _ms(_median(tails[name]))
+                cpu, faults, waits = (
+                    _median([rank[len(STAGES) + i] for rank in stages[name]])
+                    for i in range(len(USAGE))
+                )
+                row["rank cpu ms"] = _ms(cpu)
+                row["faults"] = _count(faults)
+                row["waits"] = _count(waits)
                 rows.append(row)
     print(file=sys.stderr)
     return rows
