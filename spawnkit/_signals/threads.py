@@ -55,8 +55,9 @@ def start_thread(run: Callable[..., object], *args: object) -> None:
     A bare ``_thread``, lighter than ``threading.Thread``, and unlike it, this returns at
     once: the thread runs when the system schedules it (which can take a millisecond on
     a busy machine), while the rank's start goes on; :func:`wait_running` waits for it
-    just before ``fn`` and before the process ends. Whatever it is for must therefore
-    wait for it: a byte in a pipe, a readable descriptor, a pending blocked signal.
+    before the process ends (and on Python 3.14+, just before ``fn``). Whatever it is for
+    must therefore wait for it: a byte in a pipe, a readable descriptor, a pending blocked
+    signal.
     """
     global _starting_in
     running = _thread.allocate_lock()
@@ -77,7 +78,7 @@ def start_thread(run: Callable[..., object], *args: object) -> None:
 def wait_running() -> None:
     """Return once every thread :func:`start_thread` started in this process has run.
 
-    Before ``fn``: a thread is listed before it runs, and Python 3.14's faulthandler stops
+    Before ``fn`` on Python 3.14+: a thread is listed before it runs, and faulthandler stops
     its dump at such a thread, so a crash in ``fn``'s first instant would show none of its
     frames. Before the process ends: a thread that began its bootstrap while the
     interpreter is being finalized would crash the process with SIGSEGV. Bounded by
