@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from spawnkit.testing import BackendSuite, leak_guard
+from spawnkit.testing import leak_guard
 
 # A shell that starts the suite in the background (`tox &` in a script) makes it ignore
 # SIGINT, and every process it starts would inherit that: the Ctrl-C tests would test the
@@ -19,10 +19,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
-    if isinstance(request.instance, BackendSuite):  # the kit guards each of its checks itself
-        yield
-        return
+def _no_leaked_processes() -> Iterator[None]:
     with leak_guard():
         yield
 
