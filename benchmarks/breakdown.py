@@ -109,16 +109,11 @@ def _median(values: list[float]) -> float:
     return statistics.median(known) if len(known) == len(values) else math.nan
 
 
-def _ms(seconds: float) -> str:
+def _shown(value: float, scale: float = 1000.0, digits: int = 2) -> str:
+    """``value`` in a table cell (seconds as ms by default); ``-`` where it is unknown."""
     import math
 
-    return "-" if math.isnan(seconds) else f"{seconds * 1000:.2f}"
-
-
-def _count(value: float) -> str:
-    import math
-
-    return "-" if math.isnan(value) else f"{value:.0f}"
+    return "-" if math.isnan(value) else f"{value * scale:.{digits}f}"
 
 
 def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, str]]:
@@ -142,18 +137,18 @@ def run(backends: list[str], counts: list[int], repeat: int) -> list[dict[str, s
             floor = _median(totals[launchers[0][0]])
             for name, _ in launchers:
                 total = _median(totals[name])
-                row = {"launcher": name, "N": str(n), "total ms": _ms(total)}
+                row = {"launcher": name, "N": str(n), "total ms": _shown(total)}
                 row["/ floor"] = f"{total / floor:.2f}"
                 for index, stage in enumerate(STAGES):
-                    row[f"{stage} ms"] = _ms(_median([rank[index] for rank in stages[name]]))
-                row["last exit ms"] = _ms(_median(tails[name]))
+                    row[f"{stage} ms"] = _shown(_median([rank[index] for rank in stages[name]]))
+                row["last exit ms"] = _shown(_median(tails[name]))
                 cpu, faults, waits = (
                     _median([rank[len(STAGES) + i] for rank in stages[name]])
                     for i in range(len(USAGE))
                 )
-                row["rank cpu ms"] = _ms(cpu)
-                row["faults"] = _count(faults)
-                row["waits"] = _count(waits)
+                row["rank cpu ms"] = _shown(cpu)
+                row["faults"] = _shown(faults, 1, 0)
+                row["waits"] = _shown(waits, 1, 0)
                 rows.append(row)
     print(file=sys.stderr)
     return rows

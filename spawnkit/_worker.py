@@ -156,10 +156,8 @@ def run_rank(spec: WorkerSpec) -> _wire.Report:
         else:
             assert spec.target is not None
             fn, args = spec.target
-        # Python 3.14+ lists a started thread before it runs, and its faulthandler stops
-        # its dump at such a thread: a crash in fn's first instant would lose fn's frames.
-        # Earlier Pythons dump past it: there, fn need not wait for the helper threads
-        # (two waits a rank, a tenth of a 4-rank fork job's time).
+        # 3.14+'s faulthandler stops its dump at a thread listed but not run yet: a crash
+        # in fn's first instant would lose fn's frames. Earlier ones dump past it.
         if sys.version_info >= (3, 14):
             wait_running()
         result = fn(spec.rank, *args)

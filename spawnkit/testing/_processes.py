@@ -130,21 +130,10 @@ def infrastructure_pids() -> set[int]:
     return found
 
 
-def _below(
-    table: dict[int, tuple[int, str]], root: int, exclude: Iterable[int] = ()
-) -> dict[int, str]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+def _states_without(table: dict[int, tuple[int, str]], exclude: Iterable[int]) -> dict[int, str]:
+    """``pid -> status`` of ``table`` (a subtree, from :func:`_process_table`), but ``exclude``."""
     skip = set(exclude)
-    found: dict[int, str] = {}
-    stack = list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        if pid not in skip:
-            found[pid] = table[pid][1]
-        stack.extend(children.get(pid, []))
-    return found
+    return {pid: status for pid, (_, status) in table.items() if pid not in skip}
 
 
 def descendants(root: int | None = None, exclude: Iterable[int] = ()) -> dict[int, str]:
@@ -153,8 +142,7 @@ def descendants(root: int | None = None, exclude: Iterable[int] = ()) -> dict[in
 
     Processes in ``exclude`` are left out, but their own children are still listed.
     """
-    root = os.getpid() if root is None else root
-    return _below(_process_table(root), root, exclude)
+    return _states_without(_process_table(os.getpid() if root is None else root), exclude)
 
 
 def _zombie_children(pids: Iterable[int], table: dict[int, tuple[int, str]]) -> set[int]:
@@ -369,7 +357,7 @@ def _sweep(before: set[int], timeout: float) -> dict[int, str]:
     while True:
         table = _process_table(os.getpid())
         helpers = infrastructure_pids()
-        left = _below(table, os.getpid(), exclude=helpers)
+        left = _states_without(table, helpers)
         new = set(left) - before
         # The block is over: a Popen or Process object still holding one of these would
         # have been a leak all the same, and its zombie goes too.
